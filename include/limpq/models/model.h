@@ -1,0 +1,54 @@
+// The common base of limpq's networks and the registry of built-in
+// architectures.
+//
+//   auto model = limpq::models::make_model(ModelOptions().arch("resnet20"), /*in_channels=*/1,
+//                                          /*num_classes=*/10);
+//   torch::Tensor logits = model->forward(images);
+//
+// Module and parameter names follow torchvision (conv1, bn1, layer1.0.conv1,
+// downsample.0, fc; features.1.conv.0.0, classifier.1), so torchvision
+// state_dicts map one to one.
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace limpq::models {
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  explicit ModelImpl(std::string arch) : torch::nn::Module(arch), arch_(std::move(arch)) {}
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  const std::string& arch() const { return arch_; }
+
+ private:
+  std::string arch_;
+};
+using Model = std::shared_ptr<ModelImpl>;
+
+struct ModelOptions {
+  TORCH_ARG(std::string, arch) = "resnet20";
+  // Weights to start from: a torch.save(dict(model.state_dict())) file from
+  // PyTorch, or a limpq checkpoint. Empty: random initialisation.
+  TORCH_ARG(std::string, weights) = "";
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("arch", arch_, "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2");
+    v("weights", weights_, "initial weights: a PyTorch state_dict file or a limpq checkpoint");
+  }
+};
+
+const std::vector<std::string>& model_names();
+
+// Builds `options.arch()` with random initialisation (weights are loaded by
+// the caller, see state_dict.h).
+Model make_model(const std::string& arch, int64_t in_channels, int64_t num_classes);
+
+}  // namespace limpq::models

@@ -1,0 +1,69 @@
+// Convolution and linear layers that the quantization machinery attaches to.
+//
+// Parameter names match torch::nn / torchvision (`weight`, `bias`), so a
+// torchvision state_dict loads into a limpq model one to one. Without a
+// quantization policy these layers are exactly a full-precision Conv2d /
+// Linear.
+//
+//   QuantConv2d conv(QuantConv2dOptions(64, 128, 3).stride(2).padding(1));
+//   auto y = conv(x);
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace limpq::nn {
+
+struct QuantConv2dOptions {
+  QuantConv2dOptions(int64_t in_channels, int64_t out_channels, int64_t kernel_size)
+      : in_channels_(in_channels), out_channels_(out_channels), kernel_size_(kernel_size) {}
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  TORCH_ARG(int64_t, kernel_size);
+  TORCH_ARG(int64_t, stride) = 1;
+  TORCH_ARG(int64_t, padding) = 0;
+  TORCH_ARG(int64_t, groups) = 1;
+  TORCH_ARG(bool, bias) = false;
+};
+
+class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
+ public:
+  explicit QuantConv2dImpl(QuantConv2dOptions options);
+  void reset() override;
+  // torch::nn::Conv2d's default initialisation (kaiming-uniform, a = sqrt(5)).
+  void reset_parameters();
+  torch::Tensor forward(const torch::Tensor& input);
+  void pretty_print(std::ostream& stream) const override;
+
+  QuantConv2dOptions options;
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined when options.bias() is false
+};
+TORCH_MODULE(QuantConv2d);
+
+struct QuantLinearOptions {
+  QuantLinearOptions(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+};
+
+class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
+ public:
+  explicit QuantLinearImpl(QuantLinearOptions options);
+  QuantLinearImpl(int64_t in_features, int64_t out_features)
+      : QuantLinearImpl(QuantLinearOptions(in_features, out_features)) {}
+  void reset() override;
+  void reset_parameters();
+  torch::Tensor forward(const torch::Tensor& input);
+  void pretty_print(std::ostream& stream) const override;
+
+  QuantLinearOptions options;
+  torch::Tensor weight;
+  torch::Tensor bias;
+};
+TORCH_MODULE(QuantLinear);
+
+}  // namespace limpq::nn

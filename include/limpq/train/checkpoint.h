@@ -1,0 +1,39 @@
+// Training checkpoints.
+//
+// A checkpoint is a pickled dict (torch::pickle_save; Python reads it with
+// torch.load) holding the model's state_dict, the optimizer state, the
+// schedule position, the RNG state and the resolved configuration. It is
+// written atomically: a crash leaves the previous checkpoint intact.
+//
+//   Checkpoint ckpt = load_checkpoint("runs/train/checkpoint.pt");
+//   model->to(device); load_state_dict(*model, ckpt.model, path);
+#pragma once
+
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+#include "limpq/models/state_dict.h"
+
+namespace limpq::train {
+
+inline constexpr const char* kCheckpointFormat = "limpq.checkpoint/1";
+
+struct Checkpoint {
+  std::string arch;
+  std::vector<int64_t> input_shape;  // C, H, W
+  int64_t num_classes = 0;
+  models::StateDict model;
+  std::string optimizer;  // torch::optim state, serialized
+  int64_t epoch = 0;      // epochs completed
+  int64_t step = 0;       // optimizer steps taken
+  torch::Tensor rng_state;
+  std::string config;   // resolved configuration (JSON)
+  std::string metrics;  // metrics of the last evaluation (JSON)
+};
+
+void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace limpq::train

@@ -1,0 +1,59 @@
+// Options of the training commands (config sections `train` and `run`).
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+
+namespace limpq::train {
+
+// The optimisation recipe: SGD with momentum, cosine schedule with linear
+// warm-up, label-smoothed cross-entropy.
+struct OptimOptions {
+  TORCH_ARG(int64_t, epochs) = 15;
+  TORCH_ARG(double, lr) = 0.1;
+  TORCH_ARG(double, min_lr) = 0.0;
+  TORCH_ARG(double, momentum) = 0.9;
+  TORCH_ARG(bool, nesterov) = false;
+  TORCH_ARG(double, weight_decay) = 5e-4;
+  TORCH_ARG(double, warmup_epochs) = 1.0;
+  TORCH_ARG(double, label_smoothing) = 0.1;
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("epochs", epochs_, "training epochs");
+    v("lr", lr_, "peak learning rate (per 128 images of global batch is not rescaled)");
+    v("min_lr", min_lr_, "learning rate at the end of the cosine schedule");
+    v("momentum", momentum_, "SGD momentum");
+    v("nesterov", nesterov_, "Nesterov momentum");
+    v("weight_decay", weight_decay_, "L2 weight decay");
+    v("warmup_epochs", warmup_epochs_, "linear warm-up length in epochs (fractions allowed)");
+    v("label_smoothing", label_smoothing_, "label smoothing of the training loss");
+  }
+};
+
+// Where and how a run executes.
+struct RunOptions {
+  TORCH_ARG(std::string, out_dir) = "runs/train";
+  TORCH_ARG(std::string, device) = "cpu";
+  TORCH_ARG(int64_t, threads) = 0;
+  TORCH_ARG(int64_t, seed) = 0;
+  // Evaluate on the validation (or test) split every N epochs and at the end.
+  TORCH_ARG(int64_t, eval_every) = 1;
+  TORCH_ARG(bool, progress) = true;
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("out_dir", out_dir_, "output folder: checkpoint.pt, metrics.jsonl, config.json");
+    v("device", device_, "cpu | cuda | cuda:N");
+    v("threads", threads_, "compute threads (0: all cores)");
+    v("seed", seed_, "seed for initialisation, shuffling, augmentation and splits");
+    v("eval_every", eval_every_, "evaluate every N epochs");
+    v("progress", progress_, "show the live progress line");
+  }
+};
+
+}  // namespace limpq::train

@@ -1,0 +1,82 @@
+// Full-precision training and evaluation, as library calls behind the
+// `limpq train` and `limpq eval` commands.
+//
+//   TrainConfig config;
+//   config.optim.epochs(15);
+//   config.run.out_dir("runs/fmnist");
+//   TrainResult result = run_train(config);        // writes runs/fmnist/checkpoint.pt
+//
+//   EvalResult r = run_eval(load_checkpoint("runs/fmnist/checkpoint.pt"), EvalOptions(), data_options);
+#pragma once
+
+#include <torch/types.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "limpq/data/datasets.h"
+#include "limpq/data/loader.h"
+#include "limpq/models/model.h"
+#include "limpq/train/checkpoint.h"
+#include "limpq/train/options.h"
+#include "limpq/util/options.h"
+
+namespace limpq::train {
+
+struct EvalResult {
+  double loss = 0;  // mean cross-entropy (no label smoothing)
+  double top1 = 0;  // percent
+  double top5 = 0;  // percent
+  int64_t count = 0;
+  nlohmann::ordered_json to_json() const;
+};
+
+// Top-1/top-5 accuracy and loss of `model` over every batch of `loader`.
+EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device);
+
+struct TrainConfig {
+  data::DataOptions data;
+  models::ModelOptions model;
+  OptimOptions optim;
+  RunOptions run;
+
+  // The config-file sections: data, model, train, run.
+  std::vector<util::ConfigSection> sections();
+  nlohmann::ordered_json to_json();
+};
+
+struct TrainResult {
+  bool completed = false;  // false when a hook stopped the run early
+  EvalResult test;
+  int64_t epochs = 0;
+  double seconds = 0;
+  double images_per_second = 0;  // training throughput of the last epoch
+  std::string checkpoint;
+};
+
+// Callbacks into the training loop.
+struct TrainHooks {
+  // Asked after each epoch's checkpoint is written; true ends the run there
+  // (it can be resumed). Signal handling and tests use it.
+  std::function<bool(int64_t epochs_done)> should_stop;
+};
+
+// Trains `config.model` on `config.data`. With `resume`, continues from
+// out_dir/checkpoint.pt when it exists; without it, an existing checkpoint is
+// an error (nothing is overwritten by accident).
+TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks = {});
+
+struct EvalOptions {
+  TORCH_ARG(std::string, split) = "test";  // test | val
+  TORCH_ARG(std::string, device) = "cpu";
+  TORCH_ARG(int64_t, threads) = 0;
+};
+
+// The data options a checkpoint was trained with.
+data::DataOptions data_options_of(const Checkpoint& checkpoint);
+
+EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data);
+
+}  // namespace limpq::train

@@ -1,0 +1,140 @@
+// One source of truth for configuration.
+//
+// Every options struct declares its fields once, in a `visit` member, with a
+// name and a help text. The YAML config loader, the command-line flags and the
+// JSON dump written into checkpoints are all driven by that one list, so a
+// field cannot exist in one place and be missing in another, and an unknown
+// key or flag is always an error that names it.
+//
+//   struct OptimOptions {
+//     TORCH_ARG(int64_t, epochs) = 15;
+//    public:
+//     template <typename V> void visit(V&& v) { v("epochs", epochs_, "training epochs"); }
+//   };
+//
+//   OptimOptions optim;
+//   limpq::util::FlagSet flags;
+//   flags.add(app, optim);                      // --epochs
+//   ... app.parse(argc, argv) ...
+//   limpq::util::load_config(path, {limpq::util::section("train", optim)});
+//   flags.apply();                              // flags override the file
+#pragma once
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace limpq::util {
+
+// --- value conversion -------------------------------------------------------
+// `where` names the value for error messages, e.g. "configs/a.yaml: train.epochs".
+void parse_value(const YAML::Node& node, int64_t& out, const std::string& where);
+void parse_value(const YAML::Node& node, double& out, const std::string& where);
+void parse_value(const YAML::Node& node, bool& out, const std::string& where);
+void parse_value(const YAML::Node& node, std::string& out, const std::string& where);
+void parse_value(const YAML::Node& node, std::vector<int64_t>& out, const std::string& where);
+void parse_value(const YAML::Node& node, std::vector<double>& out, const std::string& where);
+
+std::string format_value(int64_t v);
+std::string format_value(double v);
+std::string format_value(bool v);
+std::string format_value(const std::string& v);
+std::string format_value(const std::vector<int64_t>& v);
+std::string format_value(const std::vector<double>& v);
+
+// "eval_batch_size" -> "eval-batch-size"
+std::string flag_name(const std::string& field);
+
+// --- options structs --------------------------------------------------------
+
+// Fills `opts` from a YAML mapping; an unknown key is an error naming it and
+// listing the known ones.
+template <typename Options>
+void from_yaml(const YAML::Node& mapping, Options& opts, const std::string& where) {
+  if (!mapping || mapping.IsNull()) return;
+  if (!mapping.IsMap()) {
+    TORCH_CHECK(false, where + ": expected a mapping of option: value");
+  }
+  for (const auto& kv : mapping) {
+    const std::string key = kv.first.as<std::string>();
+    bool found = false;
+    std::string known;
+    opts.visit([&](const char* name, auto& field, const char* /*help*/) {
+      known += known.empty() ? name : std::string(", ") + name;
+      if (key == name) {
+        parse_value(kv.second, field, where + "." + key);
+        found = true;
+      }
+    });
+    if (!found) {
+      TORCH_CHECK(false, where + ": unknown key '" + key + "' (known keys: " + known + ")");
+    }
+  }
+}
+
+template <typename Options>
+nlohmann::ordered_json to_json(Options& opts) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  opts.visit([&](const char* name, auto& field, const char* /*help*/) { j[name] = field; });
+  return j;
+}
+
+// A named section of a config file bound to one options struct.
+struct ConfigSection {
+  std::string name;
+  std::function<void(const YAML::Node&, const std::string&)> load;
+};
+
+template <typename Options>
+ConfigSection section(std::string name, Options& opts) {
+  return {std::move(name), [&opts](const YAML::Node& node, const std::string& where) {
+            from_yaml(node, opts, where);
+          }};
+}
+
+// Loads a YAML file whose top level is a mapping of section name -> options.
+// Unknown sections are an error naming the file and the section.
+void load_config(const std::string& path, const std::vector<ConfigSection>& sections);
+
+// Command-line flags for the fields of options structs. Flags are parsed into
+// strings by CLI11 and converted by the same parse_value as the YAML loader
+// when apply() runs, which lets a config file be loaded in between: flags
+// given on the command line override the file.
+class FlagSet {
+ public:
+  template <typename Options>
+  void add(CLI::App& app, Options& opts, const std::string& group = "Options") {
+    opts.visit([&](const char* name, auto& field, const char* help) {
+      Flag& flag = flags_.emplace_back();
+      flag.name = flag_name(name);
+      flag.option = app.add_option("--" + flag.name, flag.value, help)
+                        ->default_str(format_value(field))
+                        ->group(group);
+      flag.assign = [&field, where = "--" + flag.name](const std::string& text) {
+        parse_value(YAML::Load(text), field, where);
+      };
+    });
+  }
+
+  // Writes every flag given on the command line into its field.
+  void apply() const;
+
+ private:
+  struct Flag {
+    std::string name;
+    std::string value;
+    CLI::Option* option = nullptr;
+    std::function<void(const std::string&)> assign;
+  };
+  std::deque<Flag> flags_;
+};
+
+}  // namespace limpq::util

@@ -1,0 +1,31 @@
+#include "limpq/models/model.h"
+
+#include <c10/util/Exception.h>
+
+#include "limpq/models/mobilenet.h"
+#include "limpq/models/resnet.h"
+
+namespace limpq::models {
+
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> kNames = {"resnet20", "resnet32",     "resnet56",    "resnet18",
+                                                  "resnet50", "mobilenet_v1", "mobilenet_v2"};
+  return kNames;
+}
+
+Model make_model(const std::string& arch, int64_t in_channels, int64_t num_classes) {
+  TORCH_CHECK(in_channels > 0, "model: in_channels must be positive, got ", in_channels);
+  TORCH_CHECK(num_classes > 0, "model: num_classes must be positive, got ", num_classes);
+  if (arch == "resnet20") return std::make_shared<CifarResNetImpl>(20, in_channels, num_classes);
+  if (arch == "resnet32") return std::make_shared<CifarResNetImpl>(32, in_channels, num_classes);
+  if (arch == "resnet56") return std::make_shared<CifarResNetImpl>(56, in_channels, num_classes);
+  if (arch == "resnet18") return std::make_shared<ResNetImpl>(18, in_channels, num_classes);
+  if (arch == "resnet50") return std::make_shared<ResNetImpl>(50, in_channels, num_classes);
+  if (arch == "mobilenet_v1") return std::make_shared<MobileNetV1Impl>(in_channels, num_classes);
+  if (arch == "mobilenet_v2") return std::make_shared<MobileNetV2Impl>(in_channels, num_classes);
+  std::string known;
+  for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+  TORCH_CHECK(false, "model: unknown architecture '", arch, "' (known: ", known, ")");
+}
+
+}  // namespace limpq::models

@@ -1,0 +1,350 @@
+#include "limpq/train/trainer.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/core.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "limpq/models/state_dict.h"
+#include "limpq/train/schedule.h"
+#include "limpq/util/atomic_file.h"
+#include "limpq/util/progress.h"
+#include "limpq/util/runtime.h"
+
+namespace limpq::train {
+namespace {
+
+namespace F = torch::nn::functional;
+
+std::string serialize_optimizer(const torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  optimizer.save(archive);
+  std::ostringstream ss;
+  archive.save_to(ss);
+  return ss.str();
+}
+
+void restore_optimizer(torch::optim::Optimizer& optimizer, const std::string& bytes, const torch::Device& device) {
+  std::istringstream ss(bytes);
+  torch::serialize::InputArchive archive;
+  archive.load_from(ss, device);
+  optimizer.load(archive);
+}
+
+// Metrics log: one JSON object per evaluated epoch, rewritten atomically.
+class MetricsLog {
+ public:
+  explicit MetricsLog(std::string path) : path_(std::move(path)) {}
+
+  // Keeps the entries of epochs < `epoch` from an existing log (resume).
+  void restore_until(int64_t epoch) {
+    if (!util::file_exists(path_)) return;
+    std::istringstream in(util::read_file(path_));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      auto j = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.contains("epoch")) continue;
+      if (j["epoch"].get<int64_t>() <= epoch) lines_.push_back(line);
+    }
+  }
+
+  void append(const nlohmann::ordered_json& entry) {
+    lines_.push_back(entry.dump());
+    std::string text;
+    for (const auto& l : lines_) text += l + "\n";
+    util::write_file_atomic(path_, text);
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> lines_;
+};
+
+struct RunningStats {
+  torch::Tensor loss_sum, correct;
+  int64_t count = 0;
+  void reset(const torch::Device& device) {
+    loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    count = 0;
+  }
+  void add(const torch::Tensor& loss, const torch::Tensor& logits, const torch::Tensor& labels) {
+    const int64_t n = labels.size(0);
+    loss_sum += loss.detach().to(torch::kFloat64) * n;
+    correct += logits.detach().argmax(1).eq(labels).sum();
+    count += n;
+  }
+  double mean_loss() const { return count ? loss_sum.item<double>() / count : 0.0; }
+  double accuracy() const { return count ? 100.0 * correct.item<int64_t>() / count : 0.0; }
+};
+
+}  // namespace
+
+nlohmann::ordered_json EvalResult::to_json() const {
+  return {{"loss", loss}, {"top1", top1}, {"top5", top5}, {"count", count}};
+}
+
+EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  auto opts = torch::TensorOptions().device(device);
+  torch::Tensor loss_sum = torch::zeros({}, opts.dtype(torch::kFloat64));
+  torch::Tensor top1 = torch::zeros({}, opts.dtype(torch::kInt64));
+  torch::Tensor top5 = torch::zeros({}, opts.dtype(torch::kInt64));
+  int64_t count = 0;
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) {
+    auto images = batch->images.to(device, /*non_blocking=*/true);
+    auto labels = batch->labels.to(device, /*non_blocking=*/true);
+    auto logits = model.forward(images);
+    loss_sum += F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .to(torch::kFloat64);
+    const int64_t k = std::min<int64_t>(5, logits.size(1));
+    auto topk = std::get<1>(logits.topk(k, 1));
+    auto hits = topk.eq(labels.unsqueeze(1));
+    top1 += hits.narrow(1, 0, 1).sum();
+    top5 += hits.sum();
+    count += labels.size(0);
+  }
+  model.train(was_training);
+  TORCH_CHECK(count > 0, "evaluate: the data loader produced no examples");
+  EvalResult r;
+  r.count = count;
+  r.loss = loss_sum.item<double>() / count;
+  r.top1 = 100.0 * top1.item<int64_t>() / count;
+  r.top5 = 100.0 * top5.item<int64_t>() / count;
+  return r;
+}
+
+std::vector<util::ConfigSection> TrainConfig::sections() {
+  return {util::section("data", data), util::section("model", model), util::section("train", optim),
+          util::section("run", run)};
+}
+
+nlohmann::ordered_json TrainConfig::to_json() {
+  return {{"data", util::to_json(data)},
+          {"model", util::to_json(model)},
+          {"train", util::to_json(optim)},
+          {"run", util::to_json(run)}};
+}
+
+TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) {
+  const OptimOptions& optim = config.optim;
+  const RunOptions& run = config.run;
+  TORCH_CHECK(optim.epochs() > 0, "train: epochs must be positive, got ", optim.epochs());
+  TORCH_CHECK(optim.warmup_epochs() >= 0, "train: warmup_epochs must be >= 0, got ", optim.warmup_epochs());
+  TORCH_CHECK(optim.label_smoothing() >= 0 && optim.label_smoothing() < 1,
+              "train: label_smoothing must be in [0, 1), got ", optim.label_smoothing());
+  TORCH_CHECK(run.eval_every() > 0, "run: eval_every must be positive, got ", run.eval_every());
+
+  const int64_t threads = util::set_threads(run.threads());
+  const torch::Device device = util::resolve_device(run.device());
+  const auto seed = static_cast<uint64_t>(run.seed());
+  util::seed_everything(seed);
+
+  const std::string ckpt_path = (std::filesystem::path(run.out_dir()) / "checkpoint.pt").string();
+  const bool have_ckpt = util::file_exists(ckpt_path);
+  TORCH_CHECK(resume || !have_ckpt, "train: '", ckpt_path,
+              "' already exists; pass --resume to continue it or choose another --out-dir");
+
+  data::DataBundle data = data::make_data(config.data, seed);
+  models::Model model = models::make_model(config.model.arch(), data.input_shape[0], data.num_classes);
+  if (!config.model.weights().empty()) {
+    models::load_state_dict(*model, models::read_state_dict_file(config.model.weights()),
+                            config.model.weights());
+  }
+  model->to(device);
+
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(optim.lr())
+                                                       .momentum(optim.momentum())
+                                                       .nesterov(optim.nesterov())
+                                                       .weight_decay(optim.weight_decay()));
+
+  const bool cuda = device.is_cuda();
+  data::DataLoader train_loader(data.train, data.train_transform,
+                                data::LoaderOptions()
+                                    .batch_size(config.data.batch_size())
+                                    .shuffle(true)
+                                    .drop_last(true)
+                                    .workers(config.data.workers())
+                                    .seed(seed)
+                                    .pin_memory(cuda));
+  TORCH_CHECK(train_loader.batches_per_epoch() > 0, "train: ", data.train->size(),
+              " training examples make no full batch of ", config.data.batch_size());
+  const bool use_val = data.val != nullptr;
+  data::DataLoader eval_loader(use_val ? data.val : data.test, data.eval_transform,
+                               data::LoaderOptions()
+                                   .batch_size(config.data.eval_batch_size())
+                                   .workers(config.data.workers())
+                                   .pin_memory(cuda));
+
+  const int64_t steps_per_epoch = train_loader.batches_per_epoch();
+  const int64_t total_steps = steps_per_epoch * optim.epochs();
+  const auto warmup_steps = std::min<int64_t>(
+      total_steps, static_cast<int64_t>(std::llround(optim.warmup_epochs() * steps_per_epoch)));
+  CosineSchedule schedule(optim.lr(), optim.min_lr(), warmup_steps, total_steps);
+
+  const nlohmann::ordered_json resolved = config.to_json();
+  MetricsLog metrics((std::filesystem::path(run.out_dir()) / "metrics.jsonl").string());
+  Checkpoint ckpt;
+  ckpt.arch = config.model.arch();
+  ckpt.input_shape = data.input_shape;
+  ckpt.num_classes = data.num_classes;
+  ckpt.config = resolved.dump();
+
+  int64_t start_epoch = 0;
+  int64_t step = 0;
+  if (resume && have_ckpt) {
+    Checkpoint prev = load_checkpoint(ckpt_path);
+    TORCH_CHECK(prev.arch == ckpt.arch && prev.num_classes == ckpt.num_classes &&
+                    prev.input_shape == ckpt.input_shape,
+                "train: cannot resume '", ckpt_path, "': it holds a ", prev.arch, " with ", prev.num_classes,
+                " classes, this run builds a ", ckpt.arch, " with ", ckpt.num_classes);
+    models::load_state_dict(*model, prev.model, ckpt_path);
+    restore_optimizer(optimizer, prev.optimizer, device);
+    if (prev.rng_state.numel() > 0) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(prev.rng_state);
+    }
+    start_epoch = prev.epoch;
+    step = prev.step;
+    metrics.restore_until(start_epoch);
+    fmt::print(stderr, "resuming '{}' after epoch {}/{} (step {})\n", ckpt_path, start_epoch, optim.epochs(), step);
+  }
+  util::write_file_atomic((std::filesystem::path(run.out_dir()) / "config.json").string(), resolved.dump(2) + "\n");
+
+  fmt::print(stderr, "train: {} on {} ({} train / {} {} examples), {} epochs, batch {}, {} threads, {}\n",
+             config.model.arch(), config.data.dataset(), data.train->size(), use_val ? "val" : "test",
+             (use_val ? data.val : data.test)->size(), optim.epochs(), config.data.batch_size(), threads,
+             device.str());
+
+  TrainResult result;
+  result.checkpoint = ckpt_path;
+  util::Stopwatch total_clock;
+  EvalResult last_eval;
+  for (int64_t epoch = start_epoch; epoch < optim.epochs(); ++epoch) {
+    model->train();
+    train_loader.start_epoch(epoch);
+    RunningStats stats;
+    stats.reset(device);
+    util::ProgressLine progress(fmt::format("epoch {}/{}", epoch + 1, optim.epochs()), steps_per_epoch,
+                                run.progress());
+    util::Stopwatch epoch_clock;
+    int64_t batch_index = 0;
+    double lr = 0;
+    while (auto batch = train_loader.next()) {
+      auto images = batch->images.to(device, /*non_blocking=*/true);
+      auto labels = batch->labels.to(device, /*non_blocking=*/true);
+      lr = schedule.lr(step);
+      for (auto& group : optimizer.param_groups()) {
+        static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+      }
+      auto logits = model->forward(images);
+      auto loss = F::cross_entropy(logits, labels,
+                                   F::CrossEntropyFuncOptions().label_smoothing(optim.label_smoothing()));
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+      stats.add(loss, logits, labels);
+      ++step;
+      ++batch_index;
+      if (batch_index % 20 == 0 || batch_index == steps_per_epoch) {
+        const double mean_loss = stats.mean_loss();
+        TORCH_CHECK(std::isfinite(mean_loss), "train: the loss became ", mean_loss, " at epoch ", epoch + 1,
+                    ", step ", step, " (lower the learning rate); the last good checkpoint is '", ckpt_path, "'");
+        progress.update(batch_index, fmt::format("loss {:.4f} acc {:.2f}% lr {:.4g} | {:.0f} img/s", mean_loss,
+                                                 stats.accuracy(), lr,
+                                                 stats.count / std::max(1e-9, epoch_clock.seconds())));
+      }
+    }
+    const double train_seconds = epoch_clock.seconds();
+    result.images_per_second = stats.count / std::max(1e-9, train_seconds);
+
+    nlohmann::ordered_json entry = {{"epoch", epoch + 1},
+                                    {"step", step},
+                                    {"lr", lr},
+                                    {"train_loss", stats.mean_loss()},
+                                    {"train_top1", stats.accuracy()},
+                                    {"images_per_second", result.images_per_second},
+                                    {"train_seconds", train_seconds}};
+    std::string status = fmt::format("loss {:.4f} acc {:.2f}% | {:.0f} img/s", stats.mean_loss(),
+                                     stats.accuracy(), result.images_per_second);
+    const bool last = epoch + 1 == optim.epochs();
+    if ((epoch + 1) % run.eval_every() == 0 || last) {
+      last_eval = evaluate(*model, eval_loader, device);
+      entry[use_val ? "val" : "test"] = last_eval.to_json();
+      status += fmt::format(" | {} top1 {:.2f}% loss {:.4f}", use_val ? "val" : "test", last_eval.top1,
+                            last_eval.loss);
+    }
+    progress.finish(status);
+
+    ckpt.model = models::state_dict(*model);
+    ckpt.optimizer = serialize_optimizer(optimizer);
+    ckpt.epoch = epoch + 1;
+    ckpt.step = step;
+    ckpt.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    ckpt.metrics = entry.dump();
+    save_checkpoint(ckpt_path, ckpt);
+    metrics.append(entry);
+    if (!last && hooks.should_stop && hooks.should_stop(epoch + 1)) {
+      result.test = last_eval;
+      result.seconds = total_clock.seconds();
+      result.epochs = epoch + 1;
+      return result;
+    }
+  }
+
+  data::DataLoader test_loader(data.test, data.eval_transform,
+                               data::LoaderOptions()
+                                   .batch_size(config.data.eval_batch_size())
+                                   .workers(config.data.workers())
+                                   .pin_memory(cuda));
+  result.test = evaluate(*model, test_loader, device);
+  result.completed = true;
+  result.epochs = optim.epochs();
+  result.seconds = total_clock.seconds();
+  return result;
+}
+
+data::DataOptions data_options_of(const Checkpoint& checkpoint) {
+  data::DataOptions data;
+  const auto config = nlohmann::json::parse(checkpoint.config, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_discarded() && config.contains("data")) {
+    // JSON is YAML: the same loader checks the keys.
+    util::from_yaml(YAML::Load(config["data"].dump()), data, "checkpoint config: data");
+  }
+  return data;
+}
+
+EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data_options) {
+  TORCH_CHECK(options.split() == "test" || options.split() == "val", "eval: split must be test or val, got '",
+              options.split(), "'");
+  util::set_threads(options.threads());
+  const torch::Device device = util::resolve_device(options.device());
+  const uint64_t seed = 0;
+  data::DataBundle data = options.split() == "test" ? data::make_test_data(data_options, seed)
+                                                    : data::make_data(data_options, seed);
+  TORCH_CHECK(data.input_shape == checkpoint.input_shape && data.num_classes == checkpoint.num_classes,
+              "eval: the checkpoint's model takes ", c10::IntArrayRef(checkpoint.input_shape), " inputs with ",
+              checkpoint.num_classes, " classes, but dataset '", data_options.dataset(), "' gives ",
+              c10::IntArrayRef(data.input_shape), " with ", data.num_classes);
+  auto dataset = options.split() == "test" ? data.test : data.val;
+  TORCH_CHECK(dataset != nullptr, "eval: --split val needs data.val_size > 0");
+  models::Model model = models::make_model(checkpoint.arch, checkpoint.input_shape[0], checkpoint.num_classes);
+  models::load_state_dict(*model, checkpoint.model, "checkpoint");
+  model->to(device);
+  data::DataLoader loader(dataset, data.eval_transform,
+                          data::LoaderOptions()
+                              .batch_size(data_options.eval_batch_size())
+                              .workers(data_options.workers())
+                              .pin_memory(device.is_cuda()));
+  return evaluate(*model, loader, device);
+}
+
+}  // namespace limpq::train

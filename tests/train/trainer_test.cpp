@@ -1,0 +1,115 @@
+#include "limpq/train/trainer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "limpq/util/atomic_file.h"
+#include "support/test_support.h"
+
+namespace limpq::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TrainerTest : public limpq::testing::SeededTest {
+ protected:
+  TrainConfig tiny_config(const std::string& out_dir) {
+    const std::string data_dir = temp_path("data");
+    if (!std::filesystem::exists(data_dir)) limpq::testing::write_synthetic_mnist(data_dir, 160, 40);
+    TrainConfig c;
+    c.data.dataset("mnist").root(data_dir).batch_size(16).eval_batch_size(20).workers(1);
+    c.model.arch("resnet20");
+    c.optim.epochs(2).lr(0.05).warmup_epochs(0.5);
+    c.run.out_dir(out_dir).threads(1).progress(false);
+    return c;
+  }
+};
+
+TEST_F(TrainerTest, LearnsASeparableTaskAndWritesItsFiles) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.optim.epochs(4);
+  const TrainResult r = run_train(c, /*resume=*/false);
+  EXPECT_EQ(r.test.count, 40);
+  EXPECT_GT(r.test.top1, 60.0) << "synthetic bands are easy to separate";
+  EXPECT_GT(r.images_per_second, 0);
+  for (const char* f : {"checkpoint.pt", "metrics.jsonl", "config.json"}) {
+    EXPECT_TRUE(util::file_exists(temp_path("run/") + f)) << f;
+  }
+  std::ifstream log(temp_path("run/metrics.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(log, line);) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["epoch"].get<int>(), ++lines);
+    EXPECT_TRUE(j.contains("test"));
+  }
+  EXPECT_EQ(lines, 4);
+
+  const Checkpoint ckpt = load_checkpoint(r.checkpoint);
+  EXPECT_EQ(ckpt.epoch, 4);
+  EXPECT_EQ(ckpt.step, 4 * 10);
+  EXPECT_EQ(ckpt.arch, "resnet20");
+  const EvalResult again = run_eval(ckpt, EvalOptions().threads(1), data_options_of(ckpt));
+  EXPECT_DOUBLE_EQ(again.top1, r.test.top1) << "eval reproduces the training run's test accuracy";
+  EXPECT_NEAR(again.loss, r.test.loss, 1e-6);
+}
+
+TEST_F(TrainerTest, ResumeEqualsAnUninterruptedRun) {
+  const TrainResult straight = run_train(tiny_config(temp_path("straight")), /*resume=*/false);
+  EXPECT_TRUE(straight.completed);
+
+  TrainConfig interrupted = tiny_config(temp_path("split"));
+  TrainHooks stop_after_first;
+  stop_after_first.should_stop = [](int64_t epochs_done) { return epochs_done == 1; };
+  const TrainResult partial = run_train(interrupted, /*resume=*/false, stop_after_first);
+  EXPECT_FALSE(partial.completed);
+  EXPECT_EQ(load_checkpoint(partial.checkpoint).epoch, 1);
+
+  const TrainResult resumed = run_train(interrupted, /*resume=*/true);
+  EXPECT_TRUE(resumed.completed);
+  const Checkpoint a = load_checkpoint(straight.checkpoint);
+  const Checkpoint b = load_checkpoint(resumed.checkpoint);
+  EXPECT_EQ(a.step, b.step);
+  for (const auto& [name, t] : a.model) {
+    EXPECT_TRUE(torch::equal(t, b.model.at(name))) << "resumed run differs at " << name;
+  }
+  EXPECT_DOUBLE_EQ(straight.test.loss, resumed.test.loss);
+}
+
+TEST_F(TrainerTest, ExistingCheckpointIsNeverOverwrittenWithoutResume) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.optim.epochs(1);
+  run_train(c, false);
+  const std::string before = util::read_file(temp_path("run/checkpoint.pt"));
+  try {
+    run_train(c, false);
+    FAIL();
+  } catch (const c10::Error& e) {
+    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("already exists; pass --resume"));
+  }
+  EXPECT_EQ(util::read_file(temp_path("run/checkpoint.pt")), before);
+}
+
+TEST_F(TrainerTest, CorruptCheckpointIsRefusedByName) {
+  limpq::testing::write_bytes(temp_path("bad.pt"), "PK\x03\x04 not really a zip");
+  try {
+    load_checkpoint(temp_path("bad.pt"));
+    FAIL();
+  } catch (const c10::Error& e) {
+    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("bad.pt"));
+  }
+}
+
+TEST_F(TrainerTest, BadRecipeValuesAreNamed) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.optim.epochs(0);
+  EXPECT_THAT([&] { run_train(c, false); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("epochs must be positive")));
+  c.optim.epochs(1);
+  c.run.device("tpu");
+  EXPECT_THAT([&] { run_train(c, false); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("device must be cpu")));
+}
+
+}  // namespace
+}  // namespace limpq::train

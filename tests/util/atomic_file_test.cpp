@@ -1,0 +1,53 @@
+#include "limpq/util/atomic_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/test_support.h"
+
+namespace limpq::util {
+namespace {
+
+class AtomicFileTest : public limpq::testing::SeededTest {};
+
+size_t entries_in(const std::string& dir) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+TEST_F(AtomicFileTest, WritesCreatesParentsAndReplaces) {
+  const std::string path = temp_path("a/b/file.bin");
+  write_file_atomic(path, std::string("first\0x", 7));
+  EXPECT_EQ(read_file(path), std::string("first\0x", 7));
+  write_file_atomic(path, "second");
+  EXPECT_EQ(read_file(path), "second");
+  EXPECT_EQ(entries_in(temp_path("a/b")), 1u) << "no temporary file is left behind";
+}
+
+TEST_F(AtomicFileTest, FailureKeepsThePreviousFile) {
+  const std::string path = temp_path("keep.txt");
+  write_file_atomic(path, "good");
+  // A directory squatting on the temporary name makes the write fail.
+  std::filesystem::create_directory(path + ".tmp." + std::to_string(::getpid()));
+  try {
+    write_file_atomic(path, "bad");
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find(path), std::string::npos);
+  }
+  EXPECT_EQ(read_file(path), "good");
+}
+
+TEST_F(AtomicFileTest, ReadingAMissingFileNamesIt) {
+  try {
+    read_file(temp_path("missing"));
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("missing"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace limpq::util

@@ -1,0 +1,124 @@
+#include "limpq/util/options.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "limpq/data/datasets.h"
+#include "limpq/train/options.h"
+#include "support/test_support.h"
+
+namespace limpq::util {
+namespace {
+
+using limpq::testing::SeededTest;
+using ::testing::HasSubstr;
+
+class OptionsTest : public SeededTest {};
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST_F(OptionsTest, YamlFillsEveryTypeOfField) {
+  const std::string path = temp_path("a.yaml");
+  testing::write_bytes(path,
+                       "data:\n  dataset: cifar10\n  batch_size: 64\n  augment: false\n"
+                       "train:\n  lr: 0.05\n  epochs: 3\n");
+  data::DataOptions data;
+  train::OptimOptions optim;
+  load_config(path, {section("data", data), section("train", optim)});
+  EXPECT_EQ(data.dataset(), "cifar10");
+  EXPECT_EQ(data.batch_size(), 64);
+  EXPECT_FALSE(data.augment());
+  EXPECT_DOUBLE_EQ(optim.lr(), 0.05);
+  EXPECT_EQ(optim.epochs(), 3);
+  EXPECT_EQ(data.workers(), 2) << "keys not in the file keep their defaults";
+}
+
+TEST_F(OptionsTest, UnknownKeyIsNamedWithTheKnownOnes) {
+  const std::string path = temp_path("bad.yaml");
+  testing::write_bytes(path, "train:\n  epochz: 3\n");
+  train::OptimOptions optim;
+  const std::string msg = error_of([&] { load_config(path, {section("train", optim)}); });
+  EXPECT_THAT(msg, HasSubstr("unknown key 'epochz'"));
+  EXPECT_THAT(msg, HasSubstr(path));
+  EXPECT_THAT(msg, HasSubstr("epochs"));
+}
+
+TEST_F(OptionsTest, UnknownSectionIsNamed) {
+  const std::string path = temp_path("bad.yaml");
+  testing::write_bytes(path, "trian:\n  epochs: 3\n");
+  train::OptimOptions optim;
+  const std::string msg = error_of([&] { load_config(path, {section("train", optim)}); });
+  EXPECT_THAT(msg, HasSubstr("unknown section 'trian'"));
+}
+
+TEST_F(OptionsTest, WrongTypeNamesFieldAndValue) {
+  const std::string path = temp_path("bad.yaml");
+  testing::write_bytes(path, "train:\n  epochs: many\n");
+  train::OptimOptions optim;
+  const std::string msg = error_of([&] { load_config(path, {section("train", optim)}); });
+  EXPECT_THAT(msg, HasSubstr("train.epochs must be an integer, got 'many'"));
+}
+
+TEST_F(OptionsTest, InvalidYamlAndMissingFileAreReported) {
+  const std::string path = temp_path("broken.yaml");
+  testing::write_bytes(path, "train: [1, 2\n");
+  train::OptimOptions optim;
+  EXPECT_THAT(error_of([&] { load_config(path, {section("train", optim)}); }), HasSubstr("not valid YAML"));
+  EXPECT_THAT(error_of([&] { load_config(temp_path("none.yaml"), {section("train", optim)}); }),
+              HasSubstr("cannot open file"));
+}
+
+TEST_F(OptionsTest, FlagsOverrideTheConfigFile) {
+  const std::string path = temp_path("a.yaml");
+  testing::write_bytes(path, "train:\n  epochs: 3\n  lr: 0.5\n");
+  train::OptimOptions optim;
+  CLI::App app;
+  FlagSet flags;
+  flags.add(app, optim);
+  const char* argv[] = {"limpq", "--epochs", "7", "--label-smoothing", "0"};
+  app.parse(5, const_cast<char**>(argv));
+  load_config(path, {section("train", optim)});
+  flags.apply();
+  EXPECT_EQ(optim.epochs(), 7);
+  EXPECT_DOUBLE_EQ(optim.lr(), 0.5);
+  EXPECT_DOUBLE_EQ(optim.label_smoothing(), 0.0);
+}
+
+TEST_F(OptionsTest, BadFlagValueNamesTheFlag) {
+  train::OptimOptions optim;
+  CLI::App app;
+  FlagSet flags;
+  flags.add(app, optim);
+  const char* argv[] = {"limpq", "--epochs", "2.5"};
+  app.parse(3, const_cast<char**>(argv));
+  EXPECT_THAT(error_of([&] { flags.apply(); }), HasSubstr("--epochs must be an integer, got '2.5'"));
+}
+
+TEST_F(OptionsTest, ListsParseFromYamlAndCommaText) {
+  std::vector<int64_t> v;
+  parse_value(YAML::Load("[6, 5, 4]"), v, "x");
+  EXPECT_EQ(v, (std::vector<int64_t>{6, 5, 4}));
+  parse_value(YAML::Load("3,2"), v, "x");
+  EXPECT_EQ(v, (std::vector<int64_t>{3, 2}));
+  EXPECT_THAT(error_of([&] { parse_value(YAML::Load("[1, b]"), v, "cands"); }), HasSubstr("cands[1]"));
+}
+
+TEST_F(OptionsTest, JsonDumpRoundTripsThroughTheYamlLoader) {
+  train::OptimOptions a;
+  a.epochs(9).lr(0.3).nesterov(true);
+  train::OptimOptions b;
+  from_yaml(YAML::Load(to_json(a).dump()), b, "json");
+  EXPECT_EQ(b.epochs(), 9);
+  EXPECT_DOUBLE_EQ(b.lr(), 0.3);
+  EXPECT_TRUE(b.nesterov());
+}
+
+}  // namespace
+}  // namespace limpq::util
