@@ -1,0 +1,52 @@
+// Training-step throughput of limpq's networks (Google Benchmark).
+//
+//   build/bench/limpq_bench --benchmark_filter=TrainStep
+//
+// Each benchmark runs forward, label-smoothed cross-entropy, backward and an
+// SGD step on a fixed batch, and reports images per second. The driver
+// bench/train_throughput.sh runs it next to the PyTorch-Python baseline.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+
+#include "limpq/models/model.h"
+#include "limpq/util/runtime.h"
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels, int64_t size) {
+  const int64_t batch = state.range(0);
+  const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
+  state.counters["threads"] = static_cast<double>(limpq::util::set_threads(threads ? std::atoll(threads) : 0));
+  torch::manual_seed(0);
+  auto model = limpq::models::make_model(arch, channels, 10);
+  model->train();
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
+  auto x = torch::randn({batch, channels, size, size});
+  auto y = torch::randint(0, 10, {batch});
+  auto step = [&] {
+    auto loss = F::cross_entropy(model->forward(x), y, F::CrossEntropyFuncOptions().label_smoothing(0.1));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  for (int i = 0; i < 5; ++i) step();  // warm-up: oneDNN primitive creation
+  for (auto _ : state) step();
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["images_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
+}
+
+// Arg: batch. Threads come from $LIMPQ_THREADS (default: all cores).
+BENCHMARK_CAPTURE(BM_TrainStep, resnet20_fp32, std::string("resnet20"), 1, 28)
+    ->Arg(128)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(5.0);
+
+}  // namespace
+
+BENCHMARK_MAIN();

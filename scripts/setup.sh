@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Sets up limpq on Debian 12: installs the Debian packages it needs when they
+# are missing (as root directly, through sudo otherwise), then configures and
+# builds into ./build. With --run, also runs the main job (configs/quickstart.yaml).
+#
+#   ./scripts/setup.sh          # install + build
+#   ./scripts/setup.sh --run    # install + build + quick start job
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=0
+BUILD_DIR=${LIMPQ_BUILD_DIR:-build}
+for arg in "$@"; do
+  case "$arg" in
+    --run) RUN=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (expected --run)" >&2; exit 2 ;;
+  esac
+done
+
+PACKAGES=(
+  # toolchain
+  g++ cmake ninja-build ccache pkg-config git
+  # libraries
+  libtorch-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libturbojpeg0-dev zlib1g-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision
+  # data
+  dataset-fashion-mnist
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "setup.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$BUILD_DIR"
+
+if ((RUN)); then
+  out=runs/quickstart
+  resume=()
+  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
+  "$BUILD_DIR/limpq" train --config configs/quickstart.yaml "${resume[@]}"
+  "$BUILD_DIR/limpq" eval --checkpoint "$out/checkpoint.pt"
+fi
