@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "limpq/nn/trace.h"
+
 namespace limpq::nn {
 
 SwitchableBatchNorm2dImpl::SwitchableBatchNorm2dImpl(SwitchableBatchNorm2dOptions options_)
@@ -30,10 +32,40 @@ void SwitchableBatchNorm2dImpl::reset_parameters() {
   num_batches_tracked.zero_();
 }
 
+void SwitchableBatchNorm2dImpl::make_switchable(const std::vector<int64_t>& bits) {
+  TORCH_CHECK(!switchable(), "SwitchableBatchNorm2d: already switchable");
+  TORCH_CHECK(!bits.empty(), "SwitchableBatchNorm2d: make_switchable needs at least one bit-width");
+  branches = torch::nn::ModuleDict();
+  torch::NoGradGuard no_grad;
+  for (int64_t b : bits) {
+    auto bn = torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(options.num_features())
+                                         .eps(options.eps())
+                                         .momentum(options.momentum()));
+    bn->to(weight.device());
+    bn->weight.copy_(weight);
+    bn->bias.copy_(bias);
+    bn->running_mean.copy_(running_mean);
+    bn->running_var.copy_(running_var);
+    bn->num_batches_tracked.copy_(num_batches_tracked);
+    branches->update({{std::to_string(b), bn.ptr()}});
+  }
+  register_module("branches", branches);
+}
+
+void SwitchableBatchNorm2dImpl::set_bits(int64_t bits) {
+  TORCH_CHECK(bits == 32 || !switchable() || branches->contains(std::to_string(bits)),
+              "SwitchableBatchNorm2d: no branch for ", bits, " bits");
+  bits_ = bits;
+}
+
 torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() == 4 && input.size(1) == options.num_features(),
               "SwitchableBatchNorm2d: expected N x ", options.num_features(), " x H x W input, got ",
               input.sizes());
+  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, input);
+  if (switchable() && bits_ != 32) {
+    return branches->at<torch::nn::BatchNorm2dImpl>(std::to_string(bits_)).forward(input);
+  }
   if (is_training()) {
     torch::NoGradGuard no_grad;
     num_batches_tracked.add_(1);

@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "limpq/nn/trace.h"
+
 namespace limpq::nn {
 
 QuantConv2dImpl::QuantConv2dImpl(QuantConv2dOptions options_) : options(options_) { reset(); }
@@ -40,9 +42,68 @@ void QuantConv2dImpl::reset_parameters() {
   }
 }
 
+namespace {
+
+template <typename Layer>
+void attach(Layer& layer, const quant::LsqQuantizerOptions& weight_options,
+            const quant::LsqQuantizerOptions& input_options) {
+  TORCH_CHECK(weight_options.kind() == quant::QuantizerKind::kWeight &&
+                  input_options.kind() == quant::QuantizerKind::kActivation,
+              "attach_quantizers: expected a weight quantizer and an activation quantizer");
+  TORCH_CHECK(weight_options.channels() == 0 || weight_options.channels() == layer.weight.size(0),
+              "attach_quantizers: per-channel weight steps need ", layer.weight.size(0), " channels, got ",
+              weight_options.channels());
+  layer.weight_quantizer = quant::LsqQuantizer(weight_options);
+  layer.input_quantizer = quant::LsqQuantizer(input_options);
+  layer.weight_quantizer->to(layer.weight.device());
+  layer.input_quantizer->to(layer.weight.device());
+  layer.weight_quantizer->init_from_weight(layer.weight);
+  if (layer.named_children().contains("weight_quantizer")) {
+    layer.replace_module("weight_quantizer", layer.weight_quantizer);
+    layer.replace_module("input_quantizer", layer.input_quantizer);
+  } else {
+    layer.register_module("weight_quantizer", layer.weight_quantizer);
+    layer.register_module("input_quantizer", layer.input_quantizer);
+  }
+}
+
+template <typename Layer>
+void set_layer_bits(Layer& layer, const char* what, int64_t weight_bits, int64_t input_bits) {
+  if (!layer.quantized()) {
+    TORCH_CHECK(weight_bits == quant::kFullPrecisionBits && input_bits == quant::kFullPrecisionBits, what,
+                ": cannot set W", weight_bits, "A", input_bits, " on a layer without quantizers");
+    return;
+  }
+  layer.weight_quantizer->set_bits(weight_bits);
+  layer.input_quantizer->set_bits(input_bits);
+}
+
+}  // namespace
+
+void QuantConv2dImpl::attach_quantizers(const quant::LsqQuantizerOptions& weight_options,
+                                        const quant::LsqQuantizerOptions& input_options) {
+  attach(*this, weight_options, input_options);
+}
+
+void QuantConv2dImpl::set_bits(int64_t weight_bits, int64_t input_bits) {
+  set_layer_bits(*this, "QuantConv2d", weight_bits, input_bits);
+}
+
+void QuantLinearImpl::attach_quantizers(const quant::LsqQuantizerOptions& weight_options,
+                                        const quant::LsqQuantizerOptions& input_options) {
+  attach(*this, weight_options, input_options);
+}
+
+void QuantLinearImpl::set_bits(int64_t weight_bits, int64_t input_bits) {
+  set_layer_bits(*this, "QuantLinear", weight_bits, input_bits);
+}
+
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& input) {
-  return torch::conv2d(input, weight, bias, options.stride(), options.padding(), /*dilation=*/1,
-                       options.groups());
+  const torch::Tensor x = quantized() ? input_quantizer(input) : input;
+  const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
+  torch::Tensor out = torch::conv2d(x, w, bias, options.stride(), options.padding(), /*dilation=*/1, options.groups());
+  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, out);
+  return out;
 }
 
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
@@ -77,7 +138,11 @@ void QuantLinearImpl::reset_parameters() {
 }
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& input) {
-  return torch::linear(input, weight, bias);
+  const torch::Tensor x = quantized() ? input_quantizer(input) : input;
+  const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
+  torch::Tensor out = torch::linear(x, w, bias);
+  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, out);
+  return out;
 }
 
 void QuantLinearImpl::pretty_print(std::ostream& stream) const {

@@ -86,6 +86,10 @@ void parse_value(const YAML::Node& node, std::vector<double>& out, const std::st
   parse_list(node, out, where, "a list of numbers");
 }
 
+void parse_value(const YAML::Node& node, std::vector<std::string>& out, const std::string& where) {
+  parse_list(node, out, where, "a list of strings");
+}
+
 std::string format_value(int64_t v) { return std::to_string(v); }
 std::string format_value(double v) {
   std::ostringstream ss;
@@ -96,6 +100,7 @@ std::string format_value(bool v) { return v ? "true" : "false"; }
 std::string format_value(const std::string& v) { return v; }
 std::string format_value(const std::vector<int64_t>& v) { return join(v); }
 std::string format_value(const std::vector<double>& v) { return join(v); }
+std::string format_value(const std::vector<std::string>& v) { return join(v); }
 
 std::string flag_name(const std::string& field) {
   std::string name = field;

@@ -1,17 +1,25 @@
-// Convolution and linear layers that the quantization machinery attaches to.
+// Convolution and linear layers that quantize their input activation and
+// their weight, each with its own LsqQuantizer, at a (weight bits, activation
+// bits) pair set at run time.
 //
 // Parameter names match torch::nn / torchvision (`weight`, `bias`), so a
-// torchvision state_dict loads into a limpq model one to one. Without a
-// quantization policy these layers are exactly a full-precision Conv2d /
-// Linear.
+// torchvision state_dict loads into a limpq model one to one. Until
+// quantizers are attached (see quantize_model.h) these layers are exactly a
+// full-precision Conv2d / Linear; the quantizers then appear as the
+// submodules `weight_quantizer` and `input_quantizer`.
 //
 //   QuantConv2d conv(QuantConv2dOptions(64, 128, 3).stride(2).padding(1));
+//   conv->attach_quantizers(LsqQuantizerOptions({4}).kind(QuantizerKind::kWeight),
+//                           LsqQuantizerOptions({4}).is_signed(false));
+//   conv->set_bits(4, 4);
 //   auto y = conv(x);
 #pragma once
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+
+#include "limpq/quant/lsq_quantizer.h"
 
 namespace limpq::nn {
 
@@ -36,8 +44,19 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   torch::Tensor forward(const torch::Tensor& input);
   void pretty_print(std::ostream& stream) const override;
 
+  // Registers the weight and input quantizers (the weight steps are
+  // initialised from the current weight); the layer starts at full precision.
+  void attach_quantizers(const quant::LsqQuantizerOptions& weight, const quant::LsqQuantizerOptions& input);
+  bool quantized() const { return !weight_quantizer.is_empty(); }
+  // 32 = full precision for either side.
+  void set_bits(int64_t weight_bits, int64_t input_bits);
+  int64_t weight_bits() const { return quantized() ? weight_quantizer->bits() : quant::kFullPrecisionBits; }
+  int64_t input_bits() const { return quantized() ? input_quantizer->bits() : quant::kFullPrecisionBits; }
+
   QuantConv2dOptions options;
   torch::Tensor weight;
+  quant::LsqQuantizer weight_quantizer{nullptr};
+  quant::LsqQuantizer input_quantizer{nullptr};
   torch::Tensor bias;  // undefined when options.bias() is false
 };
 TORCH_MODULE(QuantConv2d);
@@ -60,8 +79,19 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   torch::Tensor forward(const torch::Tensor& input);
   void pretty_print(std::ostream& stream) const override;
 
+  // Registers the weight and input quantizers (the weight steps are
+  // initialised from the current weight); the layer starts at full precision.
+  void attach_quantizers(const quant::LsqQuantizerOptions& weight, const quant::LsqQuantizerOptions& input);
+  bool quantized() const { return !weight_quantizer.is_empty(); }
+  // 32 = full precision for either side.
+  void set_bits(int64_t weight_bits, int64_t input_bits);
+  int64_t weight_bits() const { return quantized() ? weight_quantizer->bits() : quant::kFullPrecisionBits; }
+  int64_t input_bits() const { return quantized() ? input_quantizer->bits() : quant::kFullPrecisionBits; }
+
   QuantLinearOptions options;
   torch::Tensor weight;
+  quant::LsqQuantizer weight_quantizer{nullptr};
+  quant::LsqQuantizer input_quantizer{nullptr};
   torch::Tensor bias;
 };
 TORCH_MODULE(QuantLinear);

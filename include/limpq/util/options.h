@@ -42,6 +42,7 @@ void parse_value(const YAML::Node& node, bool& out, const std::string& where);
 void parse_value(const YAML::Node& node, std::string& out, const std::string& where);
 void parse_value(const YAML::Node& node, std::vector<int64_t>& out, const std::string& where);
 void parse_value(const YAML::Node& node, std::vector<double>& out, const std::string& where);
+void parse_value(const YAML::Node& node, std::vector<std::string>& out, const std::string& where);
 
 std::string format_value(int64_t v);
 std::string format_value(double v);
@@ -49,6 +50,7 @@ std::string format_value(bool v);
 std::string format_value(const std::string& v);
 std::string format_value(const std::vector<int64_t>& v);
 std::string format_value(const std::vector<double>& v);
+std::string format_value(const std::vector<std::string>& v);
 
 // "eval_batch_size" -> "eval-batch-size"
 std::string flag_name(const std::string& field);

@@ -1,0 +1,44 @@
+// Records which quantizable layers and batch norms a forward pass runs, in
+// execution order, with their input and output shapes. The quantization
+// conversion uses one traced pass to learn the network's layer order, which
+// batch norm follows which conv, whether a layer's input can be negative, and
+// the output sizes the cost model needs, for any network built from limpq's
+// layers, without per-model tables.
+//
+//   LayerTracer tracer;          // active on this thread until destroyed
+//   model->forward(sample);
+//   for (const auto& e : tracer.events()) ...
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <vector>
+
+namespace limpq::nn {
+
+struct TraceEvent {
+  const torch::nn::Module* module = nullptr;
+  std::vector<int64_t> input_shape;
+  std::vector<int64_t> output_shape;
+  bool input_nonnegative = false;
+};
+
+class LayerTracer {
+ public:
+  LayerTracer();
+  ~LayerTracer();
+  LayerTracer(const LayerTracer&) = delete;
+  LayerTracer& operator=(const LayerTracer&) = delete;
+
+  // The tracer active on this thread, or null (the common case: one branch).
+  static LayerTracer* active();
+  void record(const torch::nn::Module* module, const torch::Tensor& input, const torch::Tensor& output);
+  const std::vector<TraceEvent>& events() const { return events_; }
+
+ private:
+  LayerTracer* previous_;
+  std::vector<TraceEvent> events_;
+};
+
+}  // namespace limpq::nn

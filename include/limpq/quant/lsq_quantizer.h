@@ -1,0 +1,89 @@
+// LsqQuantizer: an LSQ quantizer with one learnable step size per candidate
+// bit-width (LIMPQ.md sections 2 and 3).
+//
+// During indicator training a quantizer holds steps for every candidate
+// (e.g. 6, 5, 4, 3, 2 bits) and is switched between them; the learned steps
+// are the layer's importance indicators. For fine-tuning it holds a single
+// bit-width. A bit-width of 32 means full precision (no quantization).
+//
+//   LsqQuantizer wq(LsqQuantizerOptions({6, 5, 4, 3, 2}).kind(QuantizerKind::kWeight));
+//   wq->init_from_weight(conv->weight);      // every bit-width, from the pretrained weight
+//   wq->set_bits(4);
+//   auto w4 = wq(conv->weight);
+//
+// Activation steps initialise lazily on the first batch seen at each
+// bit-width: s = 2 mean|x| / sqrt(Qp), averaged over data-parallel workers.
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <functional>
+#include <vector>
+
+#include "limpq/quant/lsq.h"
+
+namespace limpq::quant {
+
+enum class QuantizerKind { kWeight, kActivation };
+
+inline constexpr int64_t kFullPrecisionBits = 32;
+
+struct LsqQuantizerOptions {
+  /* implicit */ LsqQuantizerOptions(std::vector<int64_t> bits) : bits_(std::move(bits)) {}
+  // Candidate bit-widths, each with its own step (2..16).
+  TORCH_ARG(std::vector<int64_t>, bits);
+  TORCH_ARG(QuantizerKind, kind) = QuantizerKind::kActivation;
+  TORCH_ARG(bool, is_signed) = true;
+  // > 0: one step per channel along dim 0 (weights only).
+  TORCH_ARG(int64_t, channels) = 0;
+  // The forward pass clamps the step to [min_step, max_step] (max_step 0: no
+  // upper bound). Indicator training uses [1e-5, 1].
+  TORCH_ARG(double, min_step) = 1e-5;
+  TORCH_ARG(double, max_step) = 0.0;
+  // Use the fused kernel (false: the composed-op reference).
+  TORCH_ARG(bool, fused) = true;
+};
+
+class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
+ public:
+  explicit LsqQuantizerImpl(LsqQuantizerOptions options);
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // Selects the bit-width used by forward(); 32 is full precision.
+  void set_bits(int64_t bits);
+  int64_t bits() const { return bits_; }
+  bool full_precision() const { return bits_ == kFullPrecisionBits; }
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // Weight rule for every candidate: max(|mean - 3 std|, |mean + 3 std|) / 2^(b-1)
+  // (per channel when channels > 0).
+  void init_from_weight(const torch::Tensor& weight);
+  // The step in use for `bits` (shape [] or [channels]); the indicator.
+  torch::Tensor step(int64_t bits) const;
+  bool initialized(int64_t bits) const;
+  QuantRange range(int64_t bits) const { return QuantRange::of(bits, options.is_signed()); }
+
+  LsqQuantizerOptions options;
+  torch::Tensor steps;        // [num_bits] or [num_bits, channels]
+  torch::Tensor initialized_; // uint8 [num_bits]: 1 once a step is initialised
+
+ private:
+  int64_t index_of(int64_t bits) const;
+  void init_activation_step(int64_t index, const torch::Tensor& x);
+  int64_t bits_ = kFullPrecisionBits;
+  std::vector<bool> initialized_cache_;  // only ever caches "initialised"
+};
+TORCH_MODULE(LsqQuantizer);
+
+// Averages a tensor over data-parallel workers in place. Installed by the
+// distributed runtime; the default does nothing (one process).
+using AverageAcrossWorkers = std::function<void(torch::Tensor&)>;
+void set_average_across_workers(AverageAcrossWorkers fn);
+void average_across_workers(torch::Tensor& t);
+
+}  // namespace limpq::quant

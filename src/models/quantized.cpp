@@ -1,0 +1,310 @@
+#include "limpq/models/quantized.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <set>
+
+#include "limpq/nn/batch_norm.h"
+#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/trace.h"
+#include "limpq/util/options.h"
+
+namespace limpq::models {
+namespace {
+
+using quant::LsqQuantizerOptions;
+using quant::QuantizerKind;
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+std::vector<LayerInfo> analyze_layers(ModelImpl& model, const std::vector<int64_t>& input_shape,
+                                      const std::vector<std::string>& fixed_layers) {
+  TORCH_CHECK(input_shape.size() == 3, "analyze_layers: input shape must be C,H,W, got ",
+              c10::IntArrayRef(input_shape));
+  std::map<const torch::nn::Module*, std::string> names;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) names[item.value().get()] = item.key();
+
+  std::vector<nn::TraceEvent> events;
+  {
+    torch::NoGradGuard no_grad;
+    const bool was_training = model.is_training();
+    model.eval();
+    // Quantizers stay as they are; a fresh model is full precision.
+    torch::Device device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters()[0].device();
+    torch::manual_seed(12345);  // a fixed probe; the caller's RNG stream is restored below
+    nn::LayerTracer tracer;
+    std::vector<int64_t> shape = {2};
+    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+    model.forward(torch::randn(shape, torch::TensorOptions().device(device)));
+    events = tracer.events();
+    model.train(was_training);
+  }
+
+  std::vector<LayerInfo> layers;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
+    const std::string& name = names.at(e.module);
+    if (const auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(e.module)) {
+      LayerInfo info;
+      info.name = name;
+      info.kind = LayerKind::kConv;
+      const auto& o = conv->options;
+      info.in_channels = o.in_channels();
+      info.out_channels = o.out_channels();
+      info.kernel_size = o.kernel_size();
+      info.stride = o.stride();
+      info.groups = o.groups();
+      info.output_shape = {1, e.output_shape[1], e.output_shape[2], e.output_shape[3]};
+      info.params = o.in_channels() * o.out_channels() * o.kernel_size() * o.kernel_size() / o.groups();
+      info.macs = info.params * e.output_shape[2] * e.output_shape[3];
+      info.signed_input = !e.input_nonnegative;
+      if (i + 1 < events.size()) {
+        if (const auto* bn = dynamic_cast<const nn::SwitchableBatchNorm2dImpl*>(events[i + 1].module)) {
+          if (bn->options.num_features() == o.out_channels()) info.bn = names.at(bn);
+        }
+      }
+      layers.push_back(std::move(info));
+    } else if (const auto* linear = dynamic_cast<const nn::QuantLinearImpl*>(e.module)) {
+      LayerInfo info;
+      info.name = name;
+      info.kind = LayerKind::kLinear;
+      info.in_channels = linear->options.in_features();
+      info.out_channels = linear->options.out_features();
+      info.output_shape = {1, linear->options.out_features()};
+      info.params = info.in_channels * info.out_channels;
+      info.macs = info.params;
+      info.signed_input = !e.input_nonnegative;
+      layers.push_back(std::move(info));
+    }
+  }
+  TORCH_CHECK(!layers.empty(), "analyze_layers: ", model.arch(), " has no quantizable layers");
+  // Each layer runs once per forward in these networks; a shared layer would
+  // need per-call bits.
+  std::set<std::string> seen;
+  for (const auto& l : layers) {
+    TORCH_CHECK(seen.insert(l.name).second, "analyze_layers: layer '", l.name,
+                "' runs more than once per forward; shared layers are not supported");
+  }
+
+  std::vector<std::string> fixed = fixed_layers;
+  if (fixed.empty()) fixed = {layers.front().name, layers.back().name};
+  for (const auto& f : fixed) {
+    TORCH_CHECK(seen.count(f), "quantize: fixed layer '", f, "' is not a quantizable layer of ", model.arch(),
+                " (layers: ", layers.front().name, ", ..., ", layers.back().name, ")");
+  }
+  for (auto& l : layers) l.searchable = std::find(fixed.begin(), fixed.end(), l.name) == fixed.end();
+  return layers;
+}
+
+QuantModel::QuantModel(Model model, std::vector<int64_t> input_shape, QuantizeOptions options)
+    : model_(std::move(model)), input_shape_(std::move(input_shape)), options_(std::move(options)) {
+  TORCH_CHECK(options_.fixed_bits() >= 2 && options_.fixed_bits() <= 8, "quantize: fixed_bits must be in 2..8, got ",
+              options_.fixed_bits());
+  // Keep the caller's RNG stream unchanged by the probe forward pass.
+  const torch::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+  layers_ = analyze_layers(*model_, input_shape_, options_.fixed_layers());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(rng);
+}
+
+std::vector<std::string> QuantModel::searchable_names() const {
+  std::vector<std::string> out;
+  for (const auto& l : layers_) {
+    if (l.searchable) out.push_back(l.name);
+  }
+  return out;
+}
+
+std::vector<std::string> QuantModel::fixed_names() const {
+  std::vector<std::string> out;
+  for (const auto& l : layers_) {
+    if (!l.searchable) out.push_back(l.name);
+  }
+  return out;
+}
+
+const LayerInfo& QuantModel::layer(const std::string& name) const {
+  for (const auto& l : layers_) {
+    if (l.name == name) return l;
+  }
+  TORCH_CHECK(false, "quantize: '", name, "' is not a quantizable layer of ", model_->arch());
+}
+
+torch::nn::Module& QuantModel::module(const std::string& name) const {
+  for (const auto& item : model_->named_modules("", false)) {
+    if (item.key() == name) return *item.value();
+  }
+  TORCH_INTERNAL_ASSERT(false, "module '", name, "' vanished from the model");
+}
+
+namespace {
+
+void attach(torch::nn::Module& m, const LsqQuantizerOptions& w, const LsqQuantizerOptions& a) {
+  if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
+    conv->attach_quantizers(w, a);
+  } else {
+    m.as<nn::QuantLinearImpl>()->attach_quantizers(w, a);
+  }
+}
+
+void set_module_bits(torch::nn::Module& m, int64_t wb, int64_t ab) {
+  if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
+    conv->set_bits(wb, ab);
+  } else {
+    m.as<nn::QuantLinearImpl>()->set_bits(wb, ab);
+  }
+}
+
+}  // namespace
+
+void QuantModel::prepare_indicators(const std::vector<int64_t>& candidates) {
+  TORCH_CHECK(mode_ == "none", "quantize: the model is already prepared (", mode_, ")");
+  TORCH_CHECK(!candidates.empty(), "quantize: candidates must list at least one bit-width");
+  for (int64_t b : candidates) {
+    TORCH_CHECK(b >= 2 && b <= 8, "quantize: candidate bit-width ", b, " is not in 2..8");
+  }
+  for (const auto& l : layers_) {
+    if (!l.searchable) continue;
+    attach(module(l.name),
+           LsqQuantizerOptions(candidates).kind(QuantizerKind::kWeight).is_signed(true).max_step(1.0).fused(
+               options_.fused()),
+           LsqQuantizerOptions(candidates)
+               .kind(QuantizerKind::kActivation)
+               .is_signed(l.signed_input)
+               .max_step(1.0)
+               .fused(options_.fused()));
+    if (!l.bn.empty()) module(l.bn).as<nn::SwitchableBatchNorm2dImpl>()->make_switchable(candidates);
+  }
+  candidates_ = candidates;
+  mode_ = "indicators";
+  set_uniform(candidates.front());
+}
+
+void QuantModel::prepare_policy(const quant::Policy& policy, const std::string& source) {
+  TORCH_CHECK(mode_ == "none", "quantize: the model is already prepared (", mode_, ")");
+  quant::check_policy(policy, searchable_names(), fixed_names(), source);
+  for (const auto& l : layers_) {
+    const quant::LayerBits* b = policy.find(l.name);
+    TORCH_INTERNAL_ASSERT(b != nullptr);
+    if (b->weight == quant::kFullPrecisionBits && b->act == quant::kFullPrecisionBits) continue;
+    TORCH_CHECK(b->weight != quant::kFullPrecisionBits && b->act != quant::kFullPrecisionBits, "policy '", source,
+                "': layer '", l.name, "' mixes full precision and quantization (W", b->weight, "A", b->act,
+                "); quantize both or neither");
+    const int64_t channels = options_.per_channel() ? l.out_channels : 0;
+    attach(module(l.name),
+           LsqQuantizerOptions({b->weight}).kind(QuantizerKind::kWeight).channels(channels).fused(options_.fused()),
+           LsqQuantizerOptions({b->act})
+               .kind(QuantizerKind::kActivation)
+               .is_signed(l.signed_input)
+               .fused(options_.fused()));
+    set_module_bits(module(l.name), b->weight, b->act);
+  }
+  prepared_policy_ = policy;
+  mode_ = "policy";
+}
+
+void QuantModel::set_layer_bits(const std::string& name, int64_t weight_bits, int64_t act_bits) {
+  const LayerInfo& l = layer(name);
+  set_module_bits(module(name), weight_bits, act_bits);
+  if (!l.bn.empty()) {
+    auto* bn = module(l.bn).as<nn::SwitchableBatchNorm2dImpl>();
+    // The switchable BN follows the conv's weight bits (in indicator training
+    // weights and activations share one bit-width per layer).
+    if (bn->switchable()) bn->set_bits(weight_bits);
+  }
+}
+
+void QuantModel::set_uniform(int64_t bits) {
+  for (const auto& l : layers_) {
+    if (l.searchable) set_layer_bits(l.name, bits, bits);
+  }
+}
+
+void QuantModel::set_policy(const quant::Policy& policy) {
+  quant::check_policy(policy, searchable_names(), fixed_names(), "policy");
+  for (const auto& l : layers_) {
+    const quant::LayerBits* b = policy.find(l.name);
+    set_layer_bits(l.name, b->weight, b->act);
+  }
+}
+
+quant::Policy QuantModel::current_policy() const {
+  quant::Policy p;
+  p.model = model_->arch();
+  for (const auto& l : layers_) {
+    torch::nn::Module& m = module(l.name);
+    quant::LayerBits b;
+    if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
+      b = {conv->weight_bits(), conv->input_bits()};
+    } else {
+      auto* lin = m.as<nn::QuantLinearImpl>();
+      b = {lin->weight_bits(), lin->input_bits()};
+    }
+    (l.searchable ? p.layers : p.fixed).emplace_back(l.name, b);
+  }
+  return p;
+}
+
+quant::Policy QuantModel::uniform_policy(const quant::LayerBits& bits) const {
+  quant::Policy p;
+  p.model = model_->arch();
+  for (const auto& l : layers_) {
+    if (l.searchable) {
+      p.layers.emplace_back(l.name, bits);
+    } else {
+      p.fixed.emplace_back(l.name, quant::LayerBits{options_.fixed_bits(), options_.fixed_bits()});
+    }
+  }
+  return p;
+}
+
+nlohmann::ordered_json QuantModel::describe() const {
+  nlohmann::ordered_json j;
+  j["mode"] = mode_;
+  QuantizeOptions options = options_;
+  j["options"] = util::to_json(options);
+  if (mode_ == "indicators") j["candidates"] = candidates_;
+  if (mode_ == "policy") j["policy"] = quant::policy_to_json(prepared_policy_);
+  return j;
+}
+
+QuantModel QuantModel::restore(Model model, std::vector<int64_t> input_shape, const nlohmann::json& record) {
+  TORCH_CHECK(record.is_object() && record.contains("mode"), "quantization record: missing 'mode'");
+  QuantizeOptions options;
+  if (record.contains("options")) {
+    util::from_yaml(YAML::Load(record["options"].dump()), options, "quantization record: options");
+  }
+  QuantModel qm(std::move(model), std::move(input_shape), options);
+  const std::string mode = record["mode"].get<std::string>();
+  if (mode == "indicators") {
+    qm.prepare_indicators(record.at("candidates").get<std::vector<int64_t>>());
+  } else if (mode == "policy") {
+    qm.prepare_policy(quant::policy_from_json(record.at("policy"), "checkpoint"), "checkpoint");
+  } else {
+    TORCH_CHECK(mode == "none", "quantization record: unknown mode '", mode, "'");
+  }
+  return qm;
+}
+
+PolicyCost policy_cost(const std::vector<LayerInfo>& layers, const quant::Policy& policy) {
+  PolicyCost c;
+  for (const auto& l : layers) {
+    const quant::LayerBits* b = policy.find(l.name);
+    TORCH_CHECK(b != nullptr, "policy_cost: the policy has no bits for layer '", l.name, "'");
+    c.bitops += static_cast<double>(l.macs) * static_cast<double>(b->weight) * static_cast<double>(b->act);
+    c.size_bits += static_cast<double>(l.params) * static_cast<double>(b->weight);
+    c.fp_bitops += static_cast<double>(l.macs) * 32.0 * 32.0;
+    c.fp_size_bits += static_cast<double>(l.params) * 32.0;
+  }
+  return c;
+}
+
+}  // namespace limpq::models

@@ -1,0 +1,23 @@
+#include "limpq/nn/trace.h"
+
+#include <torch/torch.h>
+
+namespace limpq::nn {
+namespace {
+thread_local LayerTracer* g_active = nullptr;
+}  // namespace
+
+LayerTracer::LayerTracer() : previous_(g_active) { g_active = this; }
+LayerTracer::~LayerTracer() { g_active = previous_; }
+LayerTracer* LayerTracer::active() { return g_active; }
+
+void LayerTracer::record(const torch::nn::Module* module, const torch::Tensor& input, const torch::Tensor& output) {
+  TraceEvent e;
+  e.module = module;
+  e.input_shape = input.sizes().vec();
+  e.output_shape = output.sizes().vec();
+  e.input_nonnegative = input.numel() == 0 || input.min().item<float>() >= 0.0f;
+  events_.push_back(std::move(e));
+}
+
+}  // namespace limpq::nn

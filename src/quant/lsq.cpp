@@ -1,0 +1,174 @@
+#include "limpq/quant/lsq.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "lsq_kernel.h"
+
+namespace limpq::quant {
+namespace {
+
+const kernels::LsqKernels& cpu_kernels() {
+  static const kernels::LsqKernels& chosen = [] () -> const kernels::LsqKernels& {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+      return kernels::avx512_kernels();
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kernels::avx2_kernels();
+#endif
+    return kernels::generic_kernels();
+  }();
+  return chosen;
+}
+
+// Elements per parallel task: large enough to amortise scheduling.
+constexpr int64_t kGrain = 32768;
+
+void check_args(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range) {
+  TORCH_CHECK(range.qn < range.qp, "lsq_fake_quant: empty range [", range.qn, ", ", range.qp, "]");
+  TORCH_CHECK(step.numel() == 1 || (x.dim() >= 1 && step.dim() == 1 && step.size(0) == x.size(0)),
+              "lsq_fake_quant: step must be a scalar or hold one value per channel (", x.dim() ? x.size(0) : 0,
+              "), got shape ", step.sizes());
+}
+
+// Per-channel steps broadcast along dim 0.
+torch::Tensor broadcast_step(const torch::Tensor& step, const torch::Tensor& x) {
+  if (step.numel() == 1 && step.dim() <= 1) return step.reshape({});
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = step.size(0);
+  return step.reshape(shape);
+}
+
+class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                               const torch::Tensor& step_in, int64_t qn, int64_t qp, double grad_scale) {
+    const torch::Tensor x = x_in.contiguous();
+    const torch::Tensor step = step_in.detach().contiguous();
+    ctx->save_for_backward({x, step});
+    ctx->saved_data["qn"] = qn;
+    ctx->saved_data["qp"] = qp;
+    ctx->saved_data["grad_scale"] = grad_scale;
+
+    torch::Tensor y = torch::empty_like(x);
+    const auto& k = cpu_kernels();
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const float fqn = static_cast<float>(qn), fqp = static_cast<float>(qp);
+    if (step.numel() == 1) {
+      const float s = step.item<float>();
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        k.forward(xp + begin, yp + begin, end - begin, s, fqn, fqp);
+      });
+    } else {
+      const int64_t channels = step.numel();
+      const int64_t inner = x.numel() / channels;
+      const float* sp = step.data_ptr<float>();
+      at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t c = begin; c < end; ++c) {
+                           k.forward(xp + c * inner, yp + c * inner, inner, sp[c], fqn, fqp);
+                         }
+                       });
+    }
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& step = saved[1];
+    const float fqn = static_cast<float>(ctx->saved_data["qn"].toInt());
+    const float fqp = static_cast<float>(ctx->saved_data["qp"].toInt());
+    const double grad_scale = ctx->saved_data["grad_scale"].toDouble();
+    const torch::Tensor g = grads[0].contiguous();
+    const bool need_dx = ctx->needs_input_grad(0);
+    torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
+    const auto& k = cpu_kernels();
+    const float* xp = x.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
+    torch::Tensor dstep;
+    if (step.numel() == 1) {
+      const float s = step.item<float>();
+      const int64_t n = x.numel();
+      const int64_t tasks = std::max<int64_t>(1, (n + kGrain - 1) / kGrain);
+      std::vector<double> partial(tasks, 0.0);
+      at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+        for (int64_t t = tb; t < te; ++t) {
+          const int64_t begin = t * kGrain, end = std::min(n, begin + kGrain);
+          partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, fqn, fqp);
+        }
+      });
+      double sum = 0.0;
+      for (double p : partial) sum += p;  // fixed order: deterministic
+      dstep = torch::full(step.sizes(), sum * grad_scale, step.options());
+    } else {
+      const int64_t channels = step.numel();
+      const int64_t inner = x.numel() / channels;
+      const float* sp = step.data_ptr<float>();
+      dstep = torch::empty_like(step);
+      float* dsp = dstep.data_ptr<float>();
+      at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t c = begin; c < end; ++c) {
+                           const double sum = k.backward(xp + c * inner, gp + c * inner,
+                                                         dxp ? dxp + c * inner : nullptr, inner, sp[c], fqn, fqp);
+                           dsp[c] = static_cast<float>(sum * grad_scale);
+                         }
+                       });
+    }
+    return {dx, dstep, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+QuantRange QuantRange::of(int64_t bits, bool is_signed) {
+  TORCH_CHECK(bits >= 1 && bits <= 16, "QuantRange: bits must be in 1..16, got ", bits);
+  if (is_signed) {
+    TORCH_CHECK(bits >= 2, "QuantRange: a signed range needs at least 2 bits, got ", bits);
+    return {-(int64_t(1) << (bits - 1)), (int64_t(1) << (bits - 1)) - 1};
+  }
+  return {0, (int64_t(1) << bits) - 1};
+}
+
+double lsq_grad_scale(int64_t numel, const QuantRange& range) {
+  TORCH_CHECK(numel > 0, "lsq_grad_scale: numel must be positive, got ", numel);
+  return 1.0 / std::sqrt(static_cast<double>(numel) * static_cast<double>(range.qp));
+}
+
+torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                                       double grad_scale) {
+  check_args(x, step, range);
+  // Value exactly s, gradient scaled by grad_scale (LSQ's grad_scale trick,
+  // written so that the forward value is bitwise s).
+  torch::Tensor s = broadcast_step(step, x);
+  const torch::Tensor scaled = s * grad_scale;
+  s = s.detach() + (scaled - scaled.detach());
+  torch::Tensor v = torch::clamp(x / s, static_cast<double>(range.qn), static_cast<double>(range.qp));
+  // Round half to even with a straight-through gradient.
+  v = v + (torch::round(v) - v).detach();
+  return v * s;
+}
+
+torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                             double grad_scale) {
+  check_args(x, step, range);
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || step.scalar_type() != torch::kFloat32 ||
+      x.numel() == 0) {
+    return lsq_fake_quant_reference(x, step, range, grad_scale);
+  }
+  return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale);
+}
+
+const char* lsq_cpu_kernel_isa() { return cpu_kernels().isa; }
+
+}  // namespace limpq::quant

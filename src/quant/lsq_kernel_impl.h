@@ -1,0 +1,58 @@
+// Body of the fused LSQ kernels; included by one .cpp per instruction set,
+// each compiled with its own -m flags and LIMPQ_KERNEL_NAMESPACE.
+//
+// The forward pass performs exactly the reference's float operations
+// (divide, clamp, round half to even, multiply), so its output is bitwise
+// equal to the composed-op reference.
+// __builtin_nearbyintf rather than std::nearbyint: an inline library function
+// compiled with AVX-512 flags could be the copy the linker keeps for all TUs.
+
+#include "lsq_kernel.h"
+
+namespace limpq::quant::kernels::LIMPQ_KERNEL_NAMESPACE {
+namespace {
+
+void forward(const float* __restrict x, float* __restrict y, int64_t n, float step, float qn, float qp) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] / step;
+    v = v < qn ? qn : v;
+    v = v > qp ? qp : v;
+    y[i] = __builtin_nearbyintf(v) * step;
+  }
+}
+
+double backward(const float* __restrict x, const float* __restrict g, float* __restrict dx, int64_t n, float step,
+                float qn, float qp) {
+  // Blocks of float partial sums folded into a double keep the reduction
+  // both vectorised and accurate on large tensors.
+  constexpr int64_t kBlock = 4096;
+  double total = 0.0;
+  for (int64_t begin = 0; begin < n; begin += kBlock) {
+    const int64_t end = begin + kBlock < n ? begin + kBlock : n;
+    float acc = 0.0f;
+    if (dx != nullptr) {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = x[i] / step;
+        const bool below = v < qn;
+        const bool above = v > qp;
+        const float d = below ? qn : (above ? qp : __builtin_nearbyintf(v) - v);
+        dx[i] = (below || above) ? 0.0f : g[i];
+        acc += g[i] * d;
+      }
+    } else {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = x[i] / step;
+        const float d = v < qn ? qn : (v > qp ? qp : __builtin_nearbyintf(v) - v);
+        acc += g[i] * d;
+      }
+    }
+    total += acc;
+  }
+  return total;
+}
+
+}  // namespace
+}  // namespace limpq::quant::kernels::LIMPQ_KERNEL_NAMESPACE

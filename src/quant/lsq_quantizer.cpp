@@ -1,0 +1,132 @@
+#include "limpq/quant/lsq_quantizer.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace limpq::quant {
+namespace {
+
+AverageAcrossWorkers& average_hook() {
+  static AverageAcrossWorkers hook;
+  return hook;
+}
+
+}  // namespace
+
+void set_average_across_workers(AverageAcrossWorkers fn) { average_hook() = std::move(fn); }
+
+void average_across_workers(torch::Tensor& t) {
+  if (average_hook()) average_hook()(t);
+}
+
+LsqQuantizerImpl::LsqQuantizerImpl(LsqQuantizerOptions options_) : options(std::move(options_)) { reset(); }
+
+void LsqQuantizerImpl::reset() {
+  const auto& bits = options.bits();
+  TORCH_CHECK(!bits.empty(), "LsqQuantizer: bits must list at least one bit-width");
+  for (size_t i = 0; i < bits.size(); ++i) {
+    TORCH_CHECK(bits[i] >= 2 && bits[i] <= 16, "LsqQuantizer: bit-width ", bits[i], " is not in 2..16");
+    for (size_t j = 0; j < i; ++j) TORCH_CHECK(bits[i] != bits[j], "LsqQuantizer: bit-width ", bits[i], " listed twice");
+  }
+  TORCH_CHECK(options.channels() >= 0, "LsqQuantizer: channels must be >= 0, got ", options.channels());
+  TORCH_CHECK(options.channels() == 0 || options.kind() == QuantizerKind::kWeight,
+              "LsqQuantizer: per-channel steps are for weights only");
+  TORCH_CHECK(options.min_step() > 0, "LsqQuantizer: min_step must be positive, got ", options.min_step());
+  TORCH_CHECK(options.max_step() == 0 || options.max_step() > options.min_step(),
+              "LsqQuantizer: max_step must be 0 (none) or above min_step, got ", options.max_step());
+  const auto n = static_cast<int64_t>(bits.size());
+  steps = register_parameter("steps", options.channels() > 0 ? torch::ones({n, options.channels()})
+                                                              : torch::ones({n}));
+  initialized_ = register_buffer("initialized", torch::zeros({n}, torch::kUInt8));
+  initialized_cache_.assign(n, false);
+  bits_ = kFullPrecisionBits;
+}
+
+void LsqQuantizerImpl::pretty_print(std::ostream& stream) const {
+  stream << "limpq::quant::LsqQuantizer(bits=" << c10::IntArrayRef(options.bits())
+         << ", kind=" << (options.kind() == QuantizerKind::kWeight ? "weight" : "activation")
+         << ", signed=" << std::boolalpha << options.is_signed() << ", channels=" << options.channels()
+         << ", step_clamp=[" << options.min_step() << ", " << options.max_step() << "], active=" << bits_ << ")";
+}
+
+int64_t LsqQuantizerImpl::index_of(int64_t bits) const {
+  const auto& all = options.bits();
+  auto it = std::find(all.begin(), all.end(), bits);
+  TORCH_CHECK(it != all.end(), "LsqQuantizer: bit-width ", bits, " is not one of its candidates ",
+              c10::IntArrayRef(all));
+  return it - all.begin();
+}
+
+void LsqQuantizerImpl::set_bits(int64_t bits) {
+  if (bits != kFullPrecisionBits) index_of(bits);
+  bits_ = bits;
+}
+
+bool LsqQuantizerImpl::initialized(int64_t bits) const {
+  return initialized_[index_of(bits)].item<uint8_t>() != 0;
+}
+
+torch::Tensor LsqQuantizerImpl::step(int64_t bits) const { return steps[index_of(bits)]; }
+
+void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w = weight.detach().to(torch::kFloat32);
+  torch::Tensor bound;
+  if (options.channels() > 0) {
+    TORCH_CHECK(w.dim() >= 1 && w.size(0) == options.channels(), "LsqQuantizer: per-channel weight needs ",
+                options.channels(), " channels along dim 0, got shape ", w.sizes());
+    const torch::Tensor flat = w.reshape({options.channels(), -1});
+    const torch::Tensor mean = flat.mean(1);
+    const torch::Tensor std = flat.numel() / options.channels() > 1 ? flat.std(1) : torch::zeros_like(mean);
+    bound = torch::maximum((mean - 3 * std).abs(), (mean + 3 * std).abs());
+  } else {
+    const torch::Tensor mean = w.mean();
+    const torch::Tensor std = w.numel() > 1 ? w.std() : torch::zeros_like(mean);
+    bound = torch::maximum((mean - 3 * std).abs(), (mean + 3 * std).abs());
+  }
+  const auto& bits = options.bits();
+  for (size_t i = 0; i < bits.size(); ++i) {
+    const double denom = std::ldexp(1.0, static_cast<int>(bits[i] - 1));
+    steps[i].copy_((bound / denom).clamp_min(options.min_step()).to(steps.device()));
+    initialized_[i].fill_(1);
+  }
+}
+
+void LsqQuantizerImpl::init_activation_step(int64_t index, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const QuantRange r = range(options.bits()[index]);
+  torch::Tensor s = (2.0 * x.detach().abs().mean().to(torch::kFloat32) / std::sqrt(static_cast<double>(r.qp)))
+                        .reshape({1});
+  average_across_workers(s);
+  steps[index].copy_(s.clamp_min(options.min_step()).reshape(steps[index].sizes()));
+  initialized_[index].fill_(1);
+}
+
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
+  if (full_precision()) return x;
+  const int64_t i = index_of(bits_);
+  // The host-side cache spares a device sync per call once a step is set.
+  if (!initialized_cache_[i] && initialized_[i].item<uint8_t>() != 0) initialized_cache_[i] = true;
+  if (!initialized_cache_[i]) {
+    if (options.kind() == QuantizerKind::kWeight) {
+      // Normally done from the pretrained weight at conversion; this keeps a
+      // freshly built quantizer usable on its own (every bit-width gets the
+      // weight rule from the tensor it first sees).
+      init_from_weight(x);
+    } else {
+      init_activation_step(i, x);
+    }
+    initialized_cache_[i] = true;
+  }
+  torch::Tensor s = steps[i];
+  s = options.max_step() > 0 ? s.clamp(options.min_step(), options.max_step()) : s.clamp_min(options.min_step());
+  const QuantRange r = range(bits_);
+  const int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
+  const double g = lsq_grad_scale(covered, r);
+  return options.fused() ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
+}
+
+}  // namespace limpq::quant
