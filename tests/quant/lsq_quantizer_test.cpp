@@ -1,0 +1,112 @@
+#include "limpq/quant/lsq_quantizer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "support/test_support.h"
+
+namespace limpq::quant {
+namespace {
+
+class LsqQuantizerTest : public limpq::testing::SeededTest {};
+
+TEST_F(LsqQuantizerTest, WeightInitFollowsTheThreeSigmaRule) {
+  const auto w = torch::tensor({-1.0f, 0.0f, 1.0f, 2.0f});  // mean 0.5, std (unbiased) 1.2910
+  LsqQuantizer q(LsqQuantizerOptions({4, 2}).kind(QuantizerKind::kWeight));
+  q->init_from_weight(w);
+  const double mean = 0.5, std = std::sqrt(5.0 / 3.0);
+  const double bound = std::max(std::abs(mean - 3 * std), std::abs(mean + 3 * std));
+  EXPECT_NEAR(q->step(4).item<double>(), bound / 8.0, 1e-6);
+  EXPECT_NEAR(q->step(2).item<double>(), bound / 2.0, 1e-6);
+  EXPECT_TRUE(q->initialized(4));
+}
+
+TEST_F(LsqQuantizerTest, PerChannelWeightInit) {
+  auto w = torch::zeros({2, 3});
+  w[0] = torch::tensor({1.0f, 2.0f, 3.0f});  // mean 2, std 1 -> bound 5
+  w[1] = torch::tensor({0.0f, 0.0f, 0.0f});  // bound 0 -> clamped to min_step
+  LsqQuantizer q(LsqQuantizerOptions({3}).kind(QuantizerKind::kWeight).channels(2));
+  q->init_from_weight(w);
+  EXPECT_NEAR(q->step(3)[0].item<double>(), 5.0 / 4.0, 1e-6);
+  EXPECT_NEAR(q->step(3)[1].item<double>(), 1e-5, 1e-9);
+}
+
+TEST_F(LsqQuantizerTest, ActivationStepsInitialiseLazilyPerBitWidth) {
+  LsqQuantizer q(LsqQuantizerOptions({4, 2}).is_signed(false));
+  const auto x = torch::tensor({0.0f, 1.0f, 2.0f, 5.0f});  // mean |x| = 2
+  q->set_bits(4);
+  EXPECT_FALSE(q->initialized(4));
+  q(x);
+  EXPECT_NEAR(q->step(4).item<double>(), 2.0 * 2.0 / std::sqrt(15.0), 1e-6);
+  EXPECT_FALSE(q->initialized(2)) << "only the bit-width that saw data";
+  q(x * 10);  // no re-initialisation
+  EXPECT_NEAR(q->step(4).item<double>(), 2.0 * 2.0 / std::sqrt(15.0), 1e-6);
+  q->set_bits(2);
+  q(x);
+  EXPECT_NEAR(q->step(2).item<double>(), 2.0 * 2.0 / std::sqrt(3.0), 1e-6);
+}
+
+TEST_F(LsqQuantizerTest, LazyInitAveragesAcrossWorkers) {
+  set_average_across_workers([](torch::Tensor& t) { t.mul_(0.5); });  // a fake two-worker mean
+  LsqQuantizer q(LsqQuantizerOptions({4}).is_signed(false));
+  q->set_bits(4);
+  q(torch::full({4}, 3.0f));
+  set_average_across_workers(nullptr);
+  EXPECT_NEAR(q->step(4).item<double>(), 0.5 * 2.0 * 3.0 / std::sqrt(15.0), 1e-6);
+}
+
+TEST_F(LsqQuantizerTest, StepsOfOtherBitWidthsGetNoGradient) {
+  LsqQuantizer q(LsqQuantizerOptions({6, 4, 2}).kind(QuantizerKind::kWeight));
+  auto w = torch::randn({8, 4}, torch::requires_grad());
+  q->init_from_weight(w);
+  q->set_bits(4);
+  q(w).pow(2).sum().backward();
+  const auto g = q->steps.grad();
+  EXPECT_EQ(g[0].item<float>(), 0.0f);
+  EXPECT_NE(g[1].item<float>(), 0.0f);
+  EXPECT_EQ(g[2].item<float>(), 0.0f);
+}
+
+TEST_F(LsqQuantizerTest, FullPrecisionIsIdentityAndUnknownBitsAreRefused) {
+  LsqQuantizer q(LsqQuantizerOptions({4}));
+  const auto x = torch::randn({5});
+  EXPECT_TRUE(torch::equal(q(x), x)) << "starts at full precision";
+  EXPECT_THAT([&] { q->set_bits(3); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("bit-width 3 is not one of its candidates")));
+  EXPECT_THROW(LsqQuantizer(LsqQuantizerOptions({4, 4})), c10::Error);
+  EXPECT_THROW(LsqQuantizer(LsqQuantizerOptions({1})), c10::Error);
+}
+
+TEST_F(LsqQuantizerTest, StepClampAppliesInTheForwardPass) {
+  LsqQuantizer q(LsqQuantizerOptions({4}).kind(QuantizerKind::kWeight).max_step(1.0));
+  q->init_from_weight(torch::ones({4}));
+  {
+    torch::NoGradGuard no_grad;
+    q->steps.fill_(5.0);
+  }
+  q->set_bits(4);
+  // With s clamped to 1: 2.6 -> round(2.6) * 1 = 3 (with s = 5 it would be 5 * round(0.52) = 5).
+  EXPECT_FLOAT_EQ(q(torch::tensor({2.6f}))[0].item<float>(), 3.0f);
+}
+
+TEST_F(LsqQuantizerTest, StateSurvivesSaveAndLoadWithoutReinitialising) {
+  LsqQuantizer a(LsqQuantizerOptions({4, 2}).is_signed(false));
+  a->set_bits(4);
+  a(torch::rand({16}));
+  std::stringstream buffer;
+  torch::save(a, buffer);
+  LsqQuantizer b(LsqQuantizerOptions({4, 2}).is_signed(false));
+  torch::load(b, buffer);
+  b->set_bits(4);
+  const double before = b->step(4).item<double>();
+  b(torch::rand({16}) * 100);
+  EXPECT_DOUBLE_EQ(b->step(4).item<double>(), before) << "a loaded step is not re-initialised";
+  EXPECT_FALSE(b->initialized(2));
+}
+
+}  // namespace
+}  // namespace limpq::quant

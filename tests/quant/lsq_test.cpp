@@ -1,0 +1,161 @@
+#include "limpq/quant/lsq.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "support/test_support.h"
+
+namespace limpq::quant {
+namespace {
+
+// Tolerances: the forward pass must be bitwise equal; gradients differ only
+// by float summation order.
+constexpr double kGradRelTol = 1e-5;
+constexpr double kGradAbsTol = 1e-6;
+
+class LsqTest : public limpq::testing::SeededTest {};
+
+struct Grads {
+  torch::Tensor y, dx, ds;
+};
+
+Grads run(bool fused, const torch::Tensor& x0, const torch::Tensor& s0, const QuantRange& r, double g,
+          const torch::Tensor& upstream) {
+  auto x = x0.clone().requires_grad_(true);
+  auto s = s0.clone().requires_grad_(true);
+  auto y = fused ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
+  (y * upstream).sum().backward();
+  return {y.detach(), x.grad(), s.grad()};
+}
+
+TEST_F(LsqTest, Ranges) {
+  EXPECT_EQ(QuantRange::of(4, true).qn, -8);
+  EXPECT_EQ(QuantRange::of(4, true).qp, 7);
+  EXPECT_EQ(QuantRange::of(4, false).qn, 0);
+  EXPECT_EQ(QuantRange::of(4, false).qp, 15);
+  EXPECT_EQ(QuantRange::of(2, true).qn, -2);
+  EXPECT_EQ(QuantRange::of(2, true).qp, 1);
+  EXPECT_THROW(QuantRange::of(1, true), c10::Error);
+  EXPECT_THROW(QuantRange::of(17, false), c10::Error);
+  EXPECT_DOUBLE_EQ(lsq_grad_scale(100, QuantRange::of(4, false)), 1.0 / std::sqrt(1500.0));
+}
+
+TEST_F(LsqTest, HandComputedForwardAndBackward) {
+  // s = 0.5, signed 3 bits: [Qn, Qp] = [-4, 3]. x / s:
+  //   -6 (below), -2.6, -0.5 (tie -> -0), 0.5 (tie -> 0), 1.5 (tie -> 2),
+  //   2.5 (tie -> 2), 3 (exactly Qp: inside), 5 (above), 20 (above)
+  const auto x = torch::tensor({-3.0f, -1.3f, -0.25f, 0.25f, 0.75f, 1.25f, 1.5f, 2.5f, 10.0f});
+  const auto s = torch::tensor(0.5f);
+  const QuantRange r = QuantRange::of(3, true);
+  const double g = lsq_grad_scale(x.numel(), r);
+  const std::vector<float> want_y = {-2.0f, -1.5f, -0.0f, 0.0f, 1.0f, 1.0f, 1.5f, 1.5f, 1.5f};
+  const std::vector<float> want_dx = {0, 1, 1, 1, 1, 1, 1, 0, 0};
+  // d y / d s: Qn below; q - x/s inside; Qp above.
+  const double want_ds = (-4.0 + (-3 + 2.6) + (0 + 0.5) + (0 - 0.5) + (2 - 1.5) + (2 - 2.5) + (3 - 3) + 3 + 3) * g;
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused" : "reference");
+    const Grads out = run(fused, x, s, r, g, torch::ones_like(x));
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      EXPECT_EQ(out.y[i].item<float>(), want_y[i]) << "element " << i;
+      EXPECT_EQ(out.dx[i].item<float>(), want_dx[i]) << "element " << i;
+    }
+    EXPECT_NEAR(out.ds.item<double>(), want_ds, 1e-6);
+  }
+}
+
+TEST_F(LsqTest, UnsignedClipsNegativesToZero) {
+  const auto x = torch::tensor({-0.7f, 0.1f, 0.2f, 3.0f});
+  const QuantRange r = QuantRange::of(2, false);  // [0, 3], s = 0.2
+  const Grads out = run(true, x, torch::tensor(0.2f), r, 1.0, torch::ones_like(x));
+  EXPECT_EQ(out.y[0].item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(out.y[1].item<float>(), 0.0f) << "0.5 rounds half to even: 0";
+  EXPECT_FLOAT_EQ(out.y[2].item<float>(), 0.2f);
+  EXPECT_FLOAT_EQ(out.y[3].item<float>(), 0.6f);
+  EXPECT_EQ(out.dx[0].item<float>(), 0.0f);
+  EXPECT_EQ(out.dx[3].item<float>(), 0.0f);
+  // Below contributes Qn = 0, above contributes Qp = 3; inside: (0 - 0.5) + (1 - 1).
+  EXPECT_NEAR(out.ds.item<double>(), 0.0 + (0 - 0.5) + 0.0 + 3.0, 1e-6);
+}
+
+TEST_F(LsqTest, GradientScaleMultipliesOnlyTheStepGradient) {
+  const auto x = torch::randn({64});
+  const auto s = torch::tensor(0.3f);
+  const QuantRange r = QuantRange::of(4, true);
+  const Grads a = run(true, x, s, r, 1.0, torch::ones_like(x));
+  const Grads b = run(true, x, s, r, 0.125, torch::ones_like(x));
+  EXPECT_TRUE(torch::equal(a.dx, b.dx));
+  EXPECT_NEAR(b.ds.item<double>(), a.ds.item<double>() * 0.125, 1e-6);
+}
+
+// Builds x with random values plus exact ties (k + 0.5) * s and exact clip
+// edges Qn * s, Qp * s, and values just outside them.
+torch::Tensor adversarial_input(const std::vector<int64_t>& shape, float s, const QuantRange& r) {
+  auto x = (torch::randn(shape) * s * static_cast<float>(r.qp - r.qn) * 0.4f).contiguous();
+  float* flat = x.data_ptr<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; i += 3) {
+    const int64_t k = r.qn + (i / 3) % (r.qp - r.qn + 1);
+    switch ((i / 3) % 4) {
+      case 0: flat[i] = (static_cast<float>(k) + 0.5f) * s; break;
+      case 1: flat[i] = static_cast<float>(r.qn) * s; break;
+      case 2: flat[i] = static_cast<float>(r.qp) * s; break;
+      default: flat[i] = static_cast<float>(r.qp + 1) * s; break;
+    }
+  }
+  return x;
+}
+
+TEST_F(LsqTest, FusedKernelMatchesReferenceOnManyShapes) {
+  const std::vector<std::vector<int64_t>> shapes = {{1}, {7}, {33}, {4, 5}, {2, 3, 5, 7}, {16, 8, 3, 3},
+                                                    {3, 17, 31}, {128, 16, 14, 14}, {70001}};
+  for (const auto& shape : shapes) {
+    for (int64_t bits = 2; bits <= 8; ++bits) {
+      for (bool is_signed : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << "shape " << c10::IntArrayRef(shape) << " bits " << bits
+                                          << (is_signed ? " signed" : " unsigned"));
+        const QuantRange r = QuantRange::of(bits, is_signed);
+        const float sv = 0.05f + 0.01f * static_cast<float>(bits);
+        const auto x = adversarial_input(shape, sv, r);
+        const auto up = torch::randn(shape);
+        const double g = lsq_grad_scale(x.numel(), r);
+        const Grads ref = run(false, x, torch::tensor(sv), r, g, up);
+        const Grads fast = run(true, x, torch::tensor(sv), r, g, up);
+        ASSERT_TRUE(torch::equal(fast.y, ref.y)) << "forward must be bitwise equal";
+        ASSERT_TRUE(torch::allclose(fast.dx, ref.dx, kGradRelTol, kGradAbsTol));
+        ASSERT_NEAR(fast.ds.item<double>(), ref.ds.item<double>(),
+                    kGradAbsTol + kGradRelTol * 10 * std::abs(ref.ds.item<double>()));
+      }
+    }
+  }
+}
+
+TEST_F(LsqTest, PerChannelStepsMatchReference) {
+  const QuantRange r = QuantRange::of(4, true);
+  const auto x = torch::randn({6, 3, 3, 3});
+  const auto s = torch::rand({6}) * 0.3f + 0.05f;
+  const auto up = torch::randn_like(x);
+  const double g = lsq_grad_scale(x.numel() / 6, r);
+  const Grads ref = run(false, x, s, r, g, up);
+  const Grads fast = run(true, x, s, r, g, up);
+  EXPECT_TRUE(torch::equal(fast.y, ref.y));
+  EXPECT_TRUE(torch::allclose(fast.dx, ref.dx, kGradRelTol, kGradAbsTol));
+  EXPECT_TRUE(torch::allclose(fast.ds, ref.ds, 1e-4, 1e-6));
+  EXPECT_EQ(fast.ds.sizes(), s.sizes());
+  // Channel c uses step c.
+  EXPECT_TRUE(torch::equal(fast.y[2], lsq_fake_quant_reference(x[2], s[2], r, g)));
+}
+
+TEST_F(LsqTest, RejectsBadStepShapes) {
+  EXPECT_THAT([] { lsq_fake_quant(torch::ones({4, 2}), torch::ones({3}), QuantRange::of(4, true), 1.0); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("one value per channel (4)")));
+}
+
+TEST_F(LsqTest, ReportsTheChosenKernel) {
+  const std::string isa = lsq_cpu_kernel_isa();
+  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "generic") << isa;
+}
+
+}  // namespace
+}  // namespace limpq::quant
