@@ -11,18 +11,31 @@
 #include <cstdlib>
 
 #include "limpq/models/model.h"
+#include "limpq/models/quantized.h"
+#include "limpq/quant/policy.h"
 #include "limpq/util/runtime.h"
 
 namespace {
 
 namespace F = torch::nn::functional;
 
-void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels, int64_t size) {
+// precision: "fp32", or "W4A4" etc. for LSQ QAT of every searchable layer
+// (fixed layers at 8 bits) with the fused kernel, "W4A4-ref" with the
+// composed-op reference.
+void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels, int64_t size,
+                  const std::string& precision) {
   const int64_t batch = state.range(0);
   const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
   state.counters["threads"] = static_cast<double>(limpq::util::set_threads(threads ? std::atoll(threads) : 0));
   torch::manual_seed(0);
   auto model = limpq::models::make_model(arch, channels, 10);
+  if (precision != "fp32") {
+    const bool reference = precision.size() > 4 && precision.substr(precision.size() - 4) == "-ref";
+    const std::string bits = reference ? precision.substr(0, precision.size() - 4) : precision;
+    limpq::models::QuantModel qm(model, {channels, size, size},
+                                 limpq::models::QuantizeOptions().fused(!reference));
+    qm.prepare_policy(qm.uniform_policy(limpq::quant::parse_uniform(bits)));
+  }
   model->train();
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
   auto x = torch::randn({batch, channels, size, size});
@@ -41,11 +54,16 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
 }
 
 // Arg: batch. Threads come from $LIMPQ_THREADS (default: all cores).
-BENCHMARK_CAPTURE(BM_TrainStep, resnet20_fp32, std::string("resnet20"), 1, 28)
-    ->Arg(128)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MinTime(5.0);
+#define LIMPQ_TRAIN_STEP(name, precision)                                         \
+  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("resnet20"), 1, 28, std::string(precision)) \
+      ->Arg(128)                                                                   \
+      ->Unit(benchmark::kMillisecond)                                              \
+      ->UseRealTime()                                                              \
+      ->MinTime(5.0)
+
+LIMPQ_TRAIN_STEP(resnet20_fp32, "fp32");
+LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
+LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
 
 }  // namespace
 

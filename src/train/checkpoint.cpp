@@ -43,6 +43,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   dict.insert("rng_state", ckpt.rng_state.defined() ? ckpt.rng_state.to(torch::kCPU) : torch::empty({0}, torch::kUInt8));
   dict.insert("config", ckpt.config);
   dict.insert("metrics", ckpt.metrics);
+  dict.insert("quantization", ckpt.quantization);
   const std::vector<char> bytes = torch::pickle_save(dict);
   util::write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
 }
@@ -75,6 +76,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   ckpt.rng_state = field(dict, "rng_state", path).toTensor();
   ckpt.config = field(dict, "config", path).toStringRef();
   ckpt.metrics = field(dict, "metrics", path).toStringRef();
+  ckpt.quantization = field(dict, "quantization", path).toStringRef();
   return ckpt;
 }
 

@@ -86,7 +86,14 @@ struct RunningStats {
 }  // namespace
 
 nlohmann::ordered_json EvalResult::to_json() const {
-  return {{"loss", loss}, {"top1", top1}, {"top5", top5}, {"count", count}};
+  nlohmann::ordered_json j = {{"loss", loss}, {"top1", top1}, {"top5", top5}, {"count", count}};
+  if (cost) {
+    j["bitops"] = cost->bitops;
+    j["size_bytes"] = cost->size_bits / 8.0;
+    j["fp_bitops"] = cost->fp_bitops;
+    j["fp_size_bytes"] = cost->fp_size_bits / 8.0;
+  }
+  return j;
 }
 
 EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device) {
@@ -124,14 +131,15 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
 
 std::vector<util::ConfigSection> TrainConfig::sections() {
   return {util::section("data", data), util::section("model", model), util::section("train", optim),
-          util::section("run", run)};
+          util::section("run", run), util::section("quant", quant)};
 }
 
 nlohmann::ordered_json TrainConfig::to_json() {
   return {{"data", util::to_json(data)},
           {"model", util::to_json(model)},
           {"train", util::to_json(optim)},
-          {"run", util::to_json(run)}};
+          {"run", util::to_json(run)},
+          {"quant", util::to_json(quant)}};
 }
 
 TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) {
@@ -159,12 +167,34 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     models::load_state_dict(*model, models::read_state_dict_file(config.model.weights()),
                             config.model.weights());
   }
+  std::optional<models::QuantModel> quantized;
+  if (config.quant.enabled()) {
+    TORCH_CHECK(config.quant.policy().empty() || config.quant.uniform().empty(),
+                "finetune: give either quant.policy (--policy) or quant.uniform (--uniform), not both");
+    quantized.emplace(model, data.input_shape, config.quant.quantize());
+    const bool from_file = !config.quant.policy().empty();
+    const quant::Policy policy = from_file ? quant::read_policy(config.quant.policy())
+                                           : quantized->uniform_policy(quant::parse_uniform(config.quant.uniform()));
+    quantized->prepare_policy(policy, from_file ? config.quant.policy() : "--uniform " + config.quant.uniform());
+  }
   model->to(device);
 
-  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(optim.lr())
-                                                       .momentum(optim.momentum())
-                                                       .nesterov(optim.nesterov())
-                                                       .weight_decay(optim.weight_decay()));
+  // LSQ step sizes are not weight-decayed.
+  std::vector<torch::Tensor> weights, steps;
+  for (const auto& p : model->named_parameters()) {
+    const bool is_step = p.key().size() >= 6 && p.key().compare(p.key().size() - 6, 6, ".steps") == 0;
+    (is_step ? steps : weights).push_back(p.value());
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto sgd_options = [&](double weight_decay) {
+    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim.lr())
+                                                          .momentum(optim.momentum())
+                                                          .nesterov(optim.nesterov())
+                                                          .weight_decay(weight_decay));
+  };
+  groups.emplace_back(weights, sgd_options(optim.weight_decay()));
+  if (!steps.empty()) groups.emplace_back(steps, sgd_options(0.0));
+  torch::optim::SGD optimizer(groups, torch::optim::SGDOptions(optim.lr()));
 
   const bool cuda = device.is_cuda();
   data::DataLoader train_loader(data.train, data.train_transform,
@@ -197,6 +227,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   ckpt.input_shape = data.input_shape;
   ckpt.num_classes = data.num_classes;
   ckpt.config = resolved.dump();
+  if (quantized) ckpt.quantization = quantized->describe().dump();
 
   int64_t start_epoch = 0;
   int64_t step = 0;
@@ -206,6 +237,9 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                     prev.input_shape == ckpt.input_shape,
                 "train: cannot resume '", ckpt_path, "': it holds a ", prev.arch, " with ", prev.num_classes,
                 " classes, this run builds a ", ckpt.arch, " with ", ckpt.num_classes);
+    TORCH_CHECK(prev.quantization == ckpt.quantization, "train: cannot resume '", ckpt_path,
+                "': it was trained under another quantization (", prev.quantization.empty() ? "none" : prev.quantization,
+                ")");
     models::load_state_dict(*model, prev.model, ckpt_path);
     restore_optimizer(optimizer, prev.optimizer, device);
     if (prev.rng_state.numel() > 0) {
@@ -306,6 +340,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                    .workers(config.data.workers())
                                    .pin_memory(cuda));
   result.test = evaluate(*model, test_loader, device);
+  if (quantized) result.test.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
   result.completed = true;
   result.epochs = optim.epochs();
   result.seconds = total_clock.seconds();
@@ -336,15 +371,29 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
               c10::IntArrayRef(data.input_shape), " with ", data.num_classes);
   auto dataset = options.split() == "test" ? data.test : data.val;
   TORCH_CHECK(dataset != nullptr, "eval: --split val needs data.val_size > 0");
-  models::Model model = models::make_model(checkpoint.arch, checkpoint.input_shape[0], checkpoint.num_classes);
-  models::load_state_dict(*model, checkpoint.model, "checkpoint");
+  LoadedModel loaded = load_model(checkpoint, "checkpoint");
+  models::Model model = loaded.model;
   model->to(device);
   data::DataLoader loader(dataset, data.eval_transform,
                           data::LoaderOptions()
                               .batch_size(data_options.eval_batch_size())
                               .workers(data_options.workers())
                               .pin_memory(device.is_cuda()));
-  return evaluate(*model, loader, device);
+  EvalResult result = evaluate(*model, loader, device);
+  if (loaded.quant) result.cost = models::policy_cost(loaded.quant->layers(), loaded.quant->current_policy());
+  return result;
+}
+
+LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source) {
+  LoadedModel loaded;
+  loaded.model = models::make_model(checkpoint.arch, checkpoint.input_shape[0], checkpoint.num_classes);
+  if (!checkpoint.quantization.empty()) {
+    const auto record = nlohmann::json::parse(checkpoint.quantization, nullptr, /*allow_exceptions=*/false);
+    TORCH_CHECK(!record.is_discarded(), "'", source, "': the quantization record is not valid JSON");
+    loaded.quant.emplace(models::QuantModel::restore(loaded.model, checkpoint.input_shape, record));
+  }
+  models::load_state_dict(*loaded.model, checkpoint.model, source);
+  return loaded;
 }
 
 }  // namespace limpq::train

@@ -16,16 +16,39 @@ namespace {
 
 using limpq::util::FlagSet;
 
+void print_cost(const limpq::train::EvalResult& r) {
+  if (!r.cost) return;
+  const auto& c = *r.cost;
+  fmt::print("policy cost: {:.4f} GBitOps ({:.1f}x fewer than 32-bit), weights {:.1f} KB ({:.1f}x smaller than 32-bit)\n",
+             c.bitops / 1e9, c.fp_bitops / c.bitops, c.size_bits / 8e3, c.fp_size_bits / c.size_bits);
+}
+
+// `limpq train` (full precision) and `limpq finetune` (quantization-aware
+// training under a policy) share the trainer; finetune adds the `quant`
+// section and starts from a fine-tuning recipe.
 struct TrainCommand {
   limpq::train::TrainConfig config;
   FlagSet flags;
   std::string config_path;
   bool resume = false;
   bool json = false;
+  bool finetune = false;
+
+  explicit TrainCommand(bool finetune_) : finetune(finetune_) {
+    if (finetune) {
+      config.optim.epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4);
+      config.run.out_dir("runs/finetune");
+    }
+  }
 
   void add_to(CLI::App& app) {
-    auto* cmd = app.add_subcommand("train", "Train a full-precision network");
-    cmd->add_option("--config", config_path, "YAML config (sections data, model, train, run); flags override it")
+    auto* cmd = finetune ? app.add_subcommand("finetune",
+                                              "Quantization-aware fine-tuning of a full-precision model under a "
+                                              "policy (--policy FILE or --uniform W4A4)")
+                         : app.add_subcommand("train", "Train a full-precision network");
+    cmd->add_option("--config", config_path,
+                    finetune ? "YAML config (sections data, model, train, run, quant); flags override it"
+                             : "YAML config (sections data, model, train, run); flags override it")
         ->check(CLI::ExistingFile);
     cmd->add_flag("--resume", resume, "continue from <out-dir>/checkpoint.pt if it exists");
     cmd->add_flag("--json", json, "print the final result as one JSON line on stdout");
@@ -33,12 +56,21 @@ struct TrainCommand {
     flags.add(*cmd, config.model, "Model");
     flags.add(*cmd, config.optim, "Train");
     flags.add(*cmd, config.run, "Run");
+    if (finetune) flags.add(*cmd, config.quant, "Quantization");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    if (!config_path.empty()) limpq::util::load_config(config_path, config.sections());
+    auto sections = config.sections();
+    if (!finetune) sections.pop_back();  // no `quant` section for full-precision training
+    if (!config_path.empty()) limpq::util::load_config(config_path, sections);
     flags.apply();
+    if (finetune) {
+      TORCH_CHECK(config.quant.enabled(), "finetune: give the policy to train under: --policy FILE or --uniform W4A4");
+      if (config.model.weights().empty()) {
+        fmt::print(stderr, "finetune: no --weights given; quantization-aware training starts from random weights\n");
+      }
+    }
     const auto result = limpq::train::run_train(config, resume);
     if (json) {
       nlohmann::ordered_json j = {{"checkpoint", result.checkpoint},
@@ -51,6 +83,7 @@ struct TrainCommand {
       fmt::print("test top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}  ({} images)  checkpoint {}  [{}]\n", result.test.top1,
                  result.test.top5, result.test.loss, result.test.count, result.checkpoint,
                  limpq::util::format_duration(result.seconds));
+      print_cost(result.test);
     }
   }
 };
@@ -90,6 +123,7 @@ struct EvalCommand {
     } else {
       fmt::print("{} on {} {} ({} images): top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}\n", ckpt.arch, data.dataset(),
                  split, r.count, r.top1, r.top5, r.loss);
+      print_cost(r);
     }
   }
 };
@@ -99,9 +133,11 @@ struct EvalCommand {
 int main(int argc, char** argv) {
   CLI::App app{"limpq: mixed-precision quantization from learned layer-wise importance"};
   app.require_subcommand(1);
-  TrainCommand train;
+  TrainCommand train(/*finetune=*/false);
+  TrainCommand finetune(/*finetune=*/true);
   EvalCommand eval;
   train.add_to(app);
+  finetune.add_to(app);
   eval.add_to(app);
   try {
     app.parse(argc, argv);

@@ -31,6 +31,7 @@ struct Checkpoint {
   torch::Tensor rng_state;
   std::string config;   // resolved configuration (JSON)
   std::string metrics;  // metrics of the last evaluation (JSON)
+  std::string quantization;  // QuantModel::describe() record (JSON); empty for full precision
 };
 
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);

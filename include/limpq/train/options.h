@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "limpq/models/quantized.h"
+
 namespace limpq::train {
 
 // The optimisation recipe: SGD with momentum, cosine schedule with linear
@@ -53,6 +55,24 @@ struct RunOptions {
     v("seed", seed_, "seed for initialisation, shuffling, augmentation and splits");
     v("eval_every", eval_every_, "evaluate every N epochs");
     v("progress", progress_, "show the live progress line");
+  }
+};
+
+// Quantization-aware fine-tuning (config section `quant`): the policy to
+// train under, either a policy file or a uniform precision, plus how layers
+// are quantized. Both empty: full-precision training.
+struct FinetuneOptions {
+  TORCH_ARG(std::string, policy) = "";
+  TORCH_ARG(std::string, uniform) = "";
+  TORCH_ARG(models::QuantizeOptions, quantize) = {};
+
+ public:
+  bool enabled() const { return !policy_.empty() || !uniform_.empty(); }
+  template <typename V>
+  void visit(V&& v) {
+    v("policy", policy_, "policy JSON file to fine-tune under (from limpq search)");
+    v("uniform", uniform_, "uniform precision instead of a policy, e.g. W4A4");
+    quantize_.visit(v);
   }
 };
 

@@ -12,6 +12,7 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -30,6 +31,8 @@ struct EvalResult {
   double top1 = 0;  // percent
   double top5 = 0;  // percent
   int64_t count = 0;
+  // For quantized models: the policy's cost (LIMPQ.md section 5).
+  std::optional<models::PolicyCost> cost;
   nlohmann::ordered_json to_json() const;
 };
 
@@ -41,8 +44,9 @@ struct TrainConfig {
   models::ModelOptions model;
   OptimOptions optim;
   RunOptions run;
+  FinetuneOptions quant;
 
-  // The config-file sections: data, model, train, run.
+  // The config-file sections: data, model, train, run, quant.
   std::vector<util::ConfigSection> sections();
   nlohmann::ordered_json to_json();
 };
@@ -73,6 +77,14 @@ struct EvalOptions {
   TORCH_ARG(std::string, device) = "cpu";
   TORCH_ARG(int64_t, threads) = 0;
 };
+
+// Builds the network a checkpoint holds (quantized as recorded) and loads
+// its state; returns the model and, when quantized, its QuantModel.
+struct LoadedModel {
+  models::Model model;
+  std::optional<models::QuantModel> quant;
+};
+LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source);
 
 // The data options a checkpoint was trained with.
 data::DataOptions data_options_of(const Checkpoint& checkpoint);
