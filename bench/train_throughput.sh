@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# resnet20 training throughput (batch 128, 1x28x28, full precision): limpq
-# against the minimal PyTorch-Python script with the same thread count,
-# measured in one run, interleaved over ROUNDS rounds; prints the medians and
-# their ratio.
+# resnet20 training-step throughput (batch 128, 1x28x28), measured in one run,
+# interleaved over ROUNDS rounds, medians reported:
+#   limpq fp32            vs  PyTorch-Python fp32     (issue: limpq not slower)
+#   limpq W4A4 LSQ QAT    vs  limpq fp32              (QAT step cost, bar <= 1.3x)
+#   limpq W4A4 LSQ QAT    vs  PyTorch-Python LSQ QAT  (bar >= 1.4x faster)
+# The W4A4 reference row is limpq with the composed-op LSQ instead of the
+# fused kernel.
 #
 #   bench/train_throughput.sh [THREADS] [ROUNDS]
 set -euo pipefail
@@ -13,19 +16,34 @@ PY=/usr/bin/python3
 BENCH=${LIMPQ_BUILD_DIR:-build}/bench/limpq_bench
 [ -x "$BENCH" ] || { echo "build first: cmake --build build" >&2; exit 1; }
 
-limpq=() pytorch=()
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 for ((r = 1; r <= ROUNDS; r++)); do
-  l=$(LIMPQ_THREADS=$THREADS "$BENCH" --benchmark_filter='TrainStep/resnet20_fp32' --benchmark_format=json 2>/dev/null |
-      $PY -c "import json,sys; print(json.load(sys.stdin)['benchmarks'][0]['images_per_second'])")
-  p=$($PY bench/pytorch_resnet20.py --threads "$THREADS" --steps 40 |
-      $PY -c "import json,sys; print(json.load(sys.stdin)['images_per_second'])")
-  limpq+=("$l"); pytorch+=("$p")
-  printf 'round %d: limpq %.1f img/s, pytorch %.1f img/s\n' "$r" "$l" "$p"
+  LIMPQ_THREADS=$THREADS "$BENCH" --benchmark_filter='TrainStep/resnet20_' --benchmark_min_time=3 \
+      --benchmark_format=json 2>/dev/null |
+    $PY -c "
+import json, sys
+for b in json.load(sys.stdin)['benchmarks']:
+    print('limpq_' + b['name'].split('/')[1].replace('resnet20_', ''), b['images_per_second'])" >> "$results"
+  for q in fp32 W4A4; do
+    arg=(); [ "$q" != fp32 ] && arg=(--quant "$q")
+    $PY bench/pytorch_resnet20.py --threads "$THREADS" --steps 20 "${arg[@]}" |
+      $PY -c "import json,sys; print('pytorch_$q', json.load(sys.stdin)['images_per_second'])" >> "$results"
+  done
+  echo "round $r done" >&2
 done
-$PY - "${limpq[*]}" "${pytorch[*]}" "$THREADS" <<'PYEOF'
-import statistics, sys
-l = [float(v) for v in sys.argv[1].split()]
-p = [float(v) for v in sys.argv[2].split()]
-ml, mp = statistics.median(l), statistics.median(p)
-print(f"threads {sys.argv[3]}: limpq median {ml:.1f} img/s, PyTorch-Python median {mp:.1f} img/s, ratio {ml / mp:.3f}")
+$PY - "$results" "$THREADS" <<'PYEOF'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, value = line.split()
+    runs[name].append(float(value))
+m = {k: statistics.median(v) for k, v in runs.items()}
+print(f"threads {sys.argv[2]}, medians of {len(runs['limpq_fp32'])} rounds (images/s):")
+for k in sorted(m):
+    print(f"  {k:28s} {m[k]:8.1f}   ({', '.join(f'{v:.1f}' for v in runs[k])})")
+print(f"limpq fp32 / PyTorch fp32           = {m['limpq_fp32'] / m['pytorch_fp32']:.3f}   (>= 1 wanted)")
+print(f"limpq W4A4 step cost / limpq fp32   = {m['limpq_fp32'] / m['limpq_W4A4']:.3f}x  (<= 1.3 wanted)")
+print(f"limpq W4A4 / PyTorch LSQ W4A4       = {m['limpq_W4A4'] / m['pytorch_W4A4']:.3f}x  (>= 1.4 wanted)")
+print(f"limpq W4A4 reference / limpq fp32   = {m['limpq_fp32'] / m['limpq_W4A4_reference']:.3f}x  (composed ops)")
 PYEOF

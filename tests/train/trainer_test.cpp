@@ -78,6 +78,42 @@ TEST_F(TrainerTest, ResumeEqualsAnUninterruptedRun) {
   EXPECT_DOUBLE_EQ(straight.test.loss, resumed.test.loss);
 }
 
+TEST_F(TrainerTest, FinetunesUnderAPolicyAndResumesIt) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  fp.optim.epochs(3);
+  const TrainResult base = run_train(fp, false);
+
+  TrainConfig ft = tiny_config(temp_path("ft"));
+  ft.model.weights(base.checkpoint);
+  ft.quant.uniform("W4A4");
+  ft.optim.lr(0.01);
+  TrainHooks stop_after_first;
+  stop_after_first.should_stop = [](int64_t epochs_done) { return epochs_done == 1; };
+  run_train(ft, false, stop_after_first);
+  const TrainResult resumed = run_train(ft, /*resume=*/true);
+
+  TrainConfig straight = ft;
+  straight.run.out_dir(temp_path("ft_straight"));
+  const TrainResult once = run_train(straight, false);
+  ASSERT_TRUE(once.test.cost.has_value());
+  EXPECT_DOUBLE_EQ(resumed.test.loss, once.test.loss) << "quantizer steps survive the resume";
+  EXPECT_GT(once.test.top1, 50.0);
+
+  const Checkpoint ckpt = load_checkpoint(once.checkpoint);
+  EXPECT_THAT(ckpt.quantization, HasSubstr("\"mode\":\"policy\""));
+  EXPECT_TRUE(ckpt.model.count("layer1.0.conv1.weight_quantizer.steps"));
+  const EvalResult again = run_eval(ckpt, EvalOptions().threads(1), data_options_of(ckpt));
+  EXPECT_DOUBLE_EQ(again.top1, once.test.top1);
+  ASSERT_TRUE(again.cost.has_value());
+  EXPECT_LT(again.cost->bitops, again.cost->fp_bitops / 40) << "W4A4 with 8-bit ends is ~60x below 32-bit";
+
+  // Resuming under another policy is refused.
+  TrainConfig other = ft;
+  other.quant.uniform("W2A2");
+  EXPECT_THAT([&] { run_train(other, true); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("trained under another quantization")));
+}
+
 TEST_F(TrainerTest, ExistingCheckpointIsNeverOverwrittenWithoutResume) {
   TrainConfig c = tiny_config(temp_path("run"));
   c.optim.epochs(1);
