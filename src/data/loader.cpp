@@ -3,17 +3,11 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "limpq/util/runtime.h"
+
 namespace limpq::data {
 namespace {
-
-// SplitMix64: decorrelates nearby integers into independent seeds.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
+uint64_t mix(uint64_t x) { return util::mix_seed(x); }
 }  // namespace
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, Transform transform, LoaderOptions options)

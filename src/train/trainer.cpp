@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "limpq/models/state_dict.h"
+#include "limpq/nn/quant_conv.h"
+#include "limpq/quant/indicators.h"
 #include "limpq/train/schedule.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/progress.h"
@@ -83,6 +85,62 @@ struct RunningStats {
   double accuracy() const { return count ? 100.0 * correct.item<int64_t>() / count : 0.0; }
 };
 
+// "W6A6 0.412/88.1% W5A5 ... " for the joint indicator progress line.
+std::string candidate_summary(const std::vector<int64_t>& candidates, const std::vector<RunningStats>& stats) {
+  std::string out;
+  for (size_t k = 0; k < candidates.size(); ++k) {
+    out += fmt::format("W{0}A{0} {1:.3f}/{2:.1f}% ", candidates[k], stats[k].mean_loss(), stats[k].accuracy());
+  }
+  return out;
+}
+
+quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainConfig& config, int64_t epochs) {
+  quant::Indicators ind;
+  ind.model = qm.model()->arch();
+  ind.input_shape = qm.input_shape();
+  ind.candidates = qm.candidates();
+  ind.provenance = {{"checkpoint", config.model.weights()},
+                    {"epochs", epochs},
+                    {"fraction", config.indicators.fraction()},
+                    {"seed", config.run.seed()},
+                    {"dataset", config.data.dataset()}};
+  auto named = qm.model()->named_modules("", false);
+  for (const auto& l : qm.layers()) {
+    quant::IndicatorLayer e;
+    e.name = l.name;
+    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
+    e.searchable = l.searchable;
+    e.macs = l.macs;
+    e.params = l.params;
+    if (l.searchable) {
+      torch::nn::Module& m = *named[l.name];
+      const quant::LsqQuantizerImpl* wq = nullptr;
+      const quant::LsqQuantizerImpl* aq = nullptr;
+      if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
+        wq = conv->weight_quantizer.get();
+        aq = conv->input_quantizer.get();
+      } else {
+        auto* lin = m.as<nn::QuantLinearImpl>();
+        wq = lin->weight_quantizer.get();
+        aq = lin->input_quantizer.get();
+      }
+      for (int64_t b : ind.candidates) {
+        // The clamped step the forward pass used is the indicator.
+        auto clamp = [](const quant::LsqQuantizerImpl& q, int64_t bits) {
+          double v = q.step(bits).item<double>();
+          v = std::max(v, q.options.min_step());
+          if (q.options.max_step() > 0) v = std::min(v, q.options.max_step());
+          return v;
+        };
+        e.weight_steps[b] = clamp(*wq, b);
+        e.act_steps[b] = clamp(*aq, b);
+      }
+    }
+    ind.layers.push_back(std::move(e));
+  }
+  return ind;
+}
+
 }  // namespace
 
 nlohmann::ordered_json EvalResult::to_json() const {
@@ -131,7 +189,7 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
 
 std::vector<util::ConfigSection> TrainConfig::sections() {
   return {util::section("data", data), util::section("model", model), util::section("train", optim),
-          util::section("run", run), util::section("quant", quant)};
+          util::section("run", run), util::section("quant", quant), util::section("indicators", indicators)};
 }
 
 nlohmann::ordered_json TrainConfig::to_json() {
@@ -139,7 +197,8 @@ nlohmann::ordered_json TrainConfig::to_json() {
           {"model", util::to_json(model)},
           {"train", util::to_json(optim)},
           {"run", util::to_json(run)},
-          {"quant", util::to_json(quant)}};
+          {"quant", util::to_json(quant)},
+          {"indicators", util::to_json(indicators)}};
 }
 
 TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) {
@@ -161,7 +220,17 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   TORCH_CHECK(resume || !have_ckpt, "train: '", ckpt_path,
               "' already exists; pass --resume to continue it or choose another --out-dir");
 
+  const bool joint = config.joint_indicators;
+  TORCH_CHECK(!(joint && config.quant.enabled()), "train: indicator training and fine-tuning under a policy exclude each other");
   data::DataBundle data = data::make_data(config.data, seed);
+  if (joint) {
+    const double fraction = config.indicators.fraction();
+    TORCH_CHECK(fraction > 0 && fraction <= 1, "indicators: fraction must be in (0, 1], got ", fraction);
+    if (fraction < 1) {
+      data.train = data::take_subset(data.train, std::max<int64_t>(1, std::llround(fraction * data.train->size())),
+                                     seed + 3);
+    }
+  }
   models::Model model = models::make_model(config.model.arch(), data.input_shape[0], data.num_classes);
   if (!config.model.weights().empty()) {
     models::load_state_dict(*model, models::read_state_dict_file(config.model.weights()),
@@ -177,6 +246,14 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                            : quantized->uniform_policy(quant::parse_uniform(config.quant.uniform()));
     quantized->prepare_policy(policy, from_file ? config.quant.policy() : "--uniform " + config.quant.uniform());
   }
+  if (joint) {
+    quantized.emplace(model, data.input_shape,
+                      models::QuantizeOptions()
+                          .fixed_layers(config.indicators.fixed_layers())
+                          .fused(config.indicators.fused()));
+    quantized->prepare_indicators(config.indicators.candidates());
+  }
+  const std::vector<int64_t> candidates = joint ? config.indicators.candidates() : std::vector<int64_t>{};
   model->to(device);
 
   // LSQ step sizes are not weight-decayed.
@@ -265,8 +342,10 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   for (int64_t epoch = start_epoch; epoch < optim.epochs(); ++epoch) {
     model->train();
     train_loader.start_epoch(epoch);
-    RunningStats stats;
+    RunningStats stats;  // joint training: the random mixed-precision pass
     stats.reset(device);
+    std::vector<RunningStats> candidate_stats(candidates.size());
+    for (auto& c : candidate_stats) c.reset(device);
     util::ProgressLine progress(fmt::format("epoch {}/{}", epoch + 1, optim.epochs()), steps_per_epoch,
                                 run.progress());
     util::Stopwatch epoch_clock;
@@ -279,21 +358,52 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       for (auto& group : optimizer.param_groups()) {
         static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
       }
-      auto logits = model->forward(images);
-      auto loss = F::cross_entropy(logits, labels,
-                                   F::CrossEntropyFuncOptions().label_smoothing(optim.label_smoothing()));
+      auto loss_of = [&](const torch::Tensor& logits) {
+        return F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().label_smoothing(optim.label_smoothing()));
+      };
       optimizer.zero_grad();
-      loss.backward();
+      if (joint) {
+        // LIMPQ.md section 4: every candidate uniformly, then one random
+        // mixed policy, gradients accumulated; element-wise clip to [-1, 1];
+        // all-zero gradients dropped; one optimizer step.
+        for (size_t k = 0; k < candidates.size(); ++k) {
+          quantized->set_uniform(candidates[k]);
+          auto logits = model->forward(images);
+          auto loss = loss_of(logits);
+          loss.backward();
+          candidate_stats[k].add(loss, logits, labels);
+        }
+        data::Rng policy_rng(util::mix_seed(seed ^ util::mix_seed(static_cast<uint64_t>(step))));
+        for (const auto& name : quantized->searchable_names()) {
+          const int64_t b = candidates[policy_rng() % candidates.size()];
+          quantized->set_layer_bits(name, b, b);
+        }
+        auto logits = model->forward(images);
+        auto loss = loss_of(logits);
+        loss.backward();
+        stats.add(loss, logits, labels);
+        torch::NoGradGuard no_grad;
+        for (auto& p : model->parameters()) {
+          if (!p.grad().defined()) continue;
+          p.mutable_grad().clamp_(-1.0, 1.0);
+          if (!p.grad().any().item<bool>()) p.mutable_grad() = torch::Tensor();
+        }
+      } else {
+        auto logits = model->forward(images);
+        auto loss = loss_of(logits);
+        loss.backward();
+        stats.add(loss, logits, labels);
+      }
       optimizer.step();
-      stats.add(loss, logits, labels);
       ++step;
       ++batch_index;
       if (batch_index % 20 == 0 || batch_index == steps_per_epoch) {
         const double mean_loss = stats.mean_loss();
         TORCH_CHECK(std::isfinite(mean_loss), "train: the loss became ", mean_loss, " at epoch ", epoch + 1,
                     ", step ", step, " (lower the learning rate); the last good checkpoint is '", ckpt_path, "'");
-        progress.update(batch_index, fmt::format("loss {:.4f} acc {:.2f}% lr {:.4g} | {:.0f} img/s", mean_loss,
-                                                 stats.accuracy(), lr,
+        const std::string per_bits = joint ? candidate_summary(candidates, candidate_stats) + "| mixed " : "";
+        progress.update(batch_index, fmt::format("{}loss {:.4f} acc {:.2f}% lr {:.4g} | {:.0f} img/s", per_bits,
+                                                 mean_loss, stats.accuracy(), lr,
                                                  stats.count / std::max(1e-9, epoch_clock.seconds())));
       }
     }
@@ -307,9 +417,18 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                     {"train_top1", stats.accuracy()},
                                     {"images_per_second", result.images_per_second},
                                     {"train_seconds", train_seconds}};
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      entry["train_W" + std::to_string(candidates[k])] = {{"loss", candidate_stats[k].mean_loss()},
+                                                          {"top1", candidate_stats[k].accuracy()}};
+    }
     std::string status = fmt::format("loss {:.4f} acc {:.2f}% | {:.0f} img/s", stats.mean_loss(),
                                      stats.accuracy(), result.images_per_second);
     const bool last = epoch + 1 == optim.epochs();
+    if (joint) status = candidate_summary(candidates, candidate_stats) + "| mixed " + status;
+    if (joint && ((epoch + 1) % run.eval_every() == 0 || last)) {
+      // Evaluated at the largest candidate, uniformly.
+      quantized->set_uniform(candidates.front());
+    }
     if ((epoch + 1) % run.eval_every() == 0 || last) {
       last_eval = evaluate(*model, eval_loader, device);
       entry[use_val ? "val" : "test"] = last_eval.to_json();
@@ -339,8 +458,20 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                    .batch_size(config.data.eval_batch_size())
                                    .workers(config.data.workers())
                                    .pin_memory(cuda));
-  result.test = evaluate(*model, test_loader, device);
-  if (quantized) result.test.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
+  if (joint) {
+    for (int64_t b : candidates) {
+      quantized->set_uniform(b);
+      result.per_candidate.emplace_back(b, evaluate(*model, test_loader, device));
+      result.per_candidate.back().second.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
+    }
+    result.test = result.per_candidate.front().second;
+    result.indicators = (std::filesystem::path(run.out_dir()) / "indicators.json").string();
+    quant::Indicators ind = collect_indicators(*quantized, config, optim.epochs());
+    quant::write_indicators(result.indicators, ind);
+  } else {
+    result.test = evaluate(*model, test_loader, device);
+    if (quantized) result.test.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
+  }
   result.completed = true;
   result.epochs = optim.epochs();
   result.seconds = total_clock.seconds();

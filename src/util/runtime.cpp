@@ -35,4 +35,11 @@ void seed_everything(uint64_t seed) {
   if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
 }
 
+uint64_t mix_seed(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 }  // namespace limpq::util

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "limpq/quant/indicators.h"
 #include "limpq/util/atomic_file.h"
 #include "support/test_support.h"
 
@@ -112,6 +113,41 @@ TEST_F(TrainerTest, FinetunesUnderAPolicyAndResumesIt) {
   other.quant.uniform("W2A2");
   EXPECT_THAT([&] { run_train(other, true); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("trained under another quantization")));
+}
+
+TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  fp.optim.epochs(3);
+  const TrainResult base = run_train(fp, false);
+
+  TrainConfig c = tiny_config(temp_path("ind"));
+  c.model.weights(base.checkpoint);
+  c.joint_indicators = true;
+  c.indicators.candidates({4, 3, 2}).fraction(0.5);
+  c.optim.epochs(2).lr(0.01).warmup_epochs(0);
+  const TrainResult r = run_train(c, false);
+  ASSERT_EQ(r.per_candidate.size(), 3u);
+  const quant::Indicators ind = quant::read_indicators(r.indicators);
+  EXPECT_EQ(ind.input_shape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(ind.provenance["fraction"].get<double>(), 0.5);
+  ASSERT_EQ(ind.layers.size(), 22u);
+  EXPECT_FALSE(ind.layers.front().searchable);
+  int monotone = 0, searchable = 0;
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) continue;
+    ++searchable;
+    for (int64_t b : {4, 3, 2}) {
+      EXPECT_TRUE(std::isfinite(l.weight_steps.at(b)) && l.weight_steps.at(b) > 0) << l.name;
+      EXPECT_TRUE(std::isfinite(l.act_steps.at(b)) && l.act_steps.at(b) > 0) << l.name;
+    }
+    monotone += l.weight_steps.at(4) < l.weight_steps.at(3) && l.weight_steps.at(3) < l.weight_steps.at(2);
+  }
+  EXPECT_GT(monotone, searchable * 3 / 4) << "steps shrink as bits grow for most layers";
+
+  // Resumable like any training run.
+  TrainConfig again = c;
+  again.optim.epochs(2);
+  EXPECT_NO_THROW(run_train(again, /*resume=*/true));
 }
 
 TEST_F(TrainerTest, ExistingCheckpointIsNeverOverwrittenWithoutResume) {

@@ -23,32 +23,61 @@ void print_cost(const limpq::train::EvalResult& r) {
              c.bitops / 1e9, c.fp_bitops / c.bitops, c.size_bits / 8e3, c.fp_size_bits / c.size_bits);
 }
 
-// `limpq train` (full precision) and `limpq finetune` (quantization-aware
-// training under a policy) share the trainer; finetune adds the `quant`
-// section and starts from a fine-tuning recipe.
+// `limpq train` (full precision), `limpq finetune` (quantization-aware
+// training under a policy) and `limpq indicators` (joint indicator training)
+// share the trainer; each starts from its own recipe and adds its section.
+enum class TrainKind { kTrain, kFinetune, kIndicators };
+
 struct TrainCommand {
   limpq::train::TrainConfig config;
   FlagSet flags;
   std::string config_path;
   bool resume = false;
   bool json = false;
+  TrainKind kind;
   bool finetune = false;
 
-  explicit TrainCommand(bool finetune_) : finetune(finetune_) {
-    if (finetune) {
+  explicit TrainCommand(TrainKind kind_) : kind(kind_), finetune(kind_ == TrainKind::kFinetune) {
+    if (kind == TrainKind::kFinetune) {
       config.optim.epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4);
       config.run.out_dir("runs/finetune");
+    } else if (kind == TrainKind::kIndicators) {
+      // The authors' recipe (LIMPQ.md section 4).
+      config.optim.epochs(3).lr(0.01).min_lr(1e-5).warmup_epochs(0).weight_decay(2.5e-5).label_smoothing(0.1);
+      config.run.out_dir("runs/indicators");
+      config.joint_indicators = true;
     }
   }
 
+  // The config sections this command accepts.
+  std::vector<limpq::util::ConfigSection> sections() {
+    std::vector<limpq::util::ConfigSection> out;
+    for (auto& s : config.sections()) {
+      if (s.name == "quant" && kind != TrainKind::kFinetune) continue;
+      if (s.name == "indicators" && kind != TrainKind::kIndicators) continue;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
   void add_to(CLI::App& app) {
-    auto* cmd = finetune ? app.add_subcommand("finetune",
-                                              "Quantization-aware fine-tuning of a full-precision model under a "
-                                              "policy (--policy FILE or --uniform W4A4)")
-                         : app.add_subcommand("train", "Train a full-precision network");
-    cmd->add_option("--config", config_path,
-                    finetune ? "YAML config (sections data, model, train, run, quant); flags override it"
-                             : "YAML config (sections data, model, train, run); flags override it")
+    CLI::App* cmd = nullptr;
+    switch (kind) {
+      case TrainKind::kTrain: cmd = app.add_subcommand("train", "Train a full-precision network"); break;
+      case TrainKind::kFinetune:
+        cmd = app.add_subcommand("finetune",
+                                 "Quantization-aware fine-tuning of a full-precision model under a policy "
+                                 "(--policy FILE or --uniform W4A4)");
+        break;
+      case TrainKind::kIndicators:
+        cmd = app.add_subcommand("indicators",
+                                 "Jointly train the importance indicators of every layer and candidate bit-width "
+                                 "from a full-precision model; writes <out-dir>/indicators.json");
+        break;
+    }
+    std::string names;
+    for (const auto& s : sections()) names += (names.empty() ? "" : ", ") + s.name;
+    cmd->add_option("--config", config_path, "YAML config (sections " + names + "); flags override it")
         ->check(CLI::ExistingFile);
     cmd->add_flag("--resume", resume, "continue from <out-dir>/checkpoint.pt if it exists");
     cmd->add_flag("--json", json, "print the final result as one JSON line on stdout");
@@ -56,15 +85,17 @@ struct TrainCommand {
     flags.add(*cmd, config.model, "Model");
     flags.add(*cmd, config.optim, "Train");
     flags.add(*cmd, config.run, "Run");
-    if (finetune) flags.add(*cmd, config.quant, "Quantization");
+    if (kind == TrainKind::kFinetune) flags.add(*cmd, config.quant, "Quantization");
+    if (kind == TrainKind::kIndicators) flags.add(*cmd, config.indicators, "Indicators");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    auto sections = config.sections();
-    if (!finetune) sections.pop_back();  // no `quant` section for full-precision training
-    if (!config_path.empty()) limpq::util::load_config(config_path, sections);
+    if (!config_path.empty()) limpq::util::load_config(config_path, sections());
     flags.apply();
+    if (kind == TrainKind::kIndicators && config.model.weights().empty()) {
+      fmt::print(stderr, "indicators: no --weights given; indicators are meant to be trained from a full-precision model\n");
+    }
     if (finetune) {
       TORCH_CHECK(config.quant.enabled(), "finetune: give the policy to train under: --policy FILE or --uniform W4A4");
       if (config.model.weights().empty()) {
@@ -78,7 +109,16 @@ struct TrainCommand {
                                   {"seconds", result.seconds},
                                   {"images_per_second", result.images_per_second},
                                   {"test", result.test.to_json()}};
+      if (!result.indicators.empty()) {
+        j["indicators"] = result.indicators;
+        for (const auto& [bits, r] : result.per_candidate) j["test_W" + std::to_string(bits)] = r.to_json();
+      }
       std::cout << j.dump() << std::endl;
+    } else if (!result.indicators.empty()) {
+      for (const auto& [bits, r] : result.per_candidate) {
+        fmt::print("uniform W{0}A{0}: test top1 {1:.2f}%  loss {2:.4f}\n", bits, r.top1, r.loss);
+      }
+      fmt::print("indicators written to {}  [{}]\n", result.indicators, limpq::util::format_duration(result.seconds));
     } else {
       fmt::print("test top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}  ({} images)  checkpoint {}  [{}]\n", result.test.top1,
                  result.test.top5, result.test.loss, result.test.count, result.checkpoint,
@@ -133,11 +173,13 @@ struct EvalCommand {
 int main(int argc, char** argv) {
   CLI::App app{"limpq: mixed-precision quantization from learned layer-wise importance"};
   app.require_subcommand(1);
-  TrainCommand train(/*finetune=*/false);
-  TrainCommand finetune(/*finetune=*/true);
+  TrainCommand train(TrainKind::kTrain);
+  TrainCommand finetune(TrainKind::kFinetune);
+  TrainCommand indicators(TrainKind::kIndicators);
   EvalCommand eval;
   train.add_to(app);
   finetune.add_to(app);
+  indicators.add_to(app);
   eval.add_to(app);
   try {
     app.parse(argc, argv);

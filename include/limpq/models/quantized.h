@@ -70,6 +70,7 @@ class QuantModel {
   QuantModel(Model model, std::vector<int64_t> input_shape, QuantizeOptions options = {});
 
   const Model& model() const { return model_; }
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
   const std::vector<LayerInfo>& layers() const { return layers_; }
   const QuantizeOptions& options() const { return options_; }
   std::vector<std::string> searchable_names() const;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "limpq/models/quantized.h"
 
@@ -73,6 +74,26 @@ struct FinetuneOptions {
     v("policy", policy_, "policy JSON file to fine-tune under (from limpq search)");
     v("uniform", uniform_, "uniform precision instead of a policy, e.g. W4A4");
     quantize_.visit(v);
+  }
+};
+
+// Joint training of the importance indicators (config section `indicators`,
+// LIMPQ.md section 4).
+struct IndicatorOptions {
+  TORCH_ARG(std::vector<int64_t>, candidates) = std::vector<int64_t>{6, 5, 4, 3, 2};
+  // Part of the training set to train on (the authors: 0.5).
+  TORCH_ARG(double, fraction) = 0.5;
+  // Layers kept out of the search; empty: the first conv and the last layer.
+  TORCH_ARG(std::vector<std::string>, fixed_layers) = {};
+  TORCH_ARG(bool, fused) = true;
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("candidates", candidates_, "candidate bit-widths, e.g. 6,5,4,3,2");
+    v("fraction", fraction_, "fraction of the training set used");
+    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
+    v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
   }
 };
 

@@ -45,8 +45,12 @@ struct TrainConfig {
   OptimOptions optim;
   RunOptions run;
   FinetuneOptions quant;
+  IndicatorOptions indicators;
+  // Train the importance indicators jointly instead of the network
+  // (`limpq indicators`); the result is out_dir/indicators.json.
+  bool joint_indicators = false;
 
-  // The config-file sections: data, model, train, run, quant.
+  // The config-file sections: data, model, train, run, quant, indicators.
   std::vector<util::ConfigSection> sections();
   nlohmann::ordered_json to_json();
 };
@@ -58,6 +62,10 @@ struct TrainResult {
   double seconds = 0;
   double images_per_second = 0;  // training throughput of the last epoch
   std::string checkpoint;
+  std::string indicators;        // indicators.json (joint indicator training)
+  // Joint indicator training: test accuracy with every searchable layer at
+  // each candidate bit-width.
+  std::vector<std::pair<int64_t, EvalResult>> per_candidate;
 };
 
 // Callbacks into the training loop.

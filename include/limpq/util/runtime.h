@@ -21,4 +21,8 @@ torch::Device resolve_device(const std::string& name);
 // Seeds torch's generators (CPU and, when present, CUDA).
 void seed_everything(uint64_t seed);
 
+// SplitMix64: turns nearby integers (seed, epoch, step, index) into
+// independent 64-bit seeds.
+uint64_t mix_seed(uint64_t x);
+
 }  // namespace limpq::util

@@ -1,0 +1,120 @@
+#include "limpq/quant/indicators.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <set>
+
+#include "limpq/util/atomic_file.h"
+
+namespace limpq::quant {
+namespace {
+
+nlohmann::ordered_json steps_to_json(const std::vector<int64_t>& candidates, const std::map<int64_t, double>& steps) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (int64_t b : candidates) j[std::to_string(b)] = steps.at(b);
+  return j;
+}
+
+template <typename T>
+T get(const nlohmann::json& j, const char* key, const std::string& where) {
+  TORCH_CHECK(j.contains(key), where, ": missing field '", key, "'");
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    TORCH_CHECK(false, where, ": field '", key, "' has the wrong type (", j.at(key).dump(), ")");
+  }
+}
+
+std::map<int64_t, double> steps_from_json(const nlohmann::json& j, const char* key,
+                                          const std::vector<int64_t>& candidates, const std::string& where) {
+  TORCH_CHECK(j.contains(key) && j[key].is_object(), where, ": a searchable layer needs '", key,
+              "' mapping each candidate bit-width to its step");
+  std::map<int64_t, double> steps;
+  for (int64_t b : candidates) {
+    const std::string k = std::to_string(b);
+    TORCH_CHECK(j[key].contains(k), where, ": '", key, "' has no step for ", b, " bits");
+    TORCH_CHECK(j[key][k].is_number(), where, ": ", key, ".", k, " is not a number (", j[key][k].dump(), ")");
+    const double v = j[key][k].get<double>();
+    TORCH_CHECK(std::isfinite(v) && v > 0, where, ": ", key, ".", k, " must be a finite positive step, got ", v);
+    steps[b] = v;
+  }
+  return steps;
+}
+
+}  // namespace
+
+nlohmann::ordered_json indicators_to_json(const Indicators& ind) {
+  nlohmann::ordered_json j;
+  j["format"] = kIndicatorsFormat;
+  j["model"] = ind.model;
+  j["input_shape"] = ind.input_shape;
+  j["candidates"] = ind.candidates;
+  j["provenance"] = ind.provenance;
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (const auto& l : ind.layers) {
+    nlohmann::ordered_json e = {{"name", l.name}, {"kind", l.kind}, {"searchable", l.searchable},
+                                {"macs", l.macs}, {"params", l.params}};
+    if (l.searchable) {
+      e["weight_steps"] = steps_to_json(ind.candidates, l.weight_steps);
+      e["act_steps"] = steps_to_json(ind.candidates, l.act_steps);
+    }
+    layers.push_back(std::move(e));
+  }
+  j["layers"] = std::move(layers);
+  return j;
+}
+
+Indicators indicators_from_json(const nlohmann::json& j, const std::string& source) {
+  const std::string where = "indicators '" + source + "'";
+  TORCH_CHECK(j.is_object(), where, ": expected a JSON object");
+  const auto format = get<std::string>(j, "format", where);
+  TORCH_CHECK(format == kIndicatorsFormat, where, ": format '", format, "' is not supported (expected '",
+              kIndicatorsFormat, "')");
+  Indicators ind;
+  ind.model = j.contains("model") && j["model"].is_string() ? j["model"].get<std::string>() : "";
+  if (j.contains("input_shape")) ind.input_shape = get<std::vector<int64_t>>(j, "input_shape", where);
+  ind.candidates = get<std::vector<int64_t>>(j, "candidates", where);
+  TORCH_CHECK(!ind.candidates.empty(), where, ": 'candidates' is empty");
+  std::set<int64_t> unique;
+  for (int64_t b : ind.candidates) {
+    TORCH_CHECK(b >= 2 && b <= 8, where, ": candidate bit-width ", b, " is not in 2..8");
+    TORCH_CHECK(unique.insert(b).second, where, ": candidate bit-width ", b, " listed twice");
+  }
+  if (j.contains("provenance")) ind.provenance = j["provenance"];
+  TORCH_CHECK(j.contains("layers") && j["layers"].is_array() && !j["layers"].empty(), where,
+              ": 'layers' must be a non-empty list");
+  std::set<std::string> names;
+  for (size_t i = 0; i < j["layers"].size(); ++i) {
+    const auto& e = j["layers"][i];
+    const std::string lw = where + ": layers[" + std::to_string(i) + "]";
+    IndicatorLayer l;
+    l.name = get<std::string>(e, "name", lw);
+    const std::string lwn = where + ": layer '" + l.name + "'";
+    TORCH_CHECK(names.insert(l.name).second, lwn, " appears twice");
+    l.kind = e.contains("kind") ? get<std::string>(e, "kind", lwn) : "conv";
+    l.searchable = get<bool>(e, "searchable", lwn);
+    l.macs = get<int64_t>(e, "macs", lwn);
+    l.params = get<int64_t>(e, "params", lwn);
+    TORCH_CHECK(l.macs > 0 && l.params > 0, lwn, ": macs and params must be positive, got ", l.macs, " and ",
+                l.params);
+    if (l.searchable) {
+      l.weight_steps = steps_from_json(e, "weight_steps", ind.candidates, lwn);
+      l.act_steps = steps_from_json(e, "act_steps", ind.candidates, lwn);
+    }
+    ind.layers.push_back(std::move(l));
+  }
+  return ind;
+}
+
+void write_indicators(const std::string& path, const Indicators& indicators) {
+  util::write_file_atomic(path, indicators_to_json(indicators).dump(2) + "\n");
+}
+
+Indicators read_indicators(const std::string& path) {
+  const auto json = nlohmann::ordered_json::parse(util::read_file(path), nullptr, /*allow_exceptions=*/false);
+  TORCH_CHECK(!json.is_discarded(), "indicators '", path, "': not valid JSON");
+  return indicators_from_json(json, path);
+}
+
+}  // namespace limpq::quant
