@@ -148,6 +148,31 @@ TEST_F(QuantizedTest, BadFixedLayerAndPolicyAreNamed) {
               ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("searchable layer 'layer3.2.conv2' is missing")));
 }
 
+TEST_F(QuantizedTest, MacsMatchTheKnownFigures) {
+  auto total_macs = [](const std::string& arch, int64_t c, int64_t classes, int64_t hw) {
+    int64_t macs = 0;
+    for (const auto& l : analyze_layers(*make_model(arch, c, classes), {c, hw, hw})) macs += l.macs;
+    return macs;
+  };
+  // resnet18 at 224x224: 1.81 G MACs including the fc layer (torchvision's published figure).
+  EXPECT_NEAR(total_macs("resnet18", 3, 1000, 224) / 1e9, 1.814, 0.001);
+  // resnet20 at 32x32: about 41 M (40.55 M for the convs with identity
+  // shortcuts, plus 0.26 M for the two 1x1 projections and 640 for fc).
+  EXPECT_NEAR(total_macs("resnet20", 3, 10, 32) / 1e6, 40.81, 0.01);
+  // resnet50 at 224: 4.09 G; mobilenet_v2: 0.30 G.
+  EXPECT_NEAR(total_macs("resnet50", 3, 1000, 224) / 1e9, 4.09, 0.01);
+  EXPECT_NEAR(total_macs("mobilenet_v2", 3, 1000, 224) / 1e9, 0.30, 0.01);
+  // Depthwise convs count C_in * C_out * k * k / G.
+  auto mv1 = analyze_layers(*make_model("mobilenet_v1", 3, 1000), {3, 224, 224});
+  for (const auto& l : mv1) {
+    if (l.name == "features.1.0") {
+      EXPECT_EQ(l.groups, 32);
+      EXPECT_EQ(l.params, 32 * 9);
+      EXPECT_EQ(l.macs, 32 * 9 * 112 * 112);
+    }
+  }
+}
+
 TEST_F(QuantizedTest, PolicyCostCountsMacsTimesBits) {
   QuantModel qm(make_model("resnet20", 1, 10), {1, 28, 28});
   const auto cost = policy_cost(qm.layers(), qm.uniform_policy({4, 4}));

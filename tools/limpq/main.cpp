@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "limpq/models/quantized.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
@@ -168,6 +169,82 @@ struct EvalCommand {
   }
 };
 
+// `limpq cost`: the per-layer cost table of a model at an input resolution
+// (LIMPQ.md section 5), traced from a forward pass.
+struct CostCommand {
+  std::string arch = "resnet20";
+  std::vector<int64_t> input_shape = {1, 28, 28};
+  int64_t num_classes = 10;
+  std::vector<std::string> fixed_layers;
+  int64_t fixed_bits = 8;
+  bool json = false;
+
+  void add_to(CLI::App& app) {
+    auto* cmd = app.add_subcommand("cost", "Per-layer MACs, parameters, BitOps and size of a model");
+    cmd->add_option("--arch,--model", arch, "architecture")->default_str(arch);
+    cmd->add_option("--input-shape", input_shape, "C H W (e.g. --input-shape 3 224 224)")->expected(3)->default_str("1 28 28");
+    cmd->add_option("--num-classes", num_classes, "classes of the classifier")->default_str("10");
+    cmd->add_option("--fixed-layers", fixed_layers, "layers kept out of the search (default: first conv and last layer)");
+    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers in the uniform figures")->default_str("8");
+    cmd->add_flag("--json", json, "print the table and totals as one JSON object");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    auto model = limpq::models::make_model(arch, input_shape.at(0), num_classes);
+    limpq::models::QuantModel qm(model, input_shape,
+                                 limpq::models::QuantizeOptions().fixed_layers(fixed_layers).fixed_bits(fixed_bits));
+    int64_t macs = 0, params = 0;
+    for (const auto& l : qm.layers()) {
+      macs += l.macs;
+      params += l.params;
+    }
+    const auto fp = limpq::models::policy_cost(qm.layers(), qm.uniform_policy({32, 32}));
+    nlohmann::ordered_json j;
+    j["model"] = arch;
+    j["input_shape"] = input_shape;
+    j["macs"] = macs;
+    j["params"] = params;
+    j["fp_bitops"] = fp.fp_bitops;
+    j["fp_size_bytes"] = fp.fp_size_bits / 8;
+    nlohmann::ordered_json uniform = nlohmann::ordered_json::object();
+    for (int64_t b : {8, 6, 5, 4, 3, 2}) {
+      const auto c = limpq::models::policy_cost(qm.layers(), qm.uniform_policy({b, b}));
+      uniform["W" + std::to_string(b) + "A" + std::to_string(b)] = {{"bitops", c.bitops}, {"size_bytes", c.size_bits / 8}};
+    }
+    j["uniform"] = uniform;
+    if (json) {
+      nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+      for (const auto& l : qm.layers()) {
+        layers.push_back({{"name", l.name}, {"kind", l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear"},
+                          {"searchable", l.searchable}, {"signed_input", l.signed_input}, {"macs", l.macs},
+                          {"params", l.params}, {"output_shape", l.output_shape}});
+      }
+      j["layers"] = layers;
+      std::cout << j.dump() << std::endl;
+      return;
+    }
+    fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}\n", "layer", "kind", "in", "out", "k",
+               "s", "groups", "out HxW", "MACs", "params", "");
+    for (const auto& l : qm.layers()) {
+      const std::string hw = l.output_shape.size() == 4
+                                 ? fmt::format("{}x{}", l.output_shape[2], l.output_shape[3])
+                                 : std::string("-");
+      fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}{}\n", l.name,
+                 l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear", l.in_channels, l.out_channels,
+                 l.kernel_size, l.stride, l.groups, hw, l.macs, l.params, l.searchable ? "" : "fixed",
+                 l.signed_input ? (l.searchable ? "signed input" : ", signed input") : "");
+    }
+    fmt::print("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n", arch,
+               input_shape[0], input_shape[1], input_shape[2], macs / 1e9, params / 1e6);
+    fmt::print("full precision (32/32): {:.3f} GBitOps, {:.3f} MB weights\n", fp.fp_bitops / 1e9, fp.fp_size_bits / 8e6);
+    for (const auto& [name, c] : uniform.items()) {
+      fmt::print("uniform {} (fixed layers at {} bits): {:.3f} GBitOps, {:.3f} MB weights\n", name, fixed_bits,
+                 c["bitops"].get<double>() / 1e9, c["size_bytes"].get<double>() / 1e6);
+    }
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -177,6 +254,8 @@ int main(int argc, char** argv) {
   TrainCommand finetune(TrainKind::kFinetune);
   TrainCommand indicators(TrainKind::kIndicators);
   EvalCommand eval;
+  CostCommand cost;
+  cost.add_to(app);
   train.add_to(app);
   finetune.add_to(app);
   indicators.add_to(app);
