@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "limpq/models/quantized.h"
+#include "limpq/search/search.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
@@ -245,6 +246,79 @@ struct CostCommand {
   }
 };
 
+// `limpq search`: indicators + budget -> policy (LIMPQ.md section 6).
+struct SearchCommand {
+  std::string indicators_path;
+  std::string out = "policy.json";
+  limpq::search::SearchOptions options;
+  std::string bitops;
+  double size_mb = 0, cr = 0, alpha = 2.0, time_limit = 60.0;
+  std::vector<int64_t> candidates;
+  bool keep_nonmonotone = false;
+  int64_t fixed_bits = 8;
+  std::string solver = "bnb";
+  std::string constraint_csv;
+  double constraint_budget = 0;
+  bool json = false;
+
+  void add_to(CLI::App& app) {
+    auto* cmd = app.add_subcommand("search", "Search the mixed-precision policy for a budget from an indicators file");
+    cmd->add_option("--indicators", indicators_path, "indicators.json from limpq indicators (or made elsewhere)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--bitops", bitops, "BitOps budget: uniform-equivalent (W3A4) or GBitOps of the whole network");
+    cmd->add_option("--size", size_mb, "weight-size budget of the whole network in MB");
+    cmd->add_option("--cr", cr, "compression ratio of the weights against 32 bits");
+    cmd->add_option("--alpha", alpha, "weight of the weight indicators against the activation ones")->default_str("2");
+    cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
+    cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
+    cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
+    cmd->add_option("--solver", solver, "bnb (exact branch and bound) | cbc")->default_str(solver);
+    cmd->add_option("--time-limit", time_limit, "solver time limit in seconds")->default_str("60");
+    cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--constraint-budget", constraint_budget, "budget of --constraint (sum of costs)");
+    cmd->add_option("--out", out, "policy file to write")->default_str(out);
+    cmd->add_flag("--json", json, "print the summary as one JSON line");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    options.bitops(bitops).size_mb(size_mb).cr(cr).alpha(alpha).candidates(candidates)
+        .keep_nonmonotone(keep_nonmonotone).fixed_bits(fixed_bits).solver(solver).time_limit(time_limit);
+    if (!constraint_csv.empty()) {
+      options.extra({limpq::search::read_constraint_csv(constraint_csv, constraint_budget)});
+    }
+    const auto indicators = limpq::quant::read_indicators(indicators_path);
+    const auto r = limpq::search::run_search(indicators, options);
+    limpq::quant::write_policy(out, r.policy);
+    if (json) {
+      auto j = r.to_json();
+      j["policy"] = out;
+      std::cout << j.dump() << std::endl;
+      return;
+    }
+    fmt::print("{:<28} {:>4} {:>4}\n", "layer", "W", "A");
+    for (const auto& [name, b] : r.policy.layers) fmt::print("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
+    for (const auto& [name, b] : r.policy.fixed) fmt::print("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
+    fmt::print("\n{} ({}): objective {:.6g}, proven gap {:.3g}, {} nodes, {:.2f} ms\n", to_string(r.solve.status),
+               r.solve.solver, r.solve.objective, r.solve.objective - r.solve.bound, r.solve.nodes,
+               r.solve.seconds * 1e3);
+    fmt::print("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
+               r.target_bitops > 0 ? fmt::format(" (target {:.4f} G)", r.target_bitops / 1e9) : "",
+               r.achieved_size_bits / 8e6,
+               r.target_size_bits > 0 ? fmt::format(" (target {:.4f} MB)", r.target_size_bits / 8e6) : "");
+    fmt::print("average bits: weights {:.2f} (parameter-weighted), activations {:.2f} (MAC-weighted)\n",
+               r.average_weight_bits, r.average_act_bits);
+    if (!r.erased.empty()) {
+      fmt::print("{} non-monotone indicator points erased:", r.erased.size());
+      for (const auto& e : r.erased) fmt::print(" {}:{}@{}", e.layer, e.tensor, e.bits);
+      fmt::print("\n");
+    }
+    fmt::print("policy written to {}\n", out);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -255,7 +329,9 @@ int main(int argc, char** argv) {
   TrainCommand indicators(TrainKind::kIndicators);
   EvalCommand eval;
   CostCommand cost;
+  SearchCommand search;
   cost.add_to(app);
+  search.add_to(app);
   train.add_to(app);
   finetune.add_to(app);
   indicators.add_to(app);

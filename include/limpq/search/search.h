@@ -1,0 +1,87 @@
+// The LIMPQ policy search (LIMPQ.md section 6): from an indicators file and a
+// budget to a mixed-precision policy, by one exact integer program.
+//
+//   minimise   sum_l I_a(l, a_l) + alpha * I_w(l, w_l)
+//   subject to sum_l MACs(l) * w_l * a_l              <= BitOps budget
+//              8 * params(fixed) + sum_l params(l) * w_l <= 32 * params(all) / CR
+//              (plus any extra linear constraint, e.g. a latency table)
+//
+//   SearchOptions opts;
+//   opts.bitops("W3A4").cr(12.2);
+//   SearchResult r = run_search(read_indicators("indicators.json"), opts);
+//   write_policy("policy.json", r.policy);
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "limpq/quant/indicators.h"
+#include "limpq/quant/policy.h"
+#include "limpq/search/mckp.h"
+
+namespace limpq::search {
+
+// The value an erased (non-monotone) indicator point gets: the search never
+// picks it.
+inline constexpr double kErasedIndicator = 1e8;
+
+// An extra linear constraint: cost per (layer, weight bits, activation bits)
+// and a budget, e.g. a measured latency table. Loaded from CSV with the
+// header `layer,weight_bits,act_bits,cost`; costs are scaled to integers by
+// `resolution` (default 1e-6 of the unit) so feasibility is exact.
+struct ExtraConstraint {
+  std::string name;
+  std::vector<std::tuple<std::string, int64_t, int64_t, double>> rows;
+  double budget = 0;
+};
+ExtraConstraint read_constraint_csv(const std::string& path, double budget);
+
+struct SearchOptions {
+  // BitOps budget: "W3A4" (uniform-equivalent over the searchable layers) or
+  // an absolute figure in GBitOps for the whole network (fixed layers at
+  // fixed_bits). Empty: no BitOps constraint.
+  TORCH_ARG(std::string, bitops) = "";
+  // Weight-size budget in MB (1e6 bytes) for the whole network, or a
+  // compression ratio against 32-bit weights. 0: none.
+  TORCH_ARG(double, size_mb) = 0;
+  TORCH_ARG(double, cr) = 0;
+  TORCH_ARG(double, alpha) = 2.0;
+  // Bit-widths the search may use (a subset of the file's); empty: all.
+  TORCH_ARG(std::vector<int64_t>, candidates) = {};
+  // Keep non-monotone indicator points instead of erasing them.
+  TORCH_ARG(bool, keep_nonmonotone) = false;
+  TORCH_ARG(int64_t, fixed_bits) = 8;
+  // "bnb" (exact branch and bound) or "cbc".
+  TORCH_ARG(std::string, solver) = "bnb";
+  TORCH_ARG(double, time_limit) = 60.0;
+  // Extra linear constraints (see read_constraint_csv).
+  TORCH_ARG(std::vector<ExtraConstraint>, extra) = {};
+};
+
+struct ErasedPoint {
+  std::string layer;
+  std::string tensor;  // "weight" | "act"
+  int64_t bits;
+  double value;        // the learned step that was erased
+};
+
+struct SearchResult {
+  quant::Policy policy;
+  MckpResult solve;
+  double target_bitops = 0, achieved_bitops = 0;  // whole network; target 0: none
+  double target_size_bits = 0, achieved_size_bits = 0;
+  double fp_bitops = 0, fp_size_bits = 0;
+  double average_weight_bits = 0, average_act_bits = 0;  // MAC-weighted over searchable layers
+  std::vector<ErasedPoint> erased;
+  nlohmann::ordered_json to_json() const;
+};
+
+// Solves the program; an infeasible budget is an error stating the smallest
+// BitOps and size reachable with the given candidates.
+SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options);
+
+}  // namespace limpq::search

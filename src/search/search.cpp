@@ -1,0 +1,281 @@
+#include "limpq/search/search.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "limpq/util/atomic_file.h"
+
+namespace limpq::search {
+namespace {
+
+// "W3A4" -> {3, 4}; false when `text` is not of that form.
+bool parse_uniform_budget(const std::string& text, int64_t& w, int64_t& a) {
+  if (text.empty() || (text[0] != 'W' && text[0] != 'w')) return false;
+  const quant::LayerBits b = quant::parse_uniform(text);
+  w = b.weight;
+  a = b.act;
+  return true;
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  const auto e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// Costs of an extra constraint are compared in integer micro-units.
+constexpr double kExtraUnitsPerCost = 1e6;
+
+}  // namespace
+
+ExtraConstraint read_constraint_csv(const std::string& path, double budget) {
+  TORCH_CHECK(budget > 0, "constraint '", path, "': the budget must be positive, got ", budget);
+  std::istringstream in(util::read_file(path));
+  ExtraConstraint c;
+  c.name = path;
+  c.budget = budget;
+  std::string line;
+  int64_t line_no = 0;
+  bool header = true;
+  while (std::getline(in, line)) {
+    ++line_no;
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::string> fields;
+    std::stringstream ss(line);
+    for (std::string f; std::getline(ss, f, ',');) fields.push_back(trim(f));
+    if (header) {
+      header = false;
+      TORCH_CHECK(fields == (std::vector<std::string>{"layer", "weight_bits", "act_bits", "cost"}), "constraint '", path,
+                  "' line ", line_no, ": expected the header layer,weight_bits,act_bits,cost, got '", line, "'");
+      continue;
+    }
+    TORCH_CHECK(fields.size() == 4, "constraint '", path, "' line ", line_no, ": expected 4 fields, got ",
+                fields.size());
+    try {
+      size_t used = 0;
+      const int64_t w = std::stoll(fields[1], &used);
+      TORCH_CHECK(used == fields[1].size(), "");
+      const int64_t a = std::stoll(fields[2], &used);
+      TORCH_CHECK(used == fields[2].size(), "");
+      const double cost = std::stod(fields[3], &used);
+      TORCH_CHECK(used == fields[3].size() && std::isfinite(cost) && cost >= 0, "");
+      c.rows.emplace_back(fields[0], w, a, cost);
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, "constraint '", path, "' line ", line_no,
+                  ": weight_bits and act_bits must be integers and cost a non-negative number, got '", line, "'");
+    }
+  }
+  TORCH_CHECK(!c.rows.empty(), "constraint '", path, "': no rows");
+  return c;
+}
+
+nlohmann::ordered_json SearchResult::to_json() const {
+  nlohmann::ordered_json erased_json = nlohmann::ordered_json::array();
+  for (const auto& e : erased) {
+    erased_json.push_back({{"layer", e.layer}, {"tensor", e.tensor}, {"bits", e.bits}, {"step", e.value}});
+  }
+  return {{"status", to_string(solve.status)},
+          {"solver", solve.solver},
+          {"objective", solve.objective},
+          {"bound", solve.bound},
+          {"gap", std::isfinite(solve.objective) ? solve.objective - solve.bound : 0.0},
+          {"target_bitops", target_bitops},
+          {"achieved_bitops", achieved_bitops},
+          {"target_size_bytes", target_size_bits / 8},
+          {"achieved_size_bytes", achieved_size_bits / 8},
+          {"fp_bitops", fp_bitops},
+          {"fp_size_bytes", fp_size_bits / 8},
+          {"average_weight_bits", average_weight_bits},
+          {"average_act_bits", average_act_bits},
+          {"nodes", solve.nodes},
+          {"solve_seconds", solve.seconds},
+          {"erased", erased_json}};
+}
+
+SearchResult run_search(const quant::Indicators& ind, const SearchOptions& options) {
+  TORCH_CHECK(options.alpha() >= 0, "search: alpha must be >= 0, got ", options.alpha());
+  TORCH_CHECK(options.fixed_bits() >= 2 && options.fixed_bits() <= 8, "search: fixed_bits must be in 2..8, got ",
+              options.fixed_bits());
+  TORCH_CHECK(options.size_mb() >= 0 && options.cr() >= 0, "search: size and compression ratio must be >= 0");
+  TORCH_CHECK(options.solver() == "bnb" || options.solver() == "cbc", "search: solver must be bnb or cbc, got '",
+              options.solver(), "'");
+  std::vector<int64_t> bits = options.candidates().empty() ? ind.candidates : options.candidates();
+  for (int64_t b : bits) {
+    TORCH_CHECK(std::find(ind.candidates.begin(), ind.candidates.end(), b) != ind.candidates.end(), "search: bit-width ",
+                b, " is not among the indicators' candidates ", c10::IntArrayRef(ind.candidates));
+  }
+  std::sort(bits.begin(), bits.end(), std::greater<>());
+  bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
+  const int64_t fb = options.fixed_bits();
+  const int64_t nb = static_cast<int64_t>(bits.size());
+
+  SearchResult result;
+  std::vector<const quant::IndicatorLayer*> searchable;
+  int64_t fixed_macs = 0, fixed_params = 0, all_params = 0;
+  for (const auto& l : ind.layers) {
+    all_params += l.params;
+    result.fp_bitops += static_cast<double>(l.macs) * 32 * 32;
+    result.fp_size_bits += static_cast<double>(l.params) * 32;
+    if (l.searchable) {
+      searchable.push_back(&l);
+    } else {
+      fixed_macs += l.macs;
+      fixed_params += l.params;
+    }
+  }
+  TORCH_CHECK(!searchable.empty(), "search: the indicators have no searchable layer");
+  const int64_t fixed_bitops = fixed_macs * fb * fb;
+  const int64_t fixed_size = fixed_params * fb;
+
+  // Objective with non-monotone points erased (compared on the learned
+  // values, so one erasure does not cascade).
+  MckpProblem p;
+  for (const auto* l : searchable) {
+    std::map<int64_t, double> w = l->weight_steps, a = l->act_steps;
+    if (!options.keep_nonmonotone()) {
+      for (int64_t i = 0; i + 1 < nb; ++i) {
+        const int64_t hi = bits[i], lo = bits[i + 1];
+        if (l->weight_steps.at(lo) < l->weight_steps.at(hi)) {
+          w[lo] = kErasedIndicator;
+          result.erased.push_back({l->name, "weight", lo, l->weight_steps.at(lo)});
+        }
+        if (l->act_steps.at(lo) < l->act_steps.at(hi)) {
+          a[lo] = kErasedIndicator;
+          result.erased.push_back({l->name, "act", lo, l->act_steps.at(lo)});
+        }
+      }
+    }
+    std::vector<double> cost;
+    for (int64_t wb : bits) {
+      for (int64_t ab : bits) cost.push_back(a.at(ab) + options.alpha() * w.at(wb));
+    }
+    p.cost.push_back(std::move(cost));
+  }
+
+  auto add_resource = [&](auto&& use_of, int64_t capacity) {
+    std::vector<std::vector<int64_t>> use;
+    for (const auto* l : searchable) {
+      std::vector<int64_t> u;
+      for (int64_t wb : bits) {
+        for (int64_t ab : bits) u.push_back(use_of(*l, wb, ab));
+      }
+      use.push_back(std::move(u));
+    }
+    p.use.push_back(std::move(use));
+    p.capacity.push_back(capacity);
+  };
+
+  // BitOps.
+  if (!options.bitops().empty()) {
+    int64_t w = 0, a = 0, capacity = 0;
+    if (parse_uniform_budget(options.bitops(), w, a)) {
+      for (const auto* l : searchable) capacity += l->macs * w * a;
+      result.target_bitops = static_cast<double>(capacity + fixed_bitops);
+    } else {
+      double g = 0;
+      try {
+        size_t used = 0;
+        g = std::stod(options.bitops(), &used);
+        TORCH_CHECK(used == options.bitops().size(), "");
+      } catch (const std::exception&) {
+        TORCH_CHECK(false, "search: --bitops must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '",
+                    options.bitops(), "'");
+      }
+      TORCH_CHECK(g > 0, "search: --bitops must be positive, got ", g);
+      result.target_bitops = g * 1e9;
+      capacity = static_cast<int64_t>(std::floor(g * 1e9)) - fixed_bitops;
+    }
+    add_resource([](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return l.macs * wb * ab; },
+                 std::max<int64_t>(capacity, -1));
+  }
+  // Size.
+  if (options.size_mb() > 0 || options.cr() > 0) {
+    double target = std::numeric_limits<double>::infinity();
+    if (options.size_mb() > 0) target = std::min(target, std::floor(options.size_mb() * 8e6));
+    if (options.cr() > 0) target = std::min(target, std::floor(32.0 * static_cast<double>(all_params) / options.cr()));
+    result.target_size_bits = target;
+    add_resource([](const quant::IndicatorLayer& l, int64_t wb, int64_t) { return l.params * wb; },
+                 std::max<int64_t>(static_cast<int64_t>(target) - fixed_size, -1));
+  }
+  // Extra constraints.
+  for (const auto& extra : options.extra()) {
+    std::map<std::tuple<std::string, int64_t, int64_t>, int64_t> table;
+    double fixed_cost = 0;
+    for (const auto& [layer, wb, ab, cost] : extra.rows) {
+      table[{layer, wb, ab}] = std::llround(cost * kExtraUnitsPerCost);
+    }
+    for (const auto& l : ind.layers) {
+      if (l.searchable) continue;
+      auto it = table.find({l.name, fb, fb});
+      if (it != table.end()) fixed_cost += static_cast<double>(it->second);
+    }
+    for (const auto* l : searchable) {
+      for (int64_t wb : bits) {
+        for (int64_t ab : bits) {
+          TORCH_CHECK(table.count({l->name, wb, ab}), "constraint '", extra.name, "': no cost for layer '", l->name,
+                      "' at W", wb, "A", ab);
+        }
+      }
+    }
+    add_resource([&](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return table.at({l.name, wb, ab}); },
+                 std::max<int64_t>(static_cast<int64_t>(std::floor(extra.budget * kExtraUnitsPerCost - fixed_cost)), -1));
+  }
+  TORCH_CHECK(!p.capacity.empty(), "search: give a budget: --bitops (W3A4 or GBitOps), --size MB or --cr RATIO");
+
+  // Capacities below zero can never be met.
+  MckpOptions mo;
+  mo.time_limit_seconds = options.time_limit();
+  bool negative = false;
+  for (int64_t c : p.capacity) negative |= c < 0;
+  if (!negative) result.solve = options.solver() == "cbc" ? solve_mckp_cbc(p, mo) : solve_mckp(p, mo);
+  if (negative || result.solve.status == MckpStatus::kInfeasible) {
+    int64_t min_bitops = fixed_bitops, min_size = fixed_size;
+    for (const auto* l : searchable) {
+      min_bitops += l->macs * bits.back() * bits.back();
+      min_size += l->params * bits.back();
+    }
+    TORCH_CHECK(false, "search: the budget cannot be met with candidates ", c10::IntArrayRef(bits),
+                " (fixed layers at ", fb, " bits): the smallest reachable is ", static_cast<double>(min_bitops) / 1e9,
+                " GBitOps and ", static_cast<double>(min_size) / 8e6, " MB of weights",
+                result.target_bitops > 0 ? ", the BitOps target is " + std::to_string(result.target_bitops / 1e9) + " G"
+                                         : std::string(),
+                result.target_size_bits > 0 ? ", the size target is " + std::to_string(result.target_size_bits / 8e6) + " MB"
+                                            : std::string(),
+                p.capacity.size() > 1 ? " (or the constraints cannot be met together)" : "");
+  }
+  TORCH_CHECK(result.solve.status != MckpStatus::kLimitReached || !result.solve.choice.empty(),
+              "search: the solver stopped at its time limit (", options.time_limit(), " s) without a policy");
+
+  // The policy and its figures.
+  result.policy.model = ind.model;
+  double weighted_w = 0, weighted_a = 0, total_params = 0, total_macs = 0;
+  int64_t achieved_bitops = fixed_bitops, achieved_size = fixed_size;
+  for (size_t g = 0; g < searchable.size(); ++g) {
+    const int64_t choice = result.solve.choice[g];
+    const quant::LayerBits b{bits[choice / nb], bits[choice % nb]};
+    const auto* l = searchable[g];
+    result.policy.layers.emplace_back(l->name, b);
+    achieved_bitops += l->macs * b.weight * b.act;
+    achieved_size += l->params * b.weight;
+    weighted_w += static_cast<double>(l->params) * b.weight;
+    weighted_a += static_cast<double>(l->macs) * b.act;
+    total_params += static_cast<double>(l->params);
+    total_macs += static_cast<double>(l->macs);
+  }
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) result.policy.fixed.emplace_back(l.name, quant::LayerBits{fb, fb});
+  }
+  result.achieved_bitops = static_cast<double>(achieved_bitops);
+  result.achieved_size_bits = static_cast<double>(achieved_size);
+  result.average_weight_bits = weighted_w / total_params;
+  result.average_act_bits = weighted_a / total_macs;
+  return result;
+}
+
+}  // namespace limpq::search
