@@ -1,0 +1,128 @@
+#include "limpq/search/search.h"
+
+#include <fmt/core.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "support/test_support.h"
+
+namespace limpq::search {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SearchTest : public limpq::testing::SeededTest {
+ protected:
+  // Three searchable layers between two fixed ones; steps shrink with bits
+  // (step ~ scale / 2^b), layer "b" is the most important.
+  static quant::Indicators toy() {
+    quant::Indicators ind;
+    ind.model = "toy";
+    ind.input_shape = {1, 8, 8};
+    ind.candidates = {4, 3, 2};
+    ind.layers.push_back({"first", "conv", false, 1000, 10, {}, {}});
+    const std::vector<std::tuple<std::string, int64_t, int64_t, double>> layers = {
+        {"a", 100000, 2000, 1.0}, {"b", 50000, 8000, 4.0}, {"c", 200000, 500, 0.5}};
+    for (const auto& [name, macs, params, scale] : layers) {
+      quant::IndicatorLayer l{name, "conv", true, macs, params, {}, {}};
+      for (int64_t b : ind.candidates) {
+        l.weight_steps[b] = scale / static_cast<double>(1 << b);
+        l.act_steps[b] = 2 * scale / static_cast<double>(1 << b);
+      }
+      ind.layers.push_back(l);
+    }
+    ind.layers.push_back({"last", "linear", false, 640, 640, {}, {}});
+    return ind;
+  }
+};
+
+TEST_F(SearchTest, UniformEquivalentBudgetAndExactCosts) {
+  const auto ind = toy();
+  const SearchResult r = run_search(ind, SearchOptions().bitops("W3A3"));
+  // Target: sum of searchable MACs * 9, plus the fixed layers at 8/8.
+  const double fixed = (1000 + 640) * 64.0;
+  EXPECT_DOUBLE_EQ(r.target_bitops, (100000 + 50000 + 200000) * 9.0 + fixed);
+  EXPECT_LE(r.achieved_bitops, r.target_bitops);
+  EXPECT_EQ(r.solve.status, MckpStatus::kOptimal);
+  ASSERT_EQ(r.policy.layers.size(), 3u);
+  ASSERT_EQ(r.policy.fixed.size(), 2u);
+  EXPECT_EQ(r.policy.fixed[0].second, (quant::LayerBits{8, 8}));
+  // The important layer keeps at least as many bits as the others.
+  const auto* b = r.policy.find("b");
+  const auto* c = r.policy.find("c");
+  EXPECT_GE(b->weight + b->act, c->weight + c->act);
+  // Same answer from CBC.
+  const SearchResult cbc = run_search(ind, SearchOptions().bitops("W3A3").solver("cbc"));
+  EXPECT_NEAR(cbc.solve.objective, r.solve.objective, 1e-9);
+}
+
+TEST_F(SearchTest, BudgetsBindAndLooseBudgetsPickTheTop) {
+  const auto ind = toy();
+  const SearchResult loose = run_search(ind, SearchOptions().bitops("W4A4"));
+  for (const auto& [name, bits] : loose.policy.layers) EXPECT_EQ(bits, (quant::LayerBits{4, 4})) << name;
+  const SearchResult size = run_search(ind, SearchOptions().cr(12));
+  EXPECT_LE(size.achieved_size_bits, size.target_size_bits);
+  EXPECT_DOUBLE_EQ(size.target_size_bits, std::floor(32.0 * (10 + 2000 + 8000 + 500 + 640) / 12));
+}
+
+TEST_F(SearchTest, NonMonotonePointsAreErasedAndReported) {
+  auto ind = toy();
+  ind.layers[1].weight_steps[2] = 0.01;  // fewer bits, smaller step: implausible
+  const SearchResult r = run_search(ind, SearchOptions().bitops("W4A4"));
+  ASSERT_EQ(r.erased.size(), 1u);
+  EXPECT_EQ(r.erased[0].layer, "a");
+  EXPECT_EQ(r.erased[0].tensor, "weight");
+  EXPECT_EQ(r.erased[0].bits, 2);
+  // With the point erased, a tight budget never gives layer a 2-bit weights.
+  const SearchResult tight = run_search(ind, SearchOptions().bitops("W3A2"));
+  EXPECT_NE(tight.policy.find("a")->weight, 2);
+  const SearchResult kept = run_search(ind, SearchOptions().bitops("W4A4").keep_nonmonotone(true));
+  EXPECT_TRUE(kept.erased.empty());
+}
+
+TEST_F(SearchTest, InfeasibleBudgetStatesWhatIsReachable) {
+  const auto ind = toy();
+  EXPECT_THAT([&] { run_search(ind, SearchOptions().bitops("0.0001")); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("the smallest reachable is")));
+  EXPECT_THAT([&] { run_search(ind, SearchOptions()); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("give a budget")));
+  EXPECT_THAT([&] { run_search(ind, SearchOptions().bitops("lots")); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("--bitops must be uniform-equivalent like W3A4")));
+  EXPECT_THAT([&] { run_search(ind, SearchOptions().bitops("W3A3").candidates({5})); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("bit-width 5 is not among")));
+}
+
+TEST_F(SearchTest, ExtraCsvConstraint) {
+  const std::string path = temp_path("latency.csv");
+  std::string csv = "layer,weight_bits,act_bits,cost\n";
+  for (const char* name : {"a", "b", "c"}) {
+    for (int w : {4, 3, 2}) {
+      for (int a : {4, 3, 2}) csv += fmt::format("{},{},{},{}\n", name, w, a, 0.1 * w * a);
+    }
+  }
+  limpq::testing::write_bytes(path, csv);
+  const SearchResult r =
+      run_search(toy(), SearchOptions().extra({read_constraint_csv(path, /*budget=*/3 * 0.1 * 9)}));
+  double total = 0;
+  for (const auto& [name, b] : r.policy.layers) total += 0.1 * b.weight * b.act;
+  EXPECT_LE(total, 3 * 0.1 * 9 + 1e-9);
+  limpq::testing::write_bytes(path, "layer,w,a,cost\n");
+  EXPECT_THAT([&] { read_constraint_csv(path, 1.0); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("expected the header layer,weight_bits,act_bits,cost")));
+  limpq::testing::write_bytes(path, "layer,weight_bits,act_bits,cost\na,4,x,1\n");
+  EXPECT_THAT([&] { read_constraint_csv(path, 1.0); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("line 2")));
+}
+
+TEST_F(SearchTest, IndicatorsFileErrorsNameTheLayer) {
+  auto j = quant::indicators_to_json(toy());
+  j["layers"][2]["weight_steps"]["3"] = -1.0;
+  EXPECT_THAT([&] { quant::indicators_from_json(j, "ind.json"); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("layer 'b': weight_steps.3 must be a finite positive step")));
+  auto k = quant::indicators_to_json(toy());
+  k["format"] = "other/2";
+  EXPECT_THAT([&] { quant::indicators_from_json(k, "ind.json"); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("format 'other/2' is not supported")));
+}
+
+}  // namespace
+}  // namespace limpq::search
