@@ -103,8 +103,8 @@ SearchResult run_search(const quant::Indicators& ind, const SearchOptions& optio
   TORCH_CHECK(options.fixed_bits() >= 2 && options.fixed_bits() <= 8, "search: fixed_bits must be in 2..8, got ",
               options.fixed_bits());
   TORCH_CHECK(options.size_mb() >= 0 && options.cr() >= 0, "search: size and compression ratio must be >= 0");
-  TORCH_CHECK(options.solver() == "bnb" || options.solver() == "cbc", "search: solver must be bnb or cbc, got '",
-              options.solver(), "'");
+  TORCH_CHECK(options.solver() == "auto" || options.solver() == "bnb" || options.solver() == "cbc",
+              "search: solver must be auto, bnb or cbc, got '", options.solver(), "'");
   std::vector<int64_t> bits = options.candidates().empty() ? ind.candidates : options.candidates();
   for (int64_t b : bits) {
     TORCH_CHECK(std::find(ind.candidates.begin(), ind.candidates.end(), b) != ind.candidates.end(), "search: bit-width ",
@@ -233,7 +233,30 @@ SearchResult run_search(const quant::Indicators& ind, const SearchOptions& optio
   mo.time_limit_seconds = options.time_limit();
   bool negative = false;
   for (int64_t c : p.capacity) negative |= c < 0;
-  if (!negative) result.solve = options.solver() == "cbc" ? solve_mckp_cbc(p, mo) : solve_mckp(p, mo);
+  if (!negative) {
+    if (options.solver() == "cbc") {
+      result.solve = solve_mckp_cbc(p, mo);
+    } else if (options.solver() == "bnb") {
+      result.solve = solve_mckp(p, mo);
+    } else {
+      MckpOptions quick = mo;
+      quick.node_limit = options.auto_node_limit();
+      result.solve = solve_mckp(p, quick);
+      if (result.solve.status == MckpStatus::kLimitReached) {
+        MckpResult cbc = solve_mckp_cbc(p, mo);
+        cbc.seconds += result.solve.seconds;
+        cbc.nodes += result.solve.nodes;
+        cbc.solver = "limpq-bnb+cbc";
+        if (cbc.choice.empty() || (!result.solve.choice.empty() && result.solve.objective < cbc.objective)) {
+          // Keep the better incumbent; CBC's bound still holds.
+          cbc.choice = result.solve.choice;
+          cbc.objective = result.solve.objective;
+          cbc.used = result.solve.used;
+        }
+        result.solve = cbc;
+      }
+    }
+  }
   if (negative || result.solve.status == MckpStatus::kInfeasible) {
     int64_t min_bitops = fixed_bitops, min_size = fixed_size;
     for (const auto* l : searchable) {

@@ -256,7 +256,7 @@ struct SearchCommand {
   std::vector<int64_t> candidates;
   bool keep_nonmonotone = false;
   int64_t fixed_bits = 8;
-  std::string solver = "bnb";
+  std::string solver = "auto";
   std::string constraint_csv;
   double constraint_budget = 0;
   bool json = false;
@@ -273,7 +273,7 @@ struct SearchCommand {
     cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
     cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
-    cmd->add_option("--solver", solver, "bnb (exact branch and bound) | cbc")->default_str(solver);
+    cmd->add_option("--solver", solver, "auto (branch and bound, then CBC if it stalls) | bnb | cbc")->default_str(solver);
     cmd->add_option("--time-limit", time_limit, "solver time limit in seconds")->default_str("60");
     cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
         ->check(CLI::ExistingFile);

@@ -55,8 +55,10 @@ struct SearchOptions {
   // Keep non-monotone indicator points instead of erasing them.
   TORCH_ARG(bool, keep_nonmonotone) = false;
   TORCH_ARG(int64_t, fixed_bits) = 8;
-  // "bnb" (exact branch and bound) or "cbc".
-  TORCH_ARG(std::string, solver) = "bnb";
+  // "auto": the exact branch and bound, handing over to CBC when it has not
+  // proven optimality within auto_node_limit nodes; "bnb"; "cbc".
+  TORCH_ARG(std::string, solver) = "auto";
+  TORCH_ARG(int64_t, auto_node_limit) = 200000;
   TORCH_ARG(double, time_limit) = 60.0;
   // Extra linear constraints (see read_constraint_csv).
   TORCH_ARG(std::vector<ExtraConstraint>, extra) = {};
