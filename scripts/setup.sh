@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up limpq on Debian 12: installs the Debian packages it needs when they
 # are missing (as root directly, through sudo otherwise), then configures and
-# builds into ./build. With --run, also runs the main job (configs/quickstart.yaml).
+# builds into ./build. With --run, also runs the main job (scripts/quickstart.sh).
 #
 #   ./scripts/setup.sh          # install + build
 #   ./scripts/setup.sh --run    # install + build + quick start job
@@ -49,9 +49,5 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$BUILD_DIR"
 
 if ((RUN)); then
-  out=runs/quickstart
-  resume=()
-  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
-  "$BUILD_DIR/limpq" train --config configs/quickstart.yaml "${resume[@]}"
-  "$BUILD_DIR/limpq" eval --checkpoint "$out/checkpoint.pt"
+  LIMPQ_BUILD_DIR="$BUILD_DIR" bash scripts/quickstart.sh
 fi
