@@ -1,6 +1,7 @@
 #include "limpq/search/search.h"
 
 #include <c10/util/Exception.h>
+#include <fmt/core.h>
 
 #include <algorithm>
 #include <cmath>
@@ -299,6 +300,78 @@ SearchResult run_search(const quant::Indicators& ind, const SearchOptions& optio
   result.average_weight_bits = weighted_w / total_params;
   result.average_act_bits = weighted_a / total_macs;
   return result;
+}
+
+double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
+  int64_t w = 0, a = 0;
+  if (parse_uniform_budget(spec, w, a)) {
+    double total = 0;
+    for (const auto& l : ind.layers) {
+      total += l.searchable ? static_cast<double>(l.macs) * w * a : static_cast<double>(l.macs) * fixed_bits * fixed_bits;
+    }
+    return total;
+  }
+  try {
+    size_t used = 0;
+    const double g = std::stod(spec, &used);
+    TORCH_CHECK(used == spec.size() && g > 0, "");
+    return g * 1e9;
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, "search: a BitOps budget must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '", spec,
+                "'");
+  }
+}
+
+std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOptions& options, const std::string& from,
+                                  const std::string& to, int64_t points) {
+  TORCH_CHECK(points >= 2, "sweep: needs at least 2 points, got ", points);
+  const double lo = budget_bitops(ind, from, options.fixed_bits());
+  const double hi = budget_bitops(ind, to, options.fixed_bits());
+  TORCH_CHECK(hi > lo, "sweep: the upper budget ", to, " (", hi / 1e9, " G) must exceed the lower ", from, " (",
+              lo / 1e9, " G)");
+  std::vector<SweepPoint> sweep;
+  for (int64_t i = 0; i < points; ++i) {
+    SweepPoint point;
+    point.budget_bitops = lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(points - 1);
+    SearchOptions o = options;
+    o.bitops(fmt::format("{:.17g}", point.budget_bitops / 1e9));
+    try {
+      point.result = run_search(ind, o);
+      point.feasible = true;
+    } catch (const c10::Error& e) {
+      // Only an unreachable budget is an expected outcome here.
+      if (std::string(e.what_without_backtrace()).find("cannot be met") == std::string::npos) throw;
+    }
+    sweep.push_back(std::move(point));
+  }
+  return sweep;
+}
+
+std::string sweep_to_csv(const std::vector<SweepPoint>& sweep) {
+  std::string out = "budget_gbitops,feasible,objective,achieved_gbitops,size_bytes,average_weight_bits,average_act_bits\n";
+  for (const auto& p : sweep) {
+    if (p.feasible) {
+      const auto& r = p.result;
+      out += fmt::format("{:.9g},1,{:.12g},{:.9g},{:.0f},{:.6g},{:.6g}\n", p.budget_bitops / 1e9, r.solve.objective,
+                         r.achieved_bitops / 1e9, r.achieved_size_bits / 8, r.average_weight_bits, r.average_act_bits);
+    } else {
+      out += fmt::format("{:.9g},0,,,,,\n", p.budget_bitops / 1e9);
+    }
+  }
+  return out;
+}
+
+nlohmann::ordered_json sweep_to_json(const std::vector<SweepPoint>& sweep) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  for (const auto& p : sweep) {
+    nlohmann::ordered_json e = {{"budget_bitops", p.budget_bitops}, {"feasible", p.feasible}};
+    if (p.feasible) {
+      e["result"] = p.result.to_json();
+      e["policy"] = quant::policy_to_json(p.result.policy);
+    }
+    j.push_back(std::move(e));
+  }
+  return j;
 }
 
 }  // namespace limpq::search

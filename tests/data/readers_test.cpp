@@ -16,14 +16,7 @@ using ::testing::HasSubstr;
 
 class ReadersTest : public limpq::testing::SeededTest {};
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using limpq::testing::error_of;
 
 TEST_F(ReadersTest, IdxRoundTripPlainAndGzip) {
   std::vector<uint8_t> data(2 * 3 * 4);

@@ -113,6 +113,25 @@ TEST_F(SearchTest, ExtraCsvConstraint) {
   EXPECT_THAT([&] { read_constraint_csv(path, 1.0); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("line 2")));
 }
 
+TEST_F(SearchTest, SweepIsMonotoneAndKeepsInfeasiblePoints) {
+  const auto ind = toy();
+  const auto sweep = run_sweep(ind, SearchOptions(), "0.000001", "W4A4", 6);
+  ASSERT_EQ(sweep.size(), 6u);
+  EXPECT_FALSE(sweep.front().feasible) << "1 kBitOps is below the W2A2 floor";
+  EXPECT_TRUE(sweep.back().feasible);
+  double previous = std::numeric_limits<double>::infinity();
+  for (const auto& p : sweep) {
+    if (!p.feasible) continue;
+    EXPECT_LE(p.result.achieved_bitops, p.budget_bitops);
+    EXPECT_LE(p.result.solve.objective, previous + 1e-12) << "a larger budget never costs more";
+    previous = p.result.solve.objective;
+  }
+  const std::string csv = sweep_to_csv(sweep);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 7);
+  EXPECT_THAT(csv, HasSubstr("budget_gbitops,feasible,objective"));
+  EXPECT_DOUBLE_EQ(budget_bitops(ind, "W2A2", 8), (100000 + 50000 + 200000) * 4.0 + (1000 + 640) * 64.0);
+}
+
 TEST_F(SearchTest, IndicatorsFileErrorsNameTheLayer) {
   auto j = quant::indicators_to_json(toy());
   j["layers"][2]["weight_steps"]["3"] = -1.0;

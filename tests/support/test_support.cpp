@@ -83,6 +83,15 @@ std::string encode_jpeg(const std::vector<uint8_t>& rgb, int width, int height) 
   return bytes;
 }
 
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
 std::string fashion_mnist_dir() {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
   return fs::exists(dir + "/t10k-images-idx3-ubyte.gz") ? dir : "";

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ std::string write_synthetic_mnist(const std::string& dir, int64_t n_train, int64
 
 // Encodes an RGB image (HWC) as JPEG.
 std::string encode_jpeg(const std::vector<uint8_t>& rgb, int width, int height);
+
+// The message of the c10::Error `fn` throws (without backtrace), or "" when
+// it throws nothing.
+std::string error_of(const std::function<void()>& fn);
 
 // Absolute path of the real Fashion-MNIST folder if installed, else "".
 std::string fashion_mnist_dir();

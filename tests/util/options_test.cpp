@@ -15,14 +15,7 @@ using ::testing::HasSubstr;
 
 class OptionsTest : public SeededTest {};
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using limpq::testing::error_of;
 
 TEST_F(OptionsTest, YamlFillsEveryTypeOfField) {
   const std::string path = temp_path("a.yaml");

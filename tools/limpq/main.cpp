@@ -11,6 +11,7 @@
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
 #include "limpq/train/trainer.h"
+#include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
 
@@ -260,6 +261,8 @@ struct SearchCommand {
   std::string constraint_csv;
   double constraint_budget = 0;
   bool json = false;
+  int64_t sweep = 0;
+  std::string sweep_from = "W2A2", sweep_to = "W6A6";
 
   void add_to(CLI::App& app) {
     auto* cmd = app.add_subcommand("search", "Search the mixed-precision policy for a budget from an indicators file");
@@ -278,9 +281,39 @@ struct SearchCommand {
     cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
         ->check(CLI::ExistingFile);
     cmd->add_option("--constraint-budget", constraint_budget, "budget of --constraint (sum of costs)");
-    cmd->add_option("--out", out, "policy file to write")->default_str(out);
+    cmd->add_option("--out", out, "policy file to write; with --sweep, the prefix of <out>.csv and <out>.json")
+        ->default_str(out);
     cmd->add_flag("--json", json, "print the summary as one JSON line");
+    cmd->add_option("--sweep", sweep, "solve N BitOps budgets evenly spaced from --sweep-from to --sweep-to "
+                                      "(the data of a Pareto plot)");
+    cmd->add_option("--sweep-from", sweep_from, "lowest sweep budget (W2A2 or GBitOps)")->default_str(sweep_from);
+    cmd->add_option("--sweep-to", sweep_to, "highest sweep budget (W6A6 or GBitOps)")->default_str(sweep_to);
     cmd->callback([this] { run(); });
+  }
+
+  void run_sweep(const limpq::quant::Indicators& indicators) {
+    TORCH_CHECK(bitops.empty(), "search: --sweep replaces --bitops; set the range with --sweep-from/--sweep-to");
+    const auto points = limpq::search::run_sweep(indicators, options, sweep_from, sweep_to, sweep);
+    std::string prefix = out;
+    if (prefix.size() > 5 && prefix.substr(prefix.size() - 5) == ".json") prefix.resize(prefix.size() - 5);
+    limpq::util::write_file_atomic(prefix + ".csv", limpq::search::sweep_to_csv(points));
+    limpq::util::write_file_atomic(prefix + ".json", limpq::search::sweep_to_json(points).dump(2) + "\n");
+    if (json) {
+      std::cout << limpq::search::sweep_to_json(points).dump() << std::endl;
+      return;
+    }
+    fmt::print("{:>12} {:>12} {:>12} {:>12} {:>7} {:>7}\n", "budget G", "objective", "BitOps G", "weights KB", "avg W",
+               "avg A");
+    for (const auto& p : points) {
+      if (!p.feasible) {
+        fmt::print("{:>12.4f}   infeasible\n", p.budget_bitops / 1e9);
+        continue;
+      }
+      const auto& r = p.result;
+      fmt::print("{:>12.4f} {:>12.6g} {:>12.4f} {:>12.1f} {:>7.2f} {:>7.2f}\n", p.budget_bitops / 1e9, r.solve.objective,
+                 r.achieved_bitops / 1e9, r.achieved_size_bits / 8e3, r.average_weight_bits, r.average_act_bits);
+    }
+    fmt::print("sweep written to {}.csv and {}.json\n", prefix, prefix);
   }
 
   void run() {
@@ -290,6 +323,10 @@ struct SearchCommand {
       options.extra({limpq::search::read_constraint_csv(constraint_csv, constraint_budget)});
     }
     const auto indicators = limpq::quant::read_indicators(indicators_path);
+    if (sweep > 0) {
+      run_sweep(indicators);
+      return;
+    }
     const auto r = limpq::search::run_search(indicators, options);
     limpq::quant::write_policy(out, r.policy);
     if (json) {

@@ -86,4 +86,26 @@ struct SearchResult {
 // BitOps and size reachable with the given candidates.
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options);
 
+// Whole-network BitOps of a budget spec: "W3A4" (searchable layers at 3/4
+// bits, fixed layers at fixed_bits) or GBitOps ("0.35").
+double budget_bitops(const quant::Indicators& indicators, const std::string& spec, int64_t fixed_bits);
+
+// One point of a Pareto sweep.
+struct SweepPoint {
+  double budget_bitops = 0;
+  bool feasible = false;
+  SearchResult result;  // valid when feasible
+};
+
+// Solves the program for `points` BitOps budgets evenly spaced from `from`
+// to `to` (specs as for budget_bitops; other constraints from `options`).
+// Infeasible budgets are kept as points, not errors.
+std::vector<SweepPoint> run_sweep(const quant::Indicators& indicators, const SearchOptions& options,
+                                  const std::string& from, const std::string& to, int64_t points);
+
+// CSV (budget_gbitops,feasible,objective,achieved_gbitops,size_bytes,
+// average_weight_bits,average_act_bits) and JSON renderings of a sweep.
+std::string sweep_to_csv(const std::vector<SweepPoint>& sweep);
+nlohmann::ordered_json sweep_to_json(const std::vector<SweepPoint>& sweep);
+
 }  // namespace limpq::search
