@@ -40,7 +40,8 @@ def solve(ind, w_bits, a_bits, cr, alpha=2.0, fixed_bits=8):
     size_budget = int(32 * all_params / cr) - fixed_bits * sum(l["params"] for l in fixed)
     prob += pulp.lpSum(x[li, w, a] * l["params"] * w for li, l in enumerate(layers)
                        for w in cands for a in cands) <= size_budget
-    prob.solve(pulp.PULP_CBC_CMD(msg=False))
+    # Debian's PuLP ships no solver binary; it drives the system CBC (coinor-cbc).
+    prob.solve(pulp.COIN_CMD(path="/usr/bin/cbc", msg=False))
     return pulp.LpStatus[prob.status], pulp.value(prob.objective)
 
 

@@ -25,7 +25,7 @@ PACKAGES=(
   libtorch-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libturbojpeg0-dev zlib1g-dev coinor-libcbc-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision python3-pulp
+  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision python3-pulp coinor-cbc
   # data
   dataset-fashion-mnist
 )
