@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up limpq on Debian 12: installs the Debian packages it needs when they
 # are missing (as root directly, through sudo otherwise), then configures and
-# builds into ./build. With --run, also runs the main job (scripts/quickstart.sh).
+# builds into ./build. With --run, also runs the main job:
+# `limpq run configs/quickstart.yaml` (the whole pipeline on Fashion-MNIST).
 #
 #   ./scripts/setup.sh          # install + build
 #   ./scripts/setup.sh --run    # install + build + quick start job
@@ -49,5 +50,6 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$BUILD_DIR"
 
 if ((RUN)); then
-  LIMPQ_BUILD_DIR="$BUILD_DIR" bash scripts/quickstart.sh
+  # The whole pipeline; finished stages are reused when it is run again.
+  "$BUILD_DIR/limpq" run configs/quickstart.yaml
 fi

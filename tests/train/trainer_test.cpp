@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "limpq/quant/indicators.h"
+#include "limpq/train/pipeline.h"
 #include "limpq/util/atomic_file.h"
 #include "support/test_support.h"
 
@@ -148,6 +149,33 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
   TrainConfig again = c;
   again.optim.epochs(2);
   EXPECT_NO_THROW(run_train(again, /*resume=*/true));
+}
+
+TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
+  const TrainConfig tiny = tiny_config(temp_path("unused"));
+  PipelineConfig p;
+  p.data = tiny.data;
+  p.model.arch("resnet20");
+  p.train.epochs(2).lr(0.05).warmup_epochs(0.5);
+  p.run.out_dir(temp_path("pipe")).threads(1).progress(false);
+  p.indicators.indicators.candidates({4, 3, 2}).fraction(0.5);
+  p.indicators.optim.epochs(1);
+  p.search.bitops = "W3A3";
+  p.finetune.optim.epochs(1);
+  const PipelineResult r = run_pipeline(p);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.rows[0].name, "full precision");
+  EXPECT_FALSE(r.rows[0].test.cost.has_value());
+  ASSERT_TRUE(r.rows[2].test.cost.has_value());
+  EXPECT_LE(r.rows[2].test.cost->bitops, r.search.target_bitops);
+  EXPECT_TRUE(util::file_exists(temp_path("pipe/summary.json")));
+  EXPECT_TRUE(util::file_exists(temp_path("pipe/policy.json")));
+  // A second run reuses every stage: same results.
+  const PipelineResult again = run_pipeline(p);
+  EXPECT_DOUBLE_EQ(again.rows[2].test.top1, r.rows[2].test.top1);
+  // Another budget gives another policy: the finished fine-tuning stage is not reused silently.
+  p.search.bitops = "W2A2";
+  EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("finetune_policy' was run with another")));
 }
 
 TEST_F(TrainerTest, ExistingCheckpointIsNeverOverwrittenWithoutResume) {

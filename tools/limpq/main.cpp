@@ -10,6 +10,7 @@
 
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
+#include "limpq/train/pipeline.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
@@ -356,6 +357,52 @@ struct SearchCommand {
   }
 };
 
+// `limpq run CONFIG.yaml`: the whole pipeline, stages cached in run.out_dir.
+struct RunCommand {
+  limpq::train::PipelineConfig config;
+  std::string config_path;
+  std::string out_dir;
+  bool json = false;
+
+  void add_to(CLI::App& app) {
+    auto* cmd = app.add_subcommand("run",
+                                   "The whole pipeline: full-precision training (or given weights) -> indicators -> "
+                                   "search -> fine-tuning -> evaluation, every stage cached and resumable");
+    cmd->add_option("config", config_path,
+                    "YAML config (sections data, model, train, run, indicators, search, finetune)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--out-dir", out_dir, "override run.out_dir");
+    cmd->add_flag("--json", json, "print the final table as one JSON line");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    limpq::util::load_config(config_path, config.sections());
+    if (!out_dir.empty()) config.run.out_dir(out_dir);
+    const auto result = limpq::train::run_pipeline(config);
+    if (json) {
+      nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+      for (const auto& row : result.rows) {
+        auto j = row.test.to_json();
+        j["name"] = row.name;
+        rows.push_back(j);
+      }
+      std::cout << nlohmann::ordered_json{{"policy", result.policy}, {"rows", rows}}.dump() << std::endl;
+      return;
+    }
+    fmt::print("\n{:<28} {:>10} {:>12} {:>8} {:>8}\n", "model", "GBitOps", "weights KB", "top1", "top5");
+    for (const auto& row : result.rows) {
+      const auto& t = row.test;
+      const std::string bitops = t.cost ? fmt::format("{:.4f}", t.cost->bitops / 1e9) : "32/32";
+      const std::string size = t.cost ? fmt::format("{:.1f}", t.cost->size_bits / 8e3) : "32-bit";
+      fmt::print("{:<28} {:>10} {:>12} {:>7.2f}% {:>7.2f}%\n", row.name, bitops, size, t.top1, t.top5);
+    }
+    fmt::print("policy: {} (average bits: weights {:.2f}, activations {:.2f})\n", result.policy,
+               result.search.average_weight_bits, result.search.average_act_bits);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -367,6 +414,8 @@ int main(int argc, char** argv) {
   EvalCommand eval;
   CostCommand cost;
   SearchCommand search;
+  RunCommand run;
+  run.add_to(app);
   cost.add_to(app);
   search.add_to(app);
   train.add_to(app);

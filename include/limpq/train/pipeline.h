@@ -1,0 +1,88 @@
+// The whole LIMPQ pipeline in one call (`limpq run CONFIG.yaml`):
+// full-precision training (or given weights) -> joint indicator training ->
+// policy search -> fine-tuning under the policy (and under uniform precision
+// at the same budget, for comparison) -> evaluation. Every stage writes into
+// its own folder under run.out_dir and is reused when it has finished, or
+// resumed from its checkpoint when it was interrupted.
+//
+//   PipelineConfig config;
+//   util::load_config("configs/quickstart.yaml", config.sections());
+//   PipelineResult result = run_pipeline(config);
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "limpq/search/search.h"
+#include "limpq/train/trainer.h"
+
+namespace limpq::train {
+
+// Section `indicators`: what to train and how.
+struct IndicatorStageOptions {
+  IndicatorOptions indicators;
+  OptimOptions optim = OptimOptions().epochs(3).lr(0.01).min_lr(1e-5).warmup_epochs(0).weight_decay(2.5e-5);
+  template <typename V>
+  void visit(V&& v) {
+    indicators.visit(v);
+    optim.visit(v);
+  }
+};
+
+// Section `search`: the budget.
+struct SearchStageOptions {
+  std::string bitops = "W3A3";
+  double size_mb = 0, cr = 0, alpha = 2.0;
+  bool keep_nonmonotone = false;
+  template <typename V>
+  void visit(V&& v) {
+    v("bitops", bitops, "BitOps budget: W3A3 (uniform-equivalent) or GBitOps; empty: none");
+    v("size_mb", size_mb, "weight-size budget in MB (0: none)");
+    v("cr", cr, "compression-ratio budget (0: none)");
+    v("alpha", alpha, "weight of the weight indicators");
+    v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
+  }
+};
+
+// Section `finetune`: the QAT recipe and quantization settings.
+struct FinetuneStageOptions {
+  models::QuantizeOptions quantize;
+  OptimOptions optim = OptimOptions().epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4);
+  // Also fine-tune uniform precision at the budget (when it is WxAy).
+  bool compare_uniform = true;
+  template <typename V>
+  void visit(V&& v) {
+    quantize.visit(v);
+    optim.visit(v);
+    v("compare_uniform", compare_uniform, "also fine-tune uniform precision at a WxAy budget");
+  }
+};
+
+struct PipelineConfig {
+  data::DataOptions data;
+  models::ModelOptions model;  // model.weights given: no full-precision stage
+  OptimOptions train;          // the full-precision stage
+  RunOptions run = RunOptions().out_dir("runs/pipeline");
+  IndicatorStageOptions indicators;
+  SearchStageOptions search;
+  FinetuneStageOptions finetune;
+
+  std::vector<util::ConfigSection> sections();
+};
+
+struct PipelineRow {
+  std::string name;
+  std::string checkpoint;
+  EvalResult test;
+};
+
+struct PipelineResult {
+  std::vector<PipelineRow> rows;  // full precision, uniform, searched policy
+  std::string policy;
+  std::string indicators;
+  search::SearchResult search;
+};
+
+PipelineResult run_pipeline(PipelineConfig config);
+
+}  // namespace limpq::train

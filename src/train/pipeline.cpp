@@ -1,0 +1,144 @@
+#include "limpq/train/pipeline.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/core.h>
+
+#include <filesystem>
+
+#include "limpq/quant/indicators.h"
+#include "limpq/util/atomic_file.h"
+
+namespace limpq::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string join(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+
+// Runs one training stage unless it has finished before, and resumes it when
+// a checkpoint of an interrupted run exists. The stage's key (its resolved
+// configuration plus `inputs`, e.g. the policy it trains under) is stored
+// with the finished marker; a finished stage with another key is an error,
+// never silently reused.
+TrainResult run_stage(const std::string& title, TrainConfig config, const std::string& inputs = "") {
+  const std::string dir = config.run.out_dir();
+  const std::string done = join(dir, "done");
+  const std::string key = nlohmann::ordered_json{{"config", config.to_json()}, {"inputs", inputs}}.dump(2) + "\n";
+  fmt::print(stderr, "\n== {}\n", title);
+  TrainResult result;
+  if (util::file_exists(done)) {
+    TORCH_CHECK(util::read_file(done) == key, "pipeline: the finished stage in '", dir,
+                "' was run with another configuration or input; delete that folder to redo it, or choose another "
+                "run.out_dir");
+    fmt::print(stderr, "reusing the finished stage in '{}'\n", dir);
+    result.completed = true;
+    result.checkpoint = join(dir, "checkpoint.pt");
+    if (config.joint_indicators) result.indicators = join(dir, "indicators.json");
+    return result;
+  }
+  result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")));
+  util::write_file_atomic(done, key);
+  return result;
+}
+
+EvalResult evaluate_checkpoint(const std::string& path, const PipelineConfig& config) {
+  const Checkpoint ckpt = load_checkpoint(path);
+  return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
+}
+
+}  // namespace
+
+std::vector<util::ConfigSection> PipelineConfig::sections() {
+  return {util::section("data", data),           util::section("model", model),
+          util::section("train", train),         util::section("run", run),
+          util::section("indicators", indicators), util::section("search", search),
+          util::section("finetune", finetune)};
+}
+
+PipelineResult run_pipeline(PipelineConfig config) {
+  const std::string out = config.run.out_dir();
+  util::make_directories(out);
+  PipelineResult result;
+
+  TrainConfig base;
+  base.data = config.data;
+  base.model = config.model;
+  base.run = config.run;
+
+  // 1. Full precision.
+  std::string fp_checkpoint = config.model.weights();
+  if (fp_checkpoint.empty()) {
+    TrainConfig fp = base;
+    fp.optim = config.train;
+    fp.run.out_dir(join(out, "fp"));
+    fp_checkpoint = run_stage("1/4 full-precision training", fp).checkpoint;
+  }
+
+  // 2. Indicators.
+  TrainConfig ind = base;
+  ind.model.weights(fp_checkpoint);
+  ind.optim = config.indicators.optim;
+  ind.indicators = config.indicators.indicators;
+  ind.joint_indicators = true;
+  ind.run.out_dir(join(out, "indicators"));
+  result.indicators = run_stage("2/4 joint indicator training", ind, fp_checkpoint).indicators;
+
+  // 3. Search.
+  fmt::print(stderr, "\n== 3/4 policy search\n");
+  const quant::Indicators indicators = quant::read_indicators(result.indicators);
+  search::SearchOptions so;
+  so.bitops(config.search.bitops)
+      .size_mb(config.search.size_mb)
+      .cr(config.search.cr)
+      .alpha(config.search.alpha)
+      .keep_nonmonotone(config.search.keep_nonmonotone)
+      .fixed_bits(config.finetune.quantize.fixed_bits());
+  result.search = search::run_search(indicators, so);
+  result.policy = join(out, "policy.json");
+  quant::write_policy(result.policy, result.search.policy);
+  fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
+             search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
+             result.search.achieved_size_bits / 8e3, result.search.solve.objective, result.search.solve.seconds * 1e3,
+             result.search.erased.size());
+
+  // 4. Fine-tuning: the searched policy, and uniform precision at the budget.
+  TrainConfig ft = base;
+  ft.model.weights(fp_checkpoint);
+  ft.optim = config.finetune.optim;
+  ft.quant.quantize(config.finetune.quantize);
+  ft.quant.quantize().fixed_layers(config.indicators.indicators.fixed_layers());
+  ft.quant.policy(result.policy);
+  ft.run.out_dir(join(out, "finetune_policy"));
+  const std::string policy_ckpt =
+      run_stage("4/4 fine-tuning under the searched policy", ft, util::read_file(result.policy)).checkpoint;
+
+  const bool uniform_budget = !config.search.bitops.empty() &&
+                              (config.search.bitops[0] == 'W' || config.search.bitops[0] == 'w');
+  std::string uniform_ckpt;
+  if (config.finetune.compare_uniform && uniform_budget) {
+    TrainConfig uni = ft;
+    uni.quant.policy("");
+    uni.quant.uniform(config.search.bitops);
+    uni.run.out_dir(join(out, "finetune_uniform"));
+    uniform_ckpt = run_stage("4/4 fine-tuning at uniform " + config.search.bitops + " (comparison)", uni).checkpoint;
+  }
+
+  fmt::print(stderr, "\n== evaluation on the test set\n");
+  result.rows.push_back({"full precision", fp_checkpoint, evaluate_checkpoint(fp_checkpoint, config)});
+  if (!uniform_ckpt.empty()) {
+    result.rows.push_back({"uniform " + config.search.bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config)});
+  }
+  result.rows.push_back({"limpq policy", policy_ckpt, evaluate_checkpoint(policy_ckpt, config)});
+
+  nlohmann::ordered_json summary = nlohmann::ordered_json::array();
+  for (const auto& row : result.rows) {
+    auto j = row.test.to_json();
+    j["name"] = row.name;
+    j["checkpoint"] = row.checkpoint;
+    summary.push_back(j);
+  }
+  util::write_file_atomic(join(out, "summary.json"), summary.dump(2) + "\n");
+  return result;
+}
+
+}  // namespace limpq::train
