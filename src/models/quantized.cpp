@@ -113,6 +113,11 @@ QuantModel::QuantModel(Model model, std::vector<int64_t> input_shape, QuantizeOp
   layers_ = analyze_layers(*model_, input_shape_, options_.fixed_layers());
   auto gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(rng);
+  for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
+    for (const auto& l : layers_) {
+      if (item.key() == l.name || item.key() == l.bn) modules_[item.key()] = item.value();
+    }
+  }
 }
 
 std::vector<std::string> QuantModel::searchable_names() const {
@@ -139,10 +144,9 @@ const LayerInfo& QuantModel::layer(const std::string& name) const {
 }
 
 torch::nn::Module& QuantModel::module(const std::string& name) const {
-  for (const auto& item : model_->named_modules("", false)) {
-    if (item.key() == name) return *item.value();
-  }
-  TORCH_INTERNAL_ASSERT(false, "module '", name, "' vanished from the model");
+  auto it = modules_.find(name);
+  TORCH_INTERNAL_ASSERT(it != modules_.end(), "module '", name, "' is not a traced layer or batch norm");
+  return *it->second;
 }
 
 namespace {

@@ -71,6 +71,11 @@ bool LsqQuantizerImpl::initialized(int64_t bits) const {
 
 torch::Tensor LsqQuantizerImpl::step(int64_t bits) const { return steps[index_of(bits)]; }
 
+torch::Tensor LsqQuantizerImpl::effective_step(int64_t bits) const {
+  const torch::Tensor s = step(bits);
+  return options.max_step() > 0 ? s.clamp(options.min_step(), options.max_step()) : s.clamp_min(options.min_step());
+}
+
 void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
   torch::NoGradGuard no_grad;
   const torch::Tensor w = weight.detach().to(torch::kFloat32);
@@ -121,8 +126,7 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
     }
     initialized_cache_[i] = true;
   }
-  torch::Tensor s = steps[i];
-  s = options.max_step() > 0 ? s.clamp(options.min_step(), options.max_step()) : s.clamp_min(options.min_step());
+  const torch::Tensor s = effective_step(bits_);
   const QuantRange r = range(bits_);
   const int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
   const double g = lsq_grad_scale(covered, r);

@@ -125,15 +125,8 @@ quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainCo
         aq = lin->input_quantizer.get();
       }
       for (int64_t b : ind.candidates) {
-        // The clamped step the forward pass used is the indicator.
-        auto clamp = [](const quant::LsqQuantizerImpl& q, int64_t bits) {
-          double v = q.step(bits).item<double>();
-          v = std::max(v, q.options.min_step());
-          if (q.options.max_step() > 0) v = std::min(v, q.options.max_step());
-          return v;
-        };
-        e.weight_steps[b] = clamp(*wq, b);
-        e.act_steps[b] = clamp(*aq, b);
+        e.weight_steps[b] = wq->effective_step(b).item<double>();
+        e.act_steps[b] = aq->effective_step(b).item<double>();
       }
     }
     ind.layers.push_back(std::move(e));

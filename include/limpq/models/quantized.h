@@ -17,6 +17,8 @@
 
 #include <torch/arg.h>
 
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -109,6 +111,9 @@ class QuantModel {
   torch::nn::Module& module(const std::string& name) const;
 
   Model model_;
+  // Layer and batch-norm modules by path, looked up once (set_layer_bits
+  // runs many times per training step).
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> modules_;
   std::vector<int64_t> input_shape_;
   QuantizeOptions options_;
   std::vector<LayerInfo> layers_;

@@ -63,8 +63,11 @@ class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
   // Weight rule for every candidate: max(|mean - 3 std|, |mean + 3 std|) / 2^(b-1)
   // (per channel when channels > 0).
   void init_from_weight(const torch::Tensor& weight);
-  // The step in use for `bits` (shape [] or [channels]); the indicator.
+  // The learned step for `bits` (shape [] or [channels]).
   torch::Tensor step(int64_t bits) const;
+  // The step the forward pass uses: step(bits) clamped to [min_step,
+  // max_step]; this is the importance indicator.
+  torch::Tensor effective_step(int64_t bits) const;
   bool initialized(int64_t bits) const;
   QuantRange range(int64_t bits) const { return QuantRange::of(bits, options.is_signed()); }
 
