@@ -6,25 +6,36 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "lsq_kernel.h"
+
+#ifdef LIMPQ_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "lsq_cuda.h"
+#endif
 
 namespace limpq::quant {
 namespace {
 
 const kernels::LsqKernels& cpu_kernels() {
-  static const kernels::LsqKernels& chosen = [] () -> const kernels::LsqKernels& {
+  // A pointer, not a reference bound to the lambda's result: GCC 13 warns
+  // (wrongly) about a dangling reference there.
+  static const kernels::LsqKernels* const chosen = [] {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-      return kernels::avx512_kernels();
+      return &kernels::avx512_kernels();
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kernels::avx2_kernels();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kernels::avx2_kernels();
 #endif
-    return kernels::generic_kernels();
+    return &kernels::generic_kernels();
   }();
-  return chosen;
+  return *chosen;
 }
 
 // Elements per parallel task: large enough to amortise scheduling.
@@ -35,6 +46,7 @@ void check_args(const torch::Tensor& x, const torch::Tensor& step, const QuantRa
   TORCH_CHECK(step.numel() == 1 || (x.dim() >= 1 && step.dim() == 1 && step.size(0) == x.size(0)),
               "lsq_fake_quant: step must be a scalar or hold one value per channel (", x.dim() ? x.size(0) : 0,
               "), got shape ", step.sizes());
+  TORCH_CHECK(step.device() == x.device(), "lsq_fake_quant: step is on ", step.device(), " but x is on ", x.device());
 }
 
 // Per-channel steps broadcast along dim 0.
@@ -44,6 +56,109 @@ torch::Tensor broadcast_step(const torch::Tensor& step, const torch::Tensor& x) 
   shape[0] = step.size(0);
   return step.reshape(shape);
 }
+
+// ---- CPU: the vectorised kernels, parallel over cores ----------------------
+
+torch::Tensor cpu_forward(const torch::Tensor& x, const torch::Tensor& step, float qn, float qp) {
+  torch::Tensor y = torch::empty_like(x);
+  const auto& k = cpu_kernels();
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  if (step.numel() == 1) {
+    const float s = step.item<float>();
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      k.forward(xp + begin, yp + begin, end - begin, s, qn, qp);
+    });
+    return y;
+  }
+  const int64_t channels = step.numel();
+  const int64_t inner = x.numel() / channels;
+  const float* sp = step.data_ptr<float>();
+  at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t c = begin; c < end; ++c) {
+                       k.forward(xp + c * inner, yp + c * inner, inner, sp[c], qn, qp);
+                     }
+                   });
+  return y;
+}
+
+// Returns {dx (undefined unless need_dx), dstep (scaled, shaped like step)}.
+std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, const torch::Tensor& step,
+                                                     const torch::Tensor& g, bool need_dx, float qn, float qp,
+                                                     double grad_scale) {
+  torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
+  const auto& k = cpu_kernels();
+  const float* xp = x.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
+  if (step.numel() == 1) {
+    const float s = step.item<float>();
+    const int64_t n = x.numel();
+    const int64_t tasks = std::max<int64_t>(1, (n + kGrain - 1) / kGrain);
+    std::vector<double> partial(tasks, 0.0);
+    at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) {
+        const int64_t begin = t * kGrain, end = std::min(n, begin + kGrain);
+        partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, qn, qp);
+      }
+    });
+    double sum = 0.0;
+    for (double p : partial) sum += p;  // fixed order: deterministic
+    return {dx, torch::full(step.sizes(), sum * grad_scale, step.options())};
+  }
+  const int64_t channels = step.numel();
+  const int64_t inner = x.numel() / channels;
+  const float* sp = step.data_ptr<float>();
+  torch::Tensor dstep = torch::empty_like(step);
+  float* dsp = dstep.data_ptr<float>();
+  at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t c = begin; c < end; ++c) {
+                       const double sum = k.backward(xp + c * inner, gp + c * inner, dxp ? dxp + c * inner : nullptr,
+                                                     inner, sp[c], qn, qp);
+                       dsp[c] = static_cast<float>(sum * grad_scale);
+                     }
+                   });
+  return {dx, dstep};
+}
+
+// ---- CUDA: lsq_kernel_cuda.cu on the current stream -------------------------
+
+#ifdef LIMPQ_WITH_CUDA
+void check_cuda(cudaError_t status, const char* what) {
+  TORCH_CHECK(status == cudaSuccess, "lsq_fake_quant: CUDA ", what, " kernel failed: ", cudaGetErrorString(status));
+}
+
+torch::Tensor cuda_forward(const torch::Tensor& x, const torch::Tensor& step, float qn, float qp) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  torch::Tensor y = torch::empty_like(x);
+  const int64_t channels = step.numel();
+  check_cuda(kernels::cuda::forward(x.data_ptr<float>(), y.data_ptr<float>(), step.data_ptr<float>(), channels,
+                                    x.numel() / channels, qn, qp, c10::cuda::getCurrentCUDAStream()),
+             "forward");
+  return y;
+}
+
+std::pair<torch::Tensor, torch::Tensor> cuda_backward(const torch::Tensor& x, const torch::Tensor& step,
+                                                      const torch::Tensor& g, bool need_dx, float qn, float qp,
+                                                      double grad_scale) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
+  const int64_t channels = step.numel();
+  const int64_t inner = x.numel() / channels;
+  torch::Tensor partial =
+      torch::empty({channels, kernels::cuda::backward_blocks(channels, inner)}, x.options().dtype(torch::kFloat64));
+  check_cuda(kernels::cuda::backward(x.data_ptr<float>(), g.data_ptr<float>(),
+                                     need_dx ? dx.data_ptr<float>() : nullptr, partial.data_ptr<double>(),
+                                     step.data_ptr<float>(), channels, inner, qn, qp,
+                                     c10::cuda::getCurrentCUDAStream()),
+             "backward");
+  // ATen's reductions do not use atomics: the same partials give the same sum.
+  torch::Tensor dstep = (partial.sum(1) * grad_scale).to(torch::kFloat32).reshape(step.sizes());
+  return {dx, dstep};
+}
+#endif
 
 class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFunction> {
  public:
@@ -55,29 +170,11 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
     ctx->saved_data["qn"] = qn;
     ctx->saved_data["qp"] = qp;
     ctx->saved_data["grad_scale"] = grad_scale;
-
-    torch::Tensor y = torch::empty_like(x);
-    const auto& k = cpu_kernels();
-    const float* xp = x.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
     const float fqn = static_cast<float>(qn), fqp = static_cast<float>(qp);
-    if (step.numel() == 1) {
-      const float s = step.item<float>();
-      at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-        k.forward(xp + begin, yp + begin, end - begin, s, fqn, fqp);
-      });
-    } else {
-      const int64_t channels = step.numel();
-      const int64_t inner = x.numel() / channels;
-      const float* sp = step.data_ptr<float>();
-      at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
-                       [&](int64_t begin, int64_t end) {
-                         for (int64_t c = begin; c < end; ++c) {
-                           k.forward(xp + c * inner, yp + c * inner, inner, sp[c], fqn, fqp);
-                         }
-                       });
-    }
-    return y;
+#ifdef LIMPQ_WITH_CUDA
+    if (x.is_cuda()) return cuda_forward(x, step, fqn, fqp);
+#endif
+    return cpu_forward(x, step, fqn, fqp);
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -90,44 +187,22 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
     const double grad_scale = ctx->saved_data["grad_scale"].toDouble();
     const torch::Tensor g = grads[0].contiguous();
     const bool need_dx = ctx->needs_input_grad(0);
-    torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
-    const auto& k = cpu_kernels();
-    const float* xp = x.data_ptr<float>();
-    const float* gp = g.data_ptr<float>();
-    float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
-    torch::Tensor dstep;
-    if (step.numel() == 1) {
-      const float s = step.item<float>();
-      const int64_t n = x.numel();
-      const int64_t tasks = std::max<int64_t>(1, (n + kGrain - 1) / kGrain);
-      std::vector<double> partial(tasks, 0.0);
-      at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
-        for (int64_t t = tb; t < te; ++t) {
-          const int64_t begin = t * kGrain, end = std::min(n, begin + kGrain);
-          partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, fqn, fqp);
-        }
-      });
-      double sum = 0.0;
-      for (double p : partial) sum += p;  // fixed order: deterministic
-      dstep = torch::full(step.sizes(), sum * grad_scale, step.options());
-    } else {
-      const int64_t channels = step.numel();
-      const int64_t inner = x.numel() / channels;
-      const float* sp = step.data_ptr<float>();
-      dstep = torch::empty_like(step);
-      float* dsp = dstep.data_ptr<float>();
-      at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
-                       [&](int64_t begin, int64_t end) {
-                         for (int64_t c = begin; c < end; ++c) {
-                           const double sum = k.backward(xp + c * inner, gp + c * inner,
-                                                         dxp ? dxp + c * inner : nullptr, inner, sp[c], fqn, fqp);
-                           dsp[c] = static_cast<float>(sum * grad_scale);
-                         }
-                       });
-    }
+#ifdef LIMPQ_WITH_CUDA
+    auto [dx, dstep] = x.is_cuda() ? cuda_backward(x, step, g, need_dx, fqn, fqp, grad_scale)
+                                   : cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale);
+#else
+    auto [dx, dstep] = cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale);
+#endif
     return {dx, dstep, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
+
+bool has_fused_kernel(const torch::Device& device) {
+#ifdef LIMPQ_WITH_CUDA
+  if (device.is_cuda()) return true;
+#endif
+  return device.is_cpu();
+}
 
 }  // namespace
 
@@ -162,13 +237,21 @@ torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tens
 torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
                              double grad_scale) {
   check_args(x, step, range);
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || step.scalar_type() != torch::kFloat32 ||
-      x.numel() == 0) {
+  if (!has_fused_kernel(x.device()) || x.scalar_type() != torch::kFloat32 ||
+      step.scalar_type() != torch::kFloat32 || x.numel() == 0) {
     return lsq_fake_quant_reference(x, step, range, grad_scale);
   }
   return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale);
 }
 
 const char* lsq_cpu_kernel_isa() { return cpu_kernels().isa; }
+
+bool lsq_has_cuda_kernel() {
+#ifdef LIMPQ_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
 
 }  // namespace limpq::quant

@@ -30,7 +30,9 @@ TEST_F(QuantizedTest, Resnet20LayersInNetworkOrderWithTheirBatchNorms) {
   EXPECT_EQ(layers[1].name, "layer1.0.conv1");
   EXPECT_EQ(layers[1].bn, "layer1.0.bn1");
   for (const auto& l : layers) {
-    if (l.name == "layer2.0.downsample.0") EXPECT_EQ(l.bn, "layer2.0.downsample.1");
+    if (l.name == "layer2.0.downsample.0") {
+      EXPECT_EQ(l.bn, "layer2.0.downsample.1");
+    }
   }
   // MACs: conv1 is 1*16*9 weights over 28*28 outputs.
   EXPECT_EQ(layers.front().macs, 16 * 9 * 28 * 28);

@@ -12,8 +12,10 @@
 //   lsq_fake_quant            one custom autograd Function with a fused CPU
 //                             kernel (forward, and backward producing dX and
 //                             the reduced, scaled dS in one pass), vectorised
-//                             for the host CPU and parallel over cores. Other
-//                             devices and dtypes fall back to the reference.
+//                             for the host CPU and parallel over cores, and a
+//                             CUDA kernel when built against a CUDA LibTorch
+//                             (LIMPQ_WITH_CUDA). Other devices and dtypes fall
+//                             back to the reference.
 //
 //   auto range = QuantRange::of(/*bits=*/4, /*is_signed=*/true);    // [-8, 7]
 //   auto xq = lsq_fake_quant(x, step, range, lsq_grad_scale(x.numel(), range));
@@ -47,5 +49,9 @@ torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tens
 // The name of the CPU kernel variant chosen for this machine ("avx512",
 // "avx2" or "generic"), for benchmarks and logs.
 const char* lsq_cpu_kernel_isa();
+
+// Whether this build carries the CUDA kernel (else CUDA tensors take the
+// reference path).
+bool lsq_has_cuda_kernel();
 
 }  // namespace limpq::quant

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds limpq's fake-quant kernels against a CUDA LibTorch and runs their
+# GPU test and benchmark. Needs only LibTorch, CUDA's nvcc, CMake, Ninja and a
+# GoogleTest source tree, so it runs on a bare GPU machine:
+#
+#   scripts/cuda_check.sh [GTEST_SOURCE_DIR] [BUILD_DIR]
+#
+# LibTorch is found through CMAKE_PREFIX_PATH or, failing that, the Python
+# torch package. CUDA_ARCH (default: 90) picks the GPU architecture.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+gtest=${1:-/usr/src/googletest}
+build=${2:-$here/build-cuda}
+prefix=${CMAKE_PREFIX_PATH:-$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+  -DLIMPQ_KERNELS_ONLY=ON -DLIMPQ_GTEST_SOURCE_DIR="$gtest" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}"
+cmake --build "$build" -j "$(nproc)"
+status=0
+"$build/tests/quant_cuda_test" || status=$?
+"$build/bench/limpq_lsq_cuda_bench" "${BENCH_REPEATS:-50}" || status=$?
+exit $status
