@@ -17,12 +17,6 @@ namespace {
 using quant::LsqQuantizerOptions;
 using quant::QuantizerKind;
 
-std::string join(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
-
 }  // namespace
 
 std::vector<LayerInfo> analyze_layers(ModelImpl& model, const std::vector<int64_t>& input_shape,

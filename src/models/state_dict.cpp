@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 
 namespace limpq::models {
 
@@ -91,6 +92,13 @@ StateDict read_state_dict_file(const std::string& path) {
     auto dict = value.toGenericDict();
     auto format = dict.find(c10::IValue(std::string("format")));
     if (format != dict.end()) {
+      // A limpq checkpoint: verify its checksum when it carries one.
+      auto stored = dict.find(c10::IValue(std::string("checksum")));
+      if (stored != dict.end() && stored->value().isString()) {
+        const std::string actual = util::ivalue_checksum(value);
+        TORCH_CHECK(stored->value().toStringRef() == actual, "'", path, "': checksum mismatch (stored ",
+                    stored->value().toStringRef(), ", content gives ", actual, "): the checkpoint is corrupt");
+      }
       auto model = dict.find(c10::IValue(std::string("model")));
       TORCH_CHECK(model != dict.end(), "'", path, "': limpq checkpoint without a 'model' entry");
       return state_dict_from_ivalue(model->value(), path);

@@ -62,16 +62,19 @@ torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() == 4 && input.size(1) == options.num_features(),
               "SwitchableBatchNorm2d: expected N x ", options.num_features(), " x H x W input, got ",
               input.sizes());
-  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, input);
+  torch::Tensor out;
   if (switchable() && bits_ != 32) {
-    return branches->at<torch::nn::BatchNorm2dImpl>(std::to_string(bits_)).forward(input);
+    out = branches->at<torch::nn::BatchNorm2dImpl>(std::to_string(bits_)).forward(input);
+  } else {
+    if (is_training()) {
+      torch::NoGradGuard no_grad;
+      num_batches_tracked.add_(1);
+    }
+    out = torch::batch_norm(input, weight, bias, running_mean, running_var, is_training(), options.momentum(),
+                            options.eps(), /*cudnn_enabled=*/true);
   }
-  if (is_training()) {
-    torch::NoGradGuard no_grad;
-    num_batches_tracked.add_(1);
-  }
-  return torch::batch_norm(input, weight, bias, running_mean, running_var, is_training(), options.momentum(),
-                           options.eps(), /*cudnn_enabled=*/true);
+  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, out);
+  return out;
 }
 
 void SwitchableBatchNorm2dImpl::pretty_print(std::ostream& stream) const {

@@ -17,6 +17,7 @@ void LayerTracer::record(const torch::nn::Module* module, const torch::Tensor& i
   e.input_shape = input.sizes().vec();
   e.output_shape = output.sizes().vec();
   e.input_nonnegative = input.numel() == 0 || input.min().item<float>() >= 0.0f;
+  e.output_finite = output.numel() == 0 || torch::isfinite(output).all().item<bool>();
   events_.push_back(std::move(e));
 }
 

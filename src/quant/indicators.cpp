@@ -6,6 +6,7 @@
 #include <set>
 
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 
 namespace limpq::quant {
 namespace {
@@ -108,12 +109,15 @@ Indicators indicators_from_json(const nlohmann::json& j, const std::string& sour
 }
 
 void write_indicators(const std::string& path, const Indicators& indicators) {
-  util::write_file_atomic(path, indicators_to_json(indicators).dump(2) + "\n");
+  nlohmann::ordered_json json = indicators_to_json(indicators);
+  util::seal_json(json);
+  util::write_file_atomic(path, json.dump(2) + "\n");
 }
 
 Indicators read_indicators(const std::string& path) {
-  const auto json = nlohmann::ordered_json::parse(util::read_file(path), nullptr, /*allow_exceptions=*/false);
-  TORCH_CHECK(!json.is_discarded(), "indicators '", path, "': not valid JSON");
+  auto json = nlohmann::ordered_json::parse(util::read_file(path), nullptr, /*allow_exceptions=*/false);
+  TORCH_CHECK(!json.is_discarded(), "indicators '", path, "': not valid JSON (truncated or not an indicators file)");
+  util::verify_json(json, "indicators '" + path + "'");
   return indicators_from_json(json, path);
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 
 namespace limpq::quant {
 namespace {
@@ -86,13 +87,16 @@ Policy policy_from_json(const nlohmann::json& json, const std::string& source) {
 }
 
 void write_policy(const std::string& path, const Policy& policy) {
-  util::write_file_atomic(path, policy_to_json(policy).dump(2) + "\n");
+  nlohmann::ordered_json json = policy_to_json(policy);
+  util::seal_json(json);
+  util::write_file_atomic(path, json.dump(2) + "\n");
 }
 
 Policy read_policy(const std::string& path) {
   const std::string text = util::read_file(path);
-  const auto json = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-  TORCH_CHECK(!json.is_discarded(), "policy '", path, "': not valid JSON");
+  auto json = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  TORCH_CHECK(!json.is_discarded(), "policy '", path, "': not valid JSON (truncated or not a policy file)");
+  util::verify_json(json, "policy '" + path + "'");
   return policy_from_json(json, path);
 }
 

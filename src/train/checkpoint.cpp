@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 
 namespace limpq::train {
 namespace {
@@ -28,6 +29,14 @@ const c10::IValue& field(const Dict& dict, const std::string& name, const std::s
   return it->value();
 }
 
+// The first line of an exception's message (LibTorch appends backtraces).
+std::string first_line(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10_error ? c10_error->what_without_backtrace() : e.what();
+  const auto newline = text.find('\n');
+  return newline == std::string::npos ? text : text.substr(0, newline);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
@@ -39,11 +48,14 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   dict.insert("model", models::state_dict_to_ivalue(ckpt.model));
   dict.insert("optimizer", bytes_to_tensor(ckpt.optimizer));
   dict.insert("epoch", ckpt.epoch);
+  dict.insert("batch", ckpt.batch);
   dict.insert("step", ckpt.step);
   dict.insert("rng_state", ckpt.rng_state.defined() ? ckpt.rng_state.to(torch::kCPU) : torch::empty({0}, torch::kUInt8));
   dict.insert("config", ckpt.config);
   dict.insert("metrics", ckpt.metrics);
   dict.insert("quantization", ckpt.quantization);
+  dict.insert("progress", ckpt.progress);
+  dict.insert("checksum", util::ivalue_checksum(dict));
   const std::vector<char> bytes = torch::pickle_save(dict);
   util::write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
 }
@@ -53,8 +65,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   c10::IValue value;
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "checkpoint '", path, "': unreadable (", e.what_without_backtrace(), ")");
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "': unreadable, truncated or corrupt (", first_line(e), ")");
   }
   TORCH_CHECK(value.isGenericDict(), "checkpoint '", path, "': not a limpq checkpoint (top level is ",
               value.tagKind(), ")");
@@ -62,9 +74,19 @@ Checkpoint load_checkpoint(const std::string& path) {
   auto format = dict.find(c10::IValue(std::string("format")));
   TORCH_CHECK(format != dict.end(), "checkpoint '", path,
               "': not a limpq checkpoint (no 'format' field; a plain state_dict goes to model.weights)");
-  TORCH_CHECK(format->value().isString() && format->value().toStringRef() == kCheckpointFormat,
-              "checkpoint '", path, "': format '", format->value().toStringRef(), "' is not supported (expected '",
-              kCheckpointFormat, "')");
+  const std::string version = format->value().isString() ? format->value().toStringRef() : "?";
+  TORCH_CHECK(version == kCheckpointFormat || version == kCheckpointFormatV1, "checkpoint '", path, "': format '",
+              version, "' is not supported (expected '", kCheckpointFormat, "'; written by another limpq version?)");
+  const bool v1 = version == kCheckpointFormatV1;
+  if (!v1) {
+    auto stored = dict.find(c10::IValue(std::string("checksum")));
+    TORCH_CHECK(stored != dict.end() && stored->value().isString(), "checkpoint '", path,
+                "': no checksum (the file is damaged)");
+    const std::string actual = util::ivalue_checksum(value);
+    TORCH_CHECK(stored->value().toStringRef() == actual, "checkpoint '", path, "': checksum mismatch (stored ",
+                stored->value().toStringRef(), ", content gives ", actual,
+                "): the file is corrupt; restore it from a copy or train again");
+  }
   Checkpoint ckpt;
   ckpt.arch = field(dict, "arch", path).toStringRef();
   ckpt.input_shape = field(dict, "input_shape", path).toIntVector();
@@ -73,6 +95,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   ckpt.optimizer = tensor_to_bytes(field(dict, "optimizer", path).toTensor());
   ckpt.epoch = field(dict, "epoch", path).toInt();
   ckpt.step = field(dict, "step", path).toInt();
+  if (!v1) {
+    ckpt.batch = field(dict, "batch", path).toInt();
+    ckpt.progress = field(dict, "progress", path).toStringRef();
+  }
   ckpt.rng_state = field(dict, "rng_state", path).toTensor();
   ckpt.config = field(dict, "config", path).toStringRef();
   ckpt.metrics = field(dict, "metrics", path).toStringRef();

@@ -7,15 +7,18 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/quant_conv.h"
+#include "limpq/nn/trace.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/train/schedule.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/progress.h"
 #include "limpq/util/runtime.h"
+#include "limpq/util/signals.h"
 
 namespace limpq::train {
 namespace {
@@ -83,7 +86,52 @@ struct RunningStats {
   }
   double mean_loss() const { return count ? loss_sum.item<double>() / count : 0.0; }
   double accuracy() const { return count ? 100.0 * correct.item<int64_t>() / count : 0.0; }
+  // Exact round trip (doubles print as their shortest exact form): a run
+  // resumed mid-epoch reports the same epoch statistics.
+  nlohmann::ordered_json to_json() const {
+    return {{"loss_sum", loss_sum.item<double>()}, {"correct", correct.item<int64_t>()}, {"count", count}};
+  }
+  void restore(const nlohmann::json& j) {
+    loss_sum.fill_(j.at("loss_sum").get<double>());
+    correct.fill_(j.at("correct").get<int64_t>());
+    count = j.at("count").get<int64_t>();
+  }
 };
+
+// Where a non-finite loss first appears: re-runs the forward pass on the
+// batch under a tracer and names the first layer whose output is not
+// finite. Batch-norm running statistics are restored afterwards.
+std::string locate_nonfinite_output(models::ModelImpl& model, const torch::Tensor& images) {
+  if (!torch::isfinite(images).all().item<bool>()) return "the input batch itself holds NaN or Inf";
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
+  for (auto& b : model.buffers()) saved.emplace_back(b, b.clone());
+  std::string where = "every layer's output is finite; the loss itself overflowed";
+  {
+    torch::NoGradGuard no_grad;
+    nn::LayerTracer tracer;
+    model.forward(images);
+    std::map<const torch::nn::Module*, std::string> names;
+    for (const auto& item : model.named_modules("", false)) names[item.value().get()] = item.key();
+    for (const auto& e : tracer.events()) {
+      if (!e.output_finite) {
+        where = "first non-finite output at layer '" + names[e.module] + "'";
+        break;
+      }
+    }
+  }
+  for (auto& [buffer, copy] : saved) buffer.detach().copy_(copy);
+  return where;
+}
+
+// The first parameter (in network order) with a non-finite gradient.
+std::string locate_nonfinite_gradient(models::ModelImpl& model) {
+  for (const auto& p : model.named_parameters()) {
+    if (p.value().grad().defined() && !torch::isfinite(p.value().grad()).all().item<bool>()) {
+      return "first non-finite gradient in '" + p.key() + "'";
+    }
+  }
+  return "no gradient is non-finite";
+}
 
 // "W6A6 0.412/88.1% W5A5 ... " for the joint indicator progress line.
 std::string candidate_summary(const std::vector<int64_t>& candidates, const std::vector<RunningStats>& stats) {
@@ -300,6 +348,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   if (quantized) ckpt.quantization = quantized->describe().dump();
 
   int64_t start_epoch = 0;
+  int64_t start_batch = 0;  // > 0: resuming in the middle of start_epoch
+  nlohmann::json start_progress;
   int64_t step = 0;
   if (resume && have_ckpt) {
     Checkpoint prev = load_checkpoint(ckpt_path);
@@ -317,9 +367,22 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       gen.set_state(prev.rng_state);
     }
     start_epoch = prev.epoch;
+    start_batch = prev.batch;
+    TORCH_CHECK(start_batch >= 0 && start_batch < steps_per_epoch, "train: cannot resume '", ckpt_path,
+                "': it stopped at batch ", start_batch, " of an epoch, but this run has ", steps_per_epoch,
+                " batches per epoch (batch size or data changed?)");
+    if (start_batch > 0) {
+      start_progress = nlohmann::json::parse(prev.progress, nullptr, /*allow_exceptions=*/false);
+      TORCH_CHECK(!start_progress.is_discarded(), "train: '", ckpt_path, "': unreadable progress record");
+    }
     step = prev.step;
     metrics.restore_until(start_epoch);
-    fmt::print(stderr, "resuming '{}' after epoch {}/{} (step {})\n", ckpt_path, start_epoch, optim.epochs(), step);
+    if (start_batch > 0) {
+      fmt::print(stderr, "resuming '{}' in epoch {}/{} at batch {}/{} (step {})\n", ckpt_path, start_epoch + 1,
+                 optim.epochs(), start_batch, steps_per_epoch, step);
+    } else {
+      fmt::print(stderr, "resuming '{}' after epoch {}/{} (step {})\n", ckpt_path, start_epoch, optim.epochs(), step);
+    }
   }
   util::write_file_atomic((std::filesystem::path(run.out_dir()) / "config.json").string(), resolved.dump(2) + "\n");
 
@@ -332,18 +395,53 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   result.checkpoint = ckpt_path;
   util::Stopwatch total_clock;
   EvalResult last_eval;
+  TORCH_CHECK(run.on_nonfinite() == "stop" || run.on_nonfinite() == "skip",
+              "run: on_nonfinite must be stop or skip, got '", run.on_nonfinite(), "'");
+  TORCH_CHECK(run.checkpoint_every() >= 0, "run: checkpoint_every must be >= 0, got ", run.checkpoint_every());
+  const std::string resume_hint = "run the same command again with --resume to continue (limpq run resumes by itself)";
+
+  std::vector<torch::Tensor> all_params = model->parameters();
   for (int64_t epoch = start_epoch; epoch < optim.epochs(); ++epoch) {
     model->train();
-    train_loader.start_epoch(epoch);
+    const int64_t first_batch = epoch == start_epoch ? start_batch : 0;
+    train_loader.start_epoch(epoch, first_batch);
     RunningStats stats;  // joint training: the random mixed-precision pass
     stats.reset(device);
     std::vector<RunningStats> candidate_stats(candidates.size());
     for (auto& c : candidate_stats) c.reset(device);
+    double prior_seconds = 0;  // train time before a mid-epoch resume
+    if (first_batch > 0) {
+      stats.restore(start_progress.at("stats"));
+      for (size_t k = 0; k < candidates.size(); ++k) candidate_stats[k].restore(start_progress.at("candidates").at(k));
+      prior_seconds = start_progress.value("train_seconds", 0.0);
+    }
     util::ProgressLine progress(fmt::format("epoch {}/{}", epoch + 1, optim.epochs()), steps_per_epoch,
                                 run.progress());
     util::Stopwatch epoch_clock;
-    int64_t batch_index = 0;
+    int64_t batch_index = first_batch;
     double lr = 0;
+
+    // Writes the checkpoint; batches_done < steps_per_epoch marks a position
+    // inside the epoch, with the running statistics to continue from.
+    auto save = [&](int64_t epochs_done, int64_t batches_done, const nlohmann::ordered_json& entry) {
+      ckpt.model = models::state_dict(*model);
+      ckpt.optimizer = serialize_optimizer(optimizer);
+      ckpt.epoch = epochs_done;
+      ckpt.batch = batches_done;
+      ckpt.step = step;
+      ckpt.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+      ckpt.metrics = entry.dump();
+      ckpt.progress.clear();
+      if (batches_done > 0) {
+        nlohmann::ordered_json p = {{"stats", stats.to_json()},
+                                    {"candidates", nlohmann::ordered_json::array()},
+                                    {"train_seconds", prior_seconds + epoch_clock.seconds()}};
+        for (const auto& c : candidate_stats) p["candidates"].push_back(c.to_json());
+        ckpt.progress = p.dump();
+      }
+      save_checkpoint(ckpt_path, ckpt);
+    };
+
     while (auto batch = train_loader.next()) {
       auto images = batch->images.to(device, /*non_blocking=*/true);
       auto labels = batch->labels.to(device, /*non_blocking=*/true);
@@ -354,53 +452,110 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       auto loss_of = [&](const torch::Tensor& logits) {
         return F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().label_smoothing(optim.label_smoothing()));
       };
-      optimizer.zero_grad();
-      if (joint) {
-        // LIMPQ.md section 4: every candidate uniformly, then one random
-        // mixed policy, gradients accumulated; element-wise clip to [-1, 1];
-        // all-zero gradients dropped; one optimizer step.
-        for (size_t k = 0; k < candidates.size(); ++k) {
-          quantized->set_uniform(candidates[k]);
-          auto logits = model->forward(images);
-          auto loss = loss_of(logits);
-          loss.backward();
-          candidate_stats[k].add(loss, logits, labels);
-        }
+      // The random mixed policy of this step's last joint pass.
+      auto apply_random_policy = [&] {
         data::Rng policy_rng(util::mix_seed(seed ^ util::mix_seed(static_cast<uint64_t>(step))));
         for (const auto& name : quantized->searchable_names()) {
           const int64_t b = candidates[policy_rng() % candidates.size()];
           quantized->set_layer_bits(name, b, b);
         }
-        auto logits = model->forward(images);
-        auto loss = loss_of(logits);
-        loss.backward();
-        stats.add(loss, logits, labels);
-        torch::NoGradGuard no_grad;
-        for (auto& p : model->parameters()) {
-          if (!p.grad().defined()) continue;
-          p.mutable_grad().clamp_(-1.0, 1.0);
-          if (!p.grad().any().item<bool>()) p.mutable_grad() = torch::Tensor();
+      };
+      // One forward/backward per pass: joint training (LIMPQ.md section 4)
+      // runs every candidate uniformly, then one random mixed policy, and
+      // accumulates the gradients; otherwise one pass.
+      const int64_t passes = joint ? static_cast<int64_t>(candidates.size()) + 1 : 1;
+      auto configure_pass = [&](int64_t k) {
+        if (!joint) return;
+        if (k < static_cast<int64_t>(candidates.size())) {
+          quantized->set_uniform(candidates[k]);
+        } else {
+          apply_random_policy();
         }
-      } else {
+      };
+      optimizer.zero_grad();
+      std::vector<std::pair<torch::Tensor, torch::Tensor>> outputs;  // (loss, logits) per pass
+      std::vector<torch::Tensor> finite;                               // per pass, then gradients
+      for (int64_t k = 0; k < passes; ++k) {
+        configure_pass(k);
         auto logits = model->forward(images);
         auto loss = loss_of(logits);
         loss.backward();
-        stats.add(loss, logits, labels);
+        finite.push_back(torch::isfinite(loss.detach()));
+        outputs.emplace_back(loss.detach(), logits.detach());
       }
-      optimizer.step();
+      for (const auto& p : all_params) {
+        if (p.grad().defined()) finite.push_back(torch::isfinite(p.grad()).all());
+      }
+      // One host synchronisation per step for all losses and gradients.
+      if (!torch::stack(finite).all().item<bool>()) {
+        std::string what, where;
+        for (int64_t k = 0; k < passes && what.empty(); ++k) {
+          if (finite[k].item<bool>()) continue;
+          what = fmt::format("loss ({})", outputs[k].first.item<double>());
+          if (joint) {
+            what += k < static_cast<int64_t>(candidates.size()) ? fmt::format(" in the uniform W{0}A{0} pass", candidates[k])
+                                                                 : std::string(" in the random mixed-policy pass");
+          }
+          configure_pass(k);
+          where = locate_nonfinite_output(*model, images);
+        }
+        if (what.empty()) {
+          what = "gradient";
+          where = locate_nonfinite_gradient(*model);
+        }
+        const std::string at = fmt::format("epoch {}, batch {}/{}, step {}", epoch + 1, batch_index + 1,
+                                           steps_per_epoch, step + 1);
+        TORCH_CHECK(run.on_nonfinite() == "skip", "train: non-finite ", what, " at ", at, ": ", where,
+                    ". Stopped without saving; the last good checkpoint is '", ckpt_path,
+                    "' (lower the learning rate, or set run.on_nonfinite: skip to skip such steps)");
+        for (const auto& b : model->named_buffers()) {
+          TORCH_CHECK(!b.value().is_floating_point() || torch::isfinite(b.value()).all().item<bool>(),
+                      "train: non-finite ", what, " at ", at, " (", where, ") also made the buffer '", b.key(),
+                      "' non-finite, so the step cannot be skipped; the last good checkpoint is '", ckpt_path, "'");
+        }
+        fmt::print(stderr, "\ntrain: skipped the step at {}: non-finite {} ({})\n", at, what, where);
+        optimizer.zero_grad();
+      } else {
+        for (int64_t k = 0; k < passes; ++k) {
+          RunningStats& target = joint && k < static_cast<int64_t>(candidates.size()) ? candidate_stats[k] : stats;
+          target.add(outputs[k].first, outputs[k].second, labels);
+        }
+        if (joint) {
+          // Element-wise clip to [-1, 1]; all-zero gradients dropped.
+          torch::NoGradGuard no_grad;
+          for (auto& p : all_params) {
+            if (!p.grad().defined()) continue;
+            p.mutable_grad().clamp_(-1.0, 1.0);
+            if (!p.grad().any().item<bool>()) p.mutable_grad() = torch::Tensor();
+          }
+        }
+        optimizer.step();
+      }
       ++step;
       ++batch_index;
+      if (hooks.after_step) hooks.after_step(step);
       if (batch_index % 20 == 0 || batch_index == steps_per_epoch) {
-        const double mean_loss = stats.mean_loss();
-        TORCH_CHECK(std::isfinite(mean_loss), "train: the loss became ", mean_loss, " at epoch ", epoch + 1,
-                    ", step ", step, " (lower the learning rate); the last good checkpoint is '", ckpt_path, "'");
         const std::string per_bits = joint ? candidate_summary(candidates, candidate_stats) + "| mixed " : "";
         progress.update(batch_index, fmt::format("{}loss {:.4f} acc {:.2f}% lr {:.4g} | {:.0f} img/s", per_bits,
-                                                 mean_loss, stats.accuracy(), lr,
-                                                 stats.count / std::max(1e-9, epoch_clock.seconds())));
+                                                 stats.mean_loss(), stats.accuracy(), lr,
+                                                 stats.count / std::max(1e-9, prior_seconds + epoch_clock.seconds())));
+      }
+      if (batch_index < steps_per_epoch) {
+        const bool stop = util::stop_requested();
+        if (stop || (run.checkpoint_every() > 0 && step % run.checkpoint_every() == 0)) {
+          save(epoch, batch_index, nlohmann::ordered_json::object());
+        }
+        if (stop) {
+          progress.finish("interrupted");
+          throw util::Interrupted(fmt::format("interrupted in epoch {}/{} at batch {}/{} (step {}); checkpoint "
+                                              "written to '{}'; {}",
+                                              epoch + 1, optim.epochs(), batch_index, steps_per_epoch, step,
+                                              ckpt_path, resume_hint),
+                                  util::stop_signal());
+        }
       }
     }
-    const double train_seconds = epoch_clock.seconds();
+    const double train_seconds = prior_seconds + epoch_clock.seconds();
     result.images_per_second = stats.count / std::max(1e-9, train_seconds);
 
     nlohmann::ordered_json entry = {{"epoch", epoch + 1},
@@ -430,14 +585,15 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     }
     progress.finish(status);
 
-    ckpt.model = models::state_dict(*model);
-    ckpt.optimizer = serialize_optimizer(optimizer);
-    ckpt.epoch = epoch + 1;
-    ckpt.step = step;
-    ckpt.rng_state = at::detail::getDefaultCPUGenerator().get_state();
-    ckpt.metrics = entry.dump();
-    save_checkpoint(ckpt_path, ckpt);
+    // Metrics first: a crash between the two writes leaves a metrics line
+    // ahead of the checkpoint, which a resume drops and recomputes.
     metrics.append(entry);
+    save(epoch + 1, 0, entry);
+    if (!last && util::stop_requested()) {
+      throw util::Interrupted(fmt::format("interrupted after epoch {}/{}; checkpoint written to '{}'; {}", epoch + 1,
+                                          optim.epochs(), ckpt_path, resume_hint),
+                              util::stop_signal());
+    }
     if (!last && hooks.should_stop && hooks.should_stop(epoch + 1)) {
       result.test = last_eval;
       result.seconds = total_clock.seconds();

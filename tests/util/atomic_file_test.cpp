@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <filesystem>
 
 #include "support/test_support.h"
@@ -38,6 +42,30 @@ TEST_F(AtomicFileTest, FailureKeepsThePreviousFile) {
     EXPECT_NE(std::string(e.what_without_backtrace()).find(path), std::string::npos);
   }
   EXPECT_EQ(read_file(path), "good");
+}
+
+// A full disk, simulated with a file-size limit: the write fails with an
+// error naming the file, and the previous file survives untouched.
+TEST_F(AtomicFileTest, FullDiskIsAnErrorAndKeepsThePreviousFile) {
+  const std::string path = temp_path("ckpt.bin");
+  write_file_atomic(path, "previous good content");
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // get EFBIG instead of the signal
+  struct rlimit small = old_limit;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  try {
+    write_file_atomic(path, std::string(1 << 20, 'x'));
+  } catch (const c10::Error& e) {
+    message = e.what_without_backtrace();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(message.find(path), std::string::npos) << message;
+  EXPECT_EQ(read_file(path), "previous good content");
+  EXPECT_EQ(entries_in(temp_dir()), 1u) << "the partial temporary file is removed";
 }
 
 TEST_F(AtomicFileTest, ReadingAMissingFileNamesIt) {

@@ -15,6 +15,7 @@
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
+#include "limpq/util/signals.h"
 
 namespace {
 
@@ -422,10 +423,16 @@ int main(int argc, char** argv) {
   finetune.add_to(app);
   indicators.add_to(app);
   eval.add_to(app);
+  // Ctrl-C / SIGTERM: training finishes its step, checkpoints and throws
+  // Interrupted; a second signal exits at once.
+  const limpq::util::StopOnSignal stop_on_signal;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const limpq::util::Interrupted& e) {
+    std::cerr << "limpq: " << e.what() << std::endl;
+    return e.exit_status();
   } catch (const c10::Error& e) {
     std::cerr << "limpq: error: " << e.what_without_backtrace() << std::endl;
     return 1;

@@ -22,6 +22,7 @@ struct TraceEvent {
   std::vector<int64_t> input_shape;
   std::vector<int64_t> output_shape;
   bool input_nonnegative = false;
+  bool output_finite = true;  // no NaN or Inf in the output
 };
 
 class LayerTracer {

@@ -46,6 +46,12 @@ struct RunOptions {
   // Evaluate on the validation (or test) split every N epochs and at the end.
   TORCH_ARG(int64_t, eval_every) = 1;
   TORCH_ARG(bool, progress) = true;
+  // Also checkpoint every N optimizer steps inside an epoch (0: at epoch
+  // ends only); a stop request (Ctrl-C) always checkpoints.
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+  // A NaN or Inf loss or gradient: "stop" (error naming the step and layer)
+  // or "skip" (drop that step's update and go on).
+  TORCH_ARG(std::string, on_nonfinite) = "stop";
 
  public:
   template <typename V>
@@ -56,6 +62,8 @@ struct RunOptions {
     v("seed", seed_, "seed for initialisation, shuffling, augmentation and splits");
     v("eval_every", eval_every_, "evaluate every N epochs");
     v("progress", progress_, "show the live progress line");
+    v("checkpoint_every", checkpoint_every_, "also checkpoint every N steps inside an epoch (0: epoch ends only)");
+    v("on_nonfinite", on_nonfinite_, "on a NaN/Inf loss or gradient: stop | skip");
   }
 };
 

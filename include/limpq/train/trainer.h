@@ -73,11 +73,18 @@ struct TrainHooks {
   // Asked after each epoch's checkpoint is written; true ends the run there
   // (it can be resumed). Signal handling and tests use it.
   std::function<bool(int64_t epochs_done)> should_stop;
+  // Called after every optimizer step (steps taken so far), before the
+  // stop-request check; tests use it to interrupt at a chosen step.
+  std::function<void(int64_t steps_done)> after_step;
 };
 
 // Trains `config.model` on `config.data`. With `resume`, continues from
-// out_dir/checkpoint.pt when it exists; without it, an existing checkpoint is
-// an error (nothing is overwritten by accident).
+// out_dir/checkpoint.pt when it exists (at an epoch boundary or inside an
+// epoch); without it, an existing checkpoint is an error (nothing is
+// overwritten by accident). A stop request (util::request_stop, or a signal
+// under util::StopOnSignal) checkpoints after the current step and throws
+// util::Interrupted. A NaN or Inf loss or gradient stops the run with an
+// error naming the step and layer (run.on_nonfinite: skip drops the step).
 TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks = {});
 
 struct EvalOptions {
