@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, AddressSanitizer + UndefinedBehavior-
+# Sanitizer) in build-fuzz/ and runs each for SECONDS (default 60) on its
+# seed corpus under fuzz/corpus/. Any crash or sanitizer report fails.
+#
+#   scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DLIMPQ_FUZZ=ON -DLIMPQ_FUZZ_SECONDS="$seconds" >/dev/null
+cmake --build build-fuzz
+ctest --test-dir build-fuzz -L fuzz --output-on-failure
