@@ -24,7 +24,7 @@ PACKAGES=(
   g++ cmake ninja-build ccache pkg-config git
   # libraries
   libtorch-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
-  libturbojpeg0-dev zlib1g-dev coinor-libcbc-dev
+  libturbojpeg0-dev zlib1g-dev coinor-libcbc-dev libgloo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision python3-pulp coinor-cbc
   # data

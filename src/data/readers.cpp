@@ -63,8 +63,10 @@ IdxArray parse_idx(const std::string& bytes, const std::string& name) {
     const int64_t dim = (int64_t(q[0]) << 24) | (int64_t(q[1]) << 16) | (int64_t(q[2]) << 8) | q[3];
     TORCH_CHECK(dim > 0, "'", name, "': IDX dimension ", d, " is ", dim);
     arr.dims.push_back(dim);
+    // Checked before multiplying: four 32-bit dimensions overflow int64.
+    constexpr int64_t kMaxElements = int64_t(1) << 40;
+    TORCH_CHECK(count <= kMaxElements / dim, "'", name, "': IDX dimensions are implausibly large");
     count *= dim;
-    TORCH_CHECK(count <= (int64_t(1) << 40), "'", name, "': IDX dimensions are implausibly large");
   }
   const int64_t have = static_cast<int64_t>(bytes.size() - header);
   TORCH_CHECK(have == count, "'", name, "': IDX header promises ", count, " bytes of data but the file has ",

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "limpq/dist/dist.h"
 #include "limpq/nn/trace.h"
 
 namespace limpq::nn {
@@ -63,7 +64,22 @@ torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& input) {
               "SwitchableBatchNorm2d: expected N x ", options.num_features(), " x H x W input, got ",
               input.sizes());
   torch::Tensor out;
-  if (switchable() && bits_ != 32) {
+  if (is_training() && dist::sync_batch_norm_enabled()) {
+    // Statistics of the global batch across data-parallel workers.
+    auto* branch = switchable() && bits_ != 32 ? &branches->at<torch::nn::BatchNorm2dImpl>(std::to_string(bits_))
+                                               : nullptr;
+    torch::Tensor& w = branch ? branch->weight : weight;
+    torch::Tensor& b = branch ? branch->bias : bias;
+    torch::Tensor& mean = branch ? branch->running_mean : running_mean;
+    torch::Tensor& var = branch ? branch->running_var : running_var;
+    {
+      torch::NoGradGuard no_grad;
+      (branch ? branch->num_batches_tracked : num_batches_tracked).add_(1);
+    }
+    const double momentum = branch ? branch->options.momentum().value_or(0.1) : options.momentum();
+    const double eps = branch ? branch->options.eps() : options.eps();
+    out = dist::sync_batch_norm(input, w, b, mean, var, momentum, eps);
+  } else if (switchable() && bits_ != 32) {
     out = branches->at<torch::nn::BatchNorm2dImpl>(std::to_string(bits_)).forward(input);
   } else {
     if (is_training()) {

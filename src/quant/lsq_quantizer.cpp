@@ -22,6 +22,16 @@ void average_across_workers(torch::Tensor& t) {
   if (average_hook()) average_hook()(t);
 }
 
+namespace {
+int64_t g_data_parallel_workers = 1;
+}  // namespace
+
+void set_data_parallel_workers(int64_t workers) {
+  TORCH_CHECK(workers >= 1, "set_data_parallel_workers: need at least one worker, got ", workers);
+  g_data_parallel_workers = workers;
+}
+int64_t data_parallel_workers() { return g_data_parallel_workers; }
+
 LsqQuantizerImpl::LsqQuantizerImpl(LsqQuantizerOptions options_) : options(std::move(options_)) { reset(); }
 
 void LsqQuantizerImpl::reset() {
@@ -128,7 +138,8 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
   }
   const torch::Tensor s = effective_step(bits_);
   const QuantRange r = range(bits_);
-  const int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
+  int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
+  if (options.kind() == QuantizerKind::kActivation) covered *= data_parallel_workers();
   const double g = lsq_grad_scale(covered, r);
   return options.fused() ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
 }

@@ -9,11 +9,14 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
+#include "limpq/dist/dist.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/quant_conv.h"
 #include "limpq/nn/trace.h"
 #include "limpq/quant/indicators.h"
+#include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/schedule.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/progress.h"
@@ -91,6 +94,21 @@ struct RunningStats {
   nlohmann::ordered_json to_json() const {
     return {{"loss_sum", loss_sum.item<double>()}, {"correct", correct.item<int64_t>()}, {"count", count}};
   }
+  // Sums over workers (the epoch's statistics of the global batch).
+  RunningStats reduced() const {
+    RunningStats r = *this;
+    r.loss_sum = loss_sum.clone();
+    r.correct = correct.clone();
+    if (dist::is_distributed()) {
+      torch::Tensor n = torch::full({}, count, correct.options());
+      std::vector<torch::Tensor> sums{r.loss_sum, torch::stack({r.correct, n})};
+      dist::allreduce_sum(sums);
+      r.loss_sum = sums[0];
+      r.correct = sums[1][0];
+      r.count = sums[1][1].item<int64_t>();
+    }
+    return r;
+  }
   void restore(const nlohmann::json& j) {
     loss_sum.fill_(j.at("loss_sum").get<double>());
     correct.fill_(j.at("correct").get<int64_t>());
@@ -105,6 +123,9 @@ std::string locate_nonfinite_output(models::ModelImpl& model, const torch::Tenso
   if (!torch::isfinite(images).all().item<bool>()) return "the input batch itself holds NaN or Inf";
   std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
   for (auto& b : model.buffers()) saved.emplace_back(b, b.clone());
+  // Local only: the other workers are not running this pass.
+  const bool sync_bn = dist::sync_batch_norm_enabled();
+  dist::set_sync_batch_norm(false);
   std::string where = "every layer's output is finite; the loss itself overflowed";
   {
     torch::NoGradGuard no_grad;
@@ -120,6 +141,7 @@ std::string locate_nonfinite_output(models::ModelImpl& model, const torch::Tenso
     }
   }
   for (auto& [buffer, copy] : saved) buffer.detach().copy_(copy);
+  dist::set_sync_batch_norm(sync_bn);
   return where;
 }
 
@@ -219,6 +241,14 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
     count += labels.size(0);
   }
   model.train(was_training);
+  if (dist::is_distributed()) {  // each worker saw its shard of the data
+    std::vector<torch::Tensor> sums{loss_sum, torch::stack({top1, top5, torch::full({}, count, top1.options())})};
+    dist::allreduce_sum(sums);
+    loss_sum = sums[0];
+    top1 = sums[1][0];
+    top5 = sums[1][1];
+    count = sums[1][2].item<int64_t>();
+  }
   TORCH_CHECK(count > 0, "evaluate: the data loader produced no examples");
   EvalResult r;
   r.count = count;
@@ -251,7 +281,15 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
               "train: label_smoothing must be in [0, 1), got ", optim.label_smoothing());
   TORCH_CHECK(run.eval_every() > 0, "run: eval_every must be positive, got ", run.eval_every());
 
-  const int64_t threads = util::set_threads(run.threads());
+  TORCH_CHECK(run.dist_timeout() > 0, "run: dist_timeout must be positive, got ", run.dist_timeout());
+  dist::init_from_environment(std::chrono::milliseconds(std::llround(run.dist_timeout() * 1000)));
+  dist::set_sync_batch_norm(run.sync_bn());
+  const bool main_rank = dist::is_main();  // alone writes files and prints
+  // Workers on one machine share its cores unless told otherwise.
+  const int64_t threads = util::set_threads(
+      run.threads() > 0 || dist::local_world_size() == 1
+          ? run.threads()
+          : std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size()));
   const torch::Device device = util::resolve_device(run.device());
   const auto seed = static_cast<uint64_t>(run.seed());
   util::seed_everything(seed);
@@ -322,6 +360,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                     .drop_last(true)
                                     .workers(config.data.workers())
                                     .seed(seed)
+                                    .rank(dist::rank())
+                                    .world_size(dist::world_size())
                                     .pin_memory(cuda));
   TORCH_CHECK(train_loader.batches_per_epoch() > 0, "train: ", data.train->size(),
               " training examples make no full batch of ", config.data.batch_size());
@@ -330,6 +370,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                data::LoaderOptions()
                                    .batch_size(config.data.eval_batch_size())
                                    .workers(config.data.workers())
+                                   .rank(dist::rank())
+                                   .world_size(dist::world_size())
                                    .pin_memory(cuda));
 
   const int64_t steps_per_epoch = train_loader.batches_per_epoch();
@@ -377,19 +419,39 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     }
     step = prev.step;
     metrics.restore_until(start_epoch);
-    if (start_batch > 0) {
+    if (!main_rank) {
+    } else if (start_batch > 0) {
       fmt::print(stderr, "resuming '{}' in epoch {}/{} at batch {}/{} (step {})\n", ckpt_path, start_epoch + 1,
                  optim.epochs(), start_batch, steps_per_epoch, step);
     } else {
       fmt::print(stderr, "resuming '{}' after epoch {}/{} (step {})\n", ckpt_path, start_epoch, optim.epochs(), step);
     }
   }
-  util::write_file_atomic((std::filesystem::path(run.out_dir()) / "config.json").string(), resolved.dump(2) + "\n");
+  // Every worker starts from rank 0's state (they agree already when seeded
+  // alike; this makes it a guarantee). Lazy activation-step initialisation
+  // averages over workers.
+  dist::broadcast_module(*model);
+  if (dist::is_distributed()) {
+    quant::set_average_across_workers([](torch::Tensor& t) { dist::allreduce_mean(t); });
+    quant::set_data_parallel_workers(dist::world_size());
+  }
+  struct ResetHooks {
+    ~ResetHooks() {
+      quant::set_average_across_workers(nullptr);
+      quant::set_data_parallel_workers(1);
+    }
+  } reset_hooks;
 
-  fmt::print(stderr, "train: {} on {} ({} train / {} {} examples), {} epochs, batch {}, {} threads, {}\n",
-             config.model.arch(), config.data.dataset(), data.train->size(), use_val ? "val" : "test",
-             (use_val ? data.val : data.test)->size(), optim.epochs(), config.data.batch_size(), threads,
-             device.str());
+  if (main_rank) {
+    util::write_file_atomic((std::filesystem::path(run.out_dir()) / "config.json").string(), resolved.dump(2) + "\n");
+    fmt::print(stderr, "train: {} on {} ({} train / {} {} examples), {} epochs, batch {}{}, {} threads, {}\n",
+               config.model.arch(), config.data.dataset(), data.train->size(), use_val ? "val" : "test",
+               (use_val ? data.val : data.test)->size(), optim.epochs(), config.data.batch_size(),
+               dist::is_distributed()
+                   ? fmt::format(" per worker x {} workers{}", dist::world_size(), run.sync_bn() ? ", SyncBatchNorm" : "")
+                   : "",
+               threads, device.str());
+  }
 
   TrainResult result;
   result.checkpoint = ckpt_path;
@@ -401,6 +463,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   const std::string resume_hint = "run the same command again with --resume to continue (limpq run resumes by itself)";
 
   std::vector<torch::Tensor> all_params = model->parameters();
+  int64_t allreduced_bytes = 0;  // per step, for the metrics
   for (int64_t epoch = start_epoch; epoch < optim.epochs(); ++epoch) {
     model->train();
     const int64_t first_batch = epoch == start_epoch ? start_batch : 0;
@@ -411,12 +474,16 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     for (auto& c : candidate_stats) c.reset(device);
     double prior_seconds = 0;  // train time before a mid-epoch resume
     if (first_batch > 0) {
-      stats.restore(start_progress.at("stats"));
-      for (size_t k = 0; k < candidates.size(); ++k) candidate_stats[k].restore(start_progress.at("candidates").at(k));
+      // The checkpoint holds the statistics summed over workers: rank 0
+      // carries them on, the others start from zero.
+      if (main_rank) {
+        stats.restore(start_progress.at("stats"));
+        for (size_t k = 0; k < candidates.size(); ++k) candidate_stats[k].restore(start_progress.at("candidates").at(k));
+      }
       prior_seconds = start_progress.value("train_seconds", 0.0);
     }
     util::ProgressLine progress(fmt::format("epoch {}/{}", epoch + 1, optim.epochs()), steps_per_epoch,
-                                run.progress());
+                                run.progress() && main_rank);
     util::Stopwatch epoch_clock;
     int64_t batch_index = first_batch;
     double lr = 0;
@@ -433,13 +500,13 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       ckpt.metrics = entry.dump();
       ckpt.progress.clear();
       if (batches_done > 0) {
-        nlohmann::ordered_json p = {{"stats", stats.to_json()},
+        nlohmann::ordered_json p = {{"stats", stats.reduced().to_json()},
                                     {"candidates", nlohmann::ordered_json::array()},
                                     {"train_seconds", prior_seconds + epoch_clock.seconds()}};
-        for (const auto& c : candidate_stats) p["candidates"].push_back(c.to_json());
+        for (const auto& c : candidate_stats) p["candidates"].push_back(c.reduced().to_json());
         ckpt.progress = p.dump();
       }
-      save_checkpoint(ckpt_path, ckpt);
+      if (main_rank) save_checkpoint(ckpt_path, ckpt);
     };
 
     while (auto batch = train_loader.next()) {
@@ -472,6 +539,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
           apply_random_policy();
         }
       };
+      dist::heartbeat(step);
       optimizer.zero_grad();
       std::vector<std::pair<torch::Tensor, torch::Tensor>> outputs;  // (loss, logits) per pass
       std::vector<torch::Tensor> finite;                               // per pass, then gradients
@@ -483,14 +551,25 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
         finite.push_back(torch::isfinite(loss.detach()));
         outputs.emplace_back(loss.detach(), logits.detach());
       }
+      // Gradients averaged over workers once per step, after all passes.
+      allreduced_bytes = dist::allreduce_gradients(all_params);
       for (const auto& p : all_params) {
         if (p.grad().defined()) finite.push_back(torch::isfinite(p.grad()).all());
       }
-      // One host synchronisation per step for all losses and gradients.
-      if (!torch::stack(finite).all().item<bool>()) {
+      // One host synchronisation (and one small all-reduce) per step: any
+      // worker's non-finite loss or gradient, any worker's stop request.
+      torch::Tensor flags = torch::stack({torch::logical_not(torch::stack(finite).all()).to(torch::kFloat32),
+                                          torch::full({}, util::stop_requested() ? 1.0f : 0.0f)});
+      if (dist::is_distributed()) {
+        std::vector<torch::Tensor> one{flags};
+        dist::allreduce_sum(one);
+      }
+      const bool nonfinite = flags[0].item<float>() > 0;
+      const bool stop = flags[1].item<float>() > 0;
+      if (nonfinite) {
         std::string what, where;
         for (int64_t k = 0; k < passes && what.empty(); ++k) {
-          if (finite[k].item<bool>()) continue;
+          if (finite[k].item<bool>()) continue;  // (on another worker: named there)
           what = fmt::format("loss ({})", outputs[k].first.item<double>());
           if (joint) {
             what += k < static_cast<int64_t>(candidates.size()) ? fmt::format(" in the uniform W{0}A{0} pass", candidates[k])
@@ -500,8 +579,9 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
           where = locate_nonfinite_output(*model, images);
         }
         if (what.empty()) {
-          what = "gradient";
-          where = locate_nonfinite_gradient(*model);
+          const std::string grad_where = locate_nonfinite_gradient(*model);
+          what = dist::is_distributed() && grad_where.rfind("no ", 0) == 0 ? "loss on another worker" : "gradient";
+          where = grad_where;
         }
         const std::string at = fmt::format("epoch {}, batch {}/{}, step {}", epoch + 1, batch_index + 1,
                                            steps_per_epoch, step + 1);
@@ -513,7 +593,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                       "train: non-finite ", what, " at ", at, " (", where, ") also made the buffer '", b.key(),
                       "' non-finite, so the step cannot be skipped; the last good checkpoint is '", ckpt_path, "'");
         }
-        fmt::print(stderr, "\ntrain: skipped the step at {}: non-finite {} ({})\n", at, what, where);
+        if (main_rank) fmt::print(stderr, "\ntrain: skipped the step at {}: non-finite {} ({})\n", at, what, where);
         optimizer.zero_grad();
       } else {
         for (int64_t k = 0; k < passes; ++k) {
@@ -541,7 +621,6 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                                  stats.count / std::max(1e-9, prior_seconds + epoch_clock.seconds())));
       }
       if (batch_index < steps_per_epoch) {
-        const bool stop = util::stop_requested();
         if (stop || (run.checkpoint_every() > 0 && step % run.checkpoint_every() == 0)) {
           save(epoch, batch_index, nlohmann::ordered_json::object());
         }
@@ -555,6 +634,11 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
         }
       }
     }
+    // The epoch's statistics over all workers; batch-norm running
+    // statistics averaged (SyncBatchNorm keeps them equal already).
+    stats = stats.reduced();
+    for (auto& c : candidate_stats) c = c.reduced();
+    if (!dist::sync_batch_norm_enabled()) dist::average_batch_norm_statistics(*model);
     const double train_seconds = prior_seconds + epoch_clock.seconds();
     result.images_per_second = stats.count / std::max(1e-9, train_seconds);
 
@@ -565,6 +649,10 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                     {"train_top1", stats.accuracy()},
                                     {"images_per_second", result.images_per_second},
                                     {"train_seconds", train_seconds}};
+    if (dist::is_distributed()) {
+      entry["workers"] = dist::world_size();
+      entry["allreduce_bytes_per_step"] = allreduced_bytes;
+    }
     for (size_t k = 0; k < candidates.size(); ++k) {
       entry["train_W" + std::to_string(candidates[k])] = {{"loss", candidate_stats[k].mean_loss()},
                                                           {"top1", candidate_stats[k].accuracy()}};
@@ -587,9 +675,16 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
 
     // Metrics first: a crash between the two writes leaves a metrics line
     // ahead of the checkpoint, which a resume drops and recomputes.
-    metrics.append(entry);
+    if (main_rank) metrics.append(entry);
     save(epoch + 1, 0, entry);
-    if (!last && util::stop_requested()) {
+    bool stop_now = util::stop_requested();
+    if (dist::is_distributed()) {
+      torch::Tensor any = torch::full({1}, stop_now ? 1.0f : 0.0f);
+      std::vector<torch::Tensor> one{any};
+      dist::allreduce_sum(one);
+      stop_now = any.item<float>() > 0;
+    }
+    if (!last && stop_now) {
       throw util::Interrupted(fmt::format("interrupted after epoch {}/{}; checkpoint written to '{}'; {}", epoch + 1,
                                           optim.epochs(), ckpt_path, resume_hint),
                               util::stop_signal());
@@ -606,6 +701,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                data::LoaderOptions()
                                    .batch_size(config.data.eval_batch_size())
                                    .workers(config.data.workers())
+                                   .rank(dist::rank())
+                                   .world_size(dist::world_size())
                                    .pin_memory(cuda));
   if (joint) {
     for (int64_t b : candidates) {
@@ -616,7 +713,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     result.test = result.per_candidate.front().second;
     result.indicators = (std::filesystem::path(run.out_dir()) / "indicators.json").string();
     quant::Indicators ind = collect_indicators(*quantized, config, optim.epochs());
-    quant::write_indicators(result.indicators, ind);
+    if (main_rank) quant::write_indicators(result.indicators, ind);
   } else {
     result.test = evaluate(*model, test_loader, device);
     if (quantized) result.test.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
@@ -640,7 +737,10 @@ data::DataOptions data_options_of(const Checkpoint& checkpoint) {
 EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data_options) {
   TORCH_CHECK(options.split() == "test" || options.split() == "val", "eval: split must be test or val, got '",
               options.split(), "'");
-  util::set_threads(options.threads());
+  dist::init_from_environment(std::chrono::seconds(300));
+  util::set_threads(options.threads() > 0 || dist::local_world_size() == 1
+                        ? options.threads()
+                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size()));
   const torch::Device device = util::resolve_device(options.device());
   const uint64_t seed = 0;
   data::DataBundle data = options.split() == "test" ? data::make_test_data(data_options, seed)
@@ -658,6 +758,8 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
                           data::LoaderOptions()
                               .batch_size(data_options.eval_batch_size())
                               .workers(data_options.workers())
+                              .rank(dist::rank())
+                              .world_size(dist::world_size())
                               .pin_memory(device.is_cuda()));
   EvalResult result = evaluate(*model, loader, device);
   if (loaded.quant) result.cost = models::policy_cost(loaded.quant->layers(), loaded.quant->current_policy());

@@ -45,6 +45,15 @@ TEST_F(ReadersTest, IdxUnsupportedTypeAndShortHeader) {
   EXPECT_THAT(error_of([&] { read_idx(path); }), HasSubstr("shorter than the 4-byte header"));
 }
 
+// Found by fuzz_idx: four large dimensions used to overflow the element
+// count (signed overflow) before the size check.
+TEST_F(ReadersTest, IdxHugeDimensionsAreRefusedWithoutOverflow) {
+  const std::string path = temp_path("huge");
+  limpq::testing::write_bytes(path, std::string("\x00\x00\x08\x04\xff\xff\xff\xff\xff\xff\xff\xff"
+                                                "\xff\xff\xff\xff\xff\xff\xff\xff", 20));
+  EXPECT_THAT(error_of([&] { read_idx(path); }), HasSubstr("implausibly large"));
+}
+
 TEST_F(ReadersTest, IdxTruncatedAndTrailingData) {
   const std::string path = temp_path("t");
   limpq::testing::write_idx(path, {10}, std::vector<uint8_t>(10, 1));

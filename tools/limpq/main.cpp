@@ -5,9 +5,24 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
-#include <CLI/CLI.hpp>
-#include <iostream>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <thread>
+
+#include "limpq/dist/dist.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
 #include "limpq/train/pipeline.h"
@@ -108,6 +123,7 @@ struct TrainCommand {
       }
     }
     const auto result = limpq::train::run_train(config, resume);
+    if (!limpq::dist::is_main()) return;  // data-parallel workers: rank 0 reports
     if (json) {
       nlohmann::ordered_json j = {{"checkpoint", result.checkpoint},
                                   {"epochs", result.epochs},
@@ -161,6 +177,7 @@ struct EvalCommand {
     flags.apply();
     options.split(split).device(device).threads(threads);
     const auto r = limpq::train::run_eval(ckpt, options, data);
+    if (!limpq::dist::is_main()) return;
     if (json) {
       nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"arch", ckpt.arch}, {"split", split}};
       j.update(r.to_json());
@@ -404,6 +421,118 @@ struct RunCommand {
   }
 };
 
+
+// `limpq launch -n N -- limpq train ...`: N local data-parallel workers with
+// the rendezvous variables torchrun sets, without Python. A worker that
+// fails stops the others; Ctrl-C is forwarded so that each checkpoints.
+struct LaunchCommand {
+  int64_t nproc = 2;
+  int64_t port = 0;
+  std::vector<std::string> command;
+  int exit_status = 0;
+
+  void add_to(CLI::App& app) {
+    CLI::App* cmd = app.add_subcommand(
+        "launch", "Start N local data-parallel workers of a limpq command (like torchrun --nproc-per-node N)");
+    cmd->add_option("-n,--nproc", nproc, "number of workers")->check(CLI::PositiveNumber);
+    cmd->add_option("--port", port, "rendezvous port on 127.0.0.1 (0: a free one)");
+    cmd->add_option("command", command, "the worker command after --, e.g. -- limpq train --config c.yaml")
+        ->required();
+    cmd->callback([this] { run(); });
+  }
+
+  static int64_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    TORCH_CHECK(fd >= 0, "launch: cannot open a socket: ", std::strerror(errno));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof(addr);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    ::close(fd);
+    TORCH_CHECK(ok, "launch: cannot find a free port: ", std::strerror(errno));
+    return ntohs(addr.sin_port);
+  }
+
+  static std::string describe(int status) {
+    if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    return "unknown status";
+  }
+
+  void run() {
+    const int64_t rendezvous_port = port > 0 ? port : free_port();
+    // "limpq" means this very binary, wherever it is installed.
+    const std::string binary = command[0] == "limpq" ? std::filesystem::read_symlink("/proc/self/exe").string()
+                                                     : command[0];
+    std::vector<pid_t> workers;
+    for (int64_t r = 0; r < nproc; ++r) {
+      const pid_t pid = ::fork();
+      TORCH_CHECK(pid >= 0, "launch: fork failed: ", std::strerror(errno));
+      if (pid == 0) {
+        ::setenv("RANK", std::to_string(r).c_str(), 1);
+        ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+        ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+        ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+        ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+        ::setenv("MASTER_PORT", std::to_string(rendezvous_port).c_str(), 1);
+        std::vector<char*> argv;
+        argv.push_back(const_cast<char*>(binary.c_str()));
+        for (size_t i = 1; i < command.size(); ++i) argv.push_back(const_cast<char*>(command[i].c_str()));
+        argv.push_back(nullptr);
+        ::execvp(argv[0], argv.data());
+        std::fprintf(stderr, "limpq launch: cannot run '%s': %s\n", argv[0], std::strerror(errno));
+        ::_exit(127);
+      }
+      workers.push_back(pid);
+    }
+    fmt::print(stderr, "launch: {} workers on 127.0.0.1:{}\n", nproc, rendezvous_port);
+    std::vector<bool> running(workers.size(), true);
+    size_t alive = workers.size();
+    bool forwarded = false;
+    std::optional<std::chrono::steady_clock::time_point> kill_deadline;
+    while (alive > 0) {
+      int status = 0;
+      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid > 0) {
+        const auto it = std::find(workers.begin(), workers.end(), pid);
+        if (it == workers.end()) continue;
+        const size_t rank = static_cast<size_t>(it - workers.begin());
+        running[rank] = false;
+        --alive;
+        const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (failed && exit_status == 0) {
+          exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+          if (alive > 0) {
+            fmt::print(stderr, "launch: worker rank {} ended with {}; stopping the other workers\n", rank,
+                       describe(status));
+            for (size_t r = 0; r < workers.size(); ++r) {
+              if (running[r]) ::kill(workers[r], SIGTERM);
+            }
+            kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          }
+        }
+        continue;
+      }
+      if (limpq::util::stop_requested() && !forwarded) {
+        forwarded = true;  // each worker checkpoints and exits
+        for (size_t r = 0; r < workers.size(); ++r) {
+          if (running[r]) ::kill(workers[r], limpq::util::stop_signal() > 0 ? limpq::util::stop_signal() : SIGINT);
+        }
+      }
+      if (kill_deadline && std::chrono::steady_clock::now() > *kill_deadline) {
+        for (size_t r = 0; r < workers.size(); ++r) {
+          if (running[r]) ::kill(workers[r], SIGKILL);
+        }
+        kill_deadline.reset();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -416,7 +545,9 @@ int main(int argc, char** argv) {
   CostCommand cost;
   SearchCommand search;
   RunCommand run;
+  LaunchCommand launch;
   run.add_to(app);
+  launch.add_to(app);
   cost.add_to(app);
   search.add_to(app);
   train.add_to(app);
@@ -440,5 +571,5 @@ int main(int argc, char** argv) {
     std::cerr << "limpq: error: " << e.what() << std::endl;
     return 1;
   }
-  return 0;
+  return launch.exit_status;
 }

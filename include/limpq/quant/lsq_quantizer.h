@@ -89,4 +89,10 @@ using AverageAcrossWorkers = std::function<void(torch::Tensor&)>;
 void set_average_across_workers(AverageAcrossWorkers fn);
 void average_across_workers(torch::Tensor& t);
 
+// The number of data-parallel workers sharing each batch (default 1). An
+// activation step's gradient scale 1/sqrt(N Qp) counts the elements of the
+// global batch, so that training does not depend on how it is split.
+void set_data_parallel_workers(int64_t workers);
+int64_t data_parallel_workers();
+
 }  // namespace limpq::quant

@@ -52,6 +52,10 @@ struct RunOptions {
   // A NaN or Inf loss or gradient: "stop" (error naming the step and layer)
   // or "skip" (drop that step's update and go on).
   TORCH_ARG(std::string, on_nonfinite) = "stop";
+  // Data-parallel runs (launched by torchrun, `limpq launch` or Slurm):
+  // seconds a collective may wait for the other workers; SyncBatchNorm.
+  TORCH_ARG(double, dist_timeout) = 300;
+  TORCH_ARG(bool, sync_bn) = false;
 
  public:
   template <typename V>
@@ -64,6 +68,8 @@ struct RunOptions {
     v("progress", progress_, "show the live progress line");
     v("checkpoint_every", checkpoint_every_, "also checkpoint every N steps inside an epoch (0: epoch ends only)");
     v("on_nonfinite", on_nonfinite_, "on a NaN/Inf loss or gradient: stop | skip");
+    v("dist_timeout", dist_timeout_, "data-parallel runs: seconds to wait for the other workers before failing");
+    v("sync_bn", sync_bn_, "batch norm over the global batch of all workers (SyncBatchNorm)");
   }
 };
 
