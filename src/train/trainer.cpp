@@ -625,7 +625,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
           save(epoch, batch_index, nlohmann::ordered_json::object());
         }
         if (stop) {
-          progress.finish("interrupted");
+          if (main_rank) progress.finish("interrupted");
           throw util::Interrupted(fmt::format("interrupted in epoch {}/{} at batch {}/{} (step {}); checkpoint "
                                               "written to '{}'; {}",
                                               epoch + 1, optim.epochs(), batch_index, steps_per_epoch, step,
@@ -671,7 +671,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       status += fmt::format(" | {} top1 {:.2f}% loss {:.4f}", use_val ? "val" : "test", last_eval.top1,
                             last_eval.loss);
     }
-    progress.finish(status);
+    if (main_rank) progress.finish(status);
 
     // Metrics first: a crash between the two writes leaves a metrics line
     // ahead of the checkpoint, which a resume drops and recomputes.

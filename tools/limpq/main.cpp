@@ -492,7 +492,8 @@ struct LaunchCommand {
     std::vector<bool> running(workers.size(), true);
     size_t alive = workers.size();
     bool forwarded = false;
-    std::optional<std::chrono::steady_clock::time_point> kill_deadline;
+    bool killing = false;  // after a failure: SIGKILL whoever is left at kill_deadline
+    auto kill_deadline = std::chrono::steady_clock::now();
     while (alive > 0) {
       int status = 0;
       const pid_t pid = ::waitpid(-1, &status, WNOHANG);
@@ -511,6 +512,7 @@ struct LaunchCommand {
             for (size_t r = 0; r < workers.size(); ++r) {
               if (running[r]) ::kill(workers[r], SIGTERM);
             }
+            killing = true;
             kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
           }
         }
@@ -522,11 +524,11 @@ struct LaunchCommand {
           if (running[r]) ::kill(workers[r], limpq::util::stop_signal() > 0 ? limpq::util::stop_signal() : SIGINT);
         }
       }
-      if (kill_deadline && std::chrono::steady_clock::now() > *kill_deadline) {
+      if (killing && std::chrono::steady_clock::now() > kill_deadline) {
         for (size_t r = 0; r < workers.size(); ++r) {
           if (running[r]) ::kill(workers[r], SIGKILL);
         }
-        kill_deadline.reset();
+        killing = false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
