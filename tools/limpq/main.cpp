@@ -22,6 +22,7 @@
 #include <optional>
 #include <thread>
 
+#include "limpq/deploy/packed.h"
 #include "limpq/dist/dist.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
@@ -172,7 +173,9 @@ struct EvalCommand {
   }
 
   void run() {
-    const auto ckpt = limpq::train::load_checkpoint(checkpoint);
+    // A checkpoint, or a packed model from limpq export.
+    const auto ckpt = limpq::deploy::is_packed_file(checkpoint) ? limpq::deploy::read_packed(checkpoint)
+                                                                 : limpq::train::load_checkpoint(checkpoint);
     data = limpq::train::data_options_of(ckpt);
     flags.apply();
     options.split(split).device(device).threads(threads);
@@ -422,6 +425,35 @@ struct RunCommand {
 };
 
 
+// `limpq export`: a fine-tuned model in a deployable form.
+struct ExportCommand {
+  std::string checkpoint;
+  std::string format = "packed";
+  std::string out;
+
+  void add_to(CLI::App& app) {
+    CLI::App* cmd = app.add_subcommand("export", "Export a fine-tuned quantized model (--format packed: bit-packed "
+                                                 "integer weights, limpq.packed/1)");
+    cmd->add_option("--checkpoint", checkpoint, "checkpoint from limpq finetune")->required()->check(CLI::ExistingFile);
+    cmd->add_option("--format", format, "packed");
+    cmd->add_option("--out", out, "output file")->required();
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    TORCH_CHECK(format == "packed", "export: format '", format, "' is not supported (supported: packed)");
+    const auto ckpt = limpq::train::load_checkpoint(checkpoint);
+    const auto summary = limpq::deploy::write_packed(out, ckpt);
+    const auto loaded = limpq::train::load_model(ckpt, checkpoint);
+    const auto cost = limpq::models::policy_cost(loaded.quant->layers(), loaded.quant->current_policy());
+    fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",
+               out, summary.file_bytes, summary.packed_weight_bytes, summary.scale_bytes, summary.other_bytes,
+               summary.header_bytes);
+    fmt::print("cost model weight size: {:.0f} bytes ({:.1f}x smaller than 32-bit weights)\n", cost.size_bits / 8.0,
+               cost.fp_size_bits / cost.size_bits);
+  }
+};
+
 // `limpq launch -n N -- limpq train ...`: N local data-parallel workers with
 // the rendezvous variables torchrun sets, without Python. A worker that
 // fails stops the others; Ctrl-C is forwarded so that each checkpoints.
@@ -548,7 +580,9 @@ int main(int argc, char** argv) {
   SearchCommand search;
   RunCommand run;
   LaunchCommand launch;
+  ExportCommand export_command;
   run.add_to(app);
+  export_command.add_to(app);
   launch.add_to(app);
   cost.add_to(app);
   search.add_to(app);
