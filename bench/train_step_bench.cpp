@@ -21,24 +21,31 @@ namespace F = torch::nn::functional;
 
 // precision: "fp32", or "W4A4" etc. for LSQ QAT of every searchable layer
 // (fixed layers at 8 bits) with the fused kernel, "W4A4-ref" with the
-// composed-op reference.
+// composed-op reference; a "-cl" suffix trains channels-last
+// (run.channels_last) instead of the default NCHW layout.
 void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels, int64_t size,
                   const std::string& precision) {
   const int64_t batch = state.range(0);
   const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
   state.counters["threads"] = static_cast<double>(limpq::util::set_threads(threads ? std::atoll(threads) : 0));
   torch::manual_seed(0);
+  auto ends_with = [](const std::string& s, const std::string& suffix) {
+    return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  const bool channels_last = ends_with(precision, "-cl");
+  const std::string spec = channels_last ? precision.substr(0, precision.size() - 3) : precision;
   auto model = limpq::models::make_model(arch, channels, 10);
-  if (precision != "fp32") {
-    const bool reference = precision.size() > 4 && precision.substr(precision.size() - 4) == "-ref";
-    const std::string bits = reference ? precision.substr(0, precision.size() - 4) : precision;
+  if (spec != "fp32") {
+    const bool reference = ends_with(spec, "-ref");
+    const std::string bits = reference ? spec.substr(0, spec.size() - 4) : spec;
     limpq::models::QuantModel qm(model, {channels, size, size},
                                  limpq::models::QuantizeOptions().fused(!reference));
     qm.prepare_policy(qm.uniform_policy(limpq::quant::parse_uniform(bits)));
   }
   model->train();
+  if (channels_last) limpq::models::to_channels_last(*model);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
-  auto x = torch::randn({batch, channels, size, size});
+  auto x = torch::randn({batch, channels, size, size}).contiguous(limpq::models::memory_format_of(*model));
   auto y = torch::randint(0, 10, {batch});
   auto step = [&] {
     auto loss = F::cross_entropy(model->forward(x), y, F::CrossEntropyFuncOptions().label_smoothing(0.1));
@@ -64,6 +71,8 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
 LIMPQ_TRAIN_STEP(resnet20_fp32, "fp32");
 LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
+LIMPQ_TRAIN_STEP(resnet20_fp32_cl, "fp32-cl");
+LIMPQ_TRAIN_STEP(resnet20_W4A4_cl, "W4A4-cl");
 
 }  // namespace
 

@@ -5,7 +5,7 @@
 #   limpq W4A4 LSQ QAT    vs  limpq fp32              (QAT step cost, bar <= 1.3x)
 #   limpq W4A4 LSQ QAT    vs  PyTorch-Python LSQ QAT  (bar >= 1.4x faster)
 # The W4A4 reference row is limpq with the composed-op LSQ instead of the
-# fused kernel.
+# fused kernel; the *_cl rows train channels-last (run.channels_last).
 #
 #   bench/train_throughput.sh [THREADS] [ROUNDS]
 set -euo pipefail
@@ -46,4 +46,5 @@ print(f"limpq fp32 / PyTorch fp32           = {m['limpq_fp32'] / m['pytorch_fp32
 print(f"limpq W4A4 step cost / limpq fp32   = {m['limpq_fp32'] / m['limpq_W4A4']:.3f}x  (<= 1.3 wanted)")
 print(f"limpq W4A4 / PyTorch LSQ W4A4       = {m['limpq_W4A4'] / m['pytorch_W4A4']:.3f}x  (>= 1.4 wanted)")
 print(f"limpq W4A4 reference / limpq fp32   = {m['limpq_fp32'] / m['limpq_W4A4_reference']:.3f}x  (composed ops)")
+print(f"limpq channels-last / NCHW, fp32     = {m['limpq_fp32_cl'] / m['limpq_fp32']:.3f}x; W4A4 {m['limpq_W4A4_cl'] / m['limpq_W4A4']:.3f}x")
 PYEOF

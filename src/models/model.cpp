@@ -13,6 +13,22 @@ const std::vector<std::string>& model_names() {
   return kNames;
 }
 
+void to_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+torch::MemoryFormat memory_format_of(const torch::nn::Module& module) {
+  for (const auto& p : module.parameters()) {
+    if (p.dim() == 4 && p.size(1) > 1 && (p.size(2) > 1 || p.size(3) > 1)) {
+      return p.is_contiguous() ? torch::MemoryFormat::Contiguous : p.suggest_memory_format();
+    }
+  }
+  return torch::MemoryFormat::Contiguous;
+}
+
 Model make_model(const std::string& arch, int64_t in_channels, int64_t num_classes) {
   TORCH_CHECK(in_channels > 0, "model: in_channels must be positive, got ", in_channels);
   TORCH_CHECK(num_classes > 0, "model: num_classes must be positive, got ", num_classes);

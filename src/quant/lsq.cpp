@@ -164,7 +164,9 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
                                const torch::Tensor& step_in, int64_t qn, int64_t qp, double grad_scale) {
-    const torch::Tensor x = x_in.contiguous();
+    // Dense in its own memory format (NCHW or channels-last): the kernels are
+    // element-wise over memory, and dY is laid out the same way below.
+    const torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
     const torch::Tensor step = step_in.detach().contiguous();
     ctx->save_for_backward({x, step});
     ctx->saved_data["qn"] = qn;
@@ -185,7 +187,7 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
     const float fqn = static_cast<float>(ctx->saved_data["qn"].toInt());
     const float fqp = static_cast<float>(ctx->saved_data["qp"].toInt());
     const double grad_scale = ctx->saved_data["grad_scale"].toDouble();
-    const torch::Tensor g = grads[0].contiguous();
+    const torch::Tensor g = grads[0].contiguous(x.suggest_memory_format());
     const bool need_dx = ctx->needs_input_grad(0);
 #ifdef LIMPQ_WITH_CUDA
     auto [dx, dstep] = x.is_cuda() ? cuda_backward(x, step, g, need_dx, fqn, fqp, grad_scale)

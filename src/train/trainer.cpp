@@ -222,13 +222,14 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
   const bool was_training = model.is_training();
   model.eval();
   auto opts = torch::TensorOptions().device(device);
+  const torch::MemoryFormat format = models::memory_format_of(model);
   torch::Tensor loss_sum = torch::zeros({}, opts.dtype(torch::kFloat64));
   torch::Tensor top1 = torch::zeros({}, opts.dtype(torch::kInt64));
   torch::Tensor top5 = torch::zeros({}, opts.dtype(torch::kInt64));
   int64_t count = 0;
   loader.start_epoch(0);
   while (auto batch = loader.next()) {
-    auto images = batch->images.to(device, /*non_blocking=*/true);
+    auto images = batch->images.to(device, /*non_blocking=*/true).contiguous(format);
     auto labels = batch->labels.to(device, /*non_blocking=*/true);
     auto logits = model.forward(images);
     loss_sum += F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -334,6 +335,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   }
   const std::vector<int64_t> candidates = joint ? config.indicators.candidates() : std::vector<int64_t>{};
   model->to(device);
+  if (run.channels_last()) models::to_channels_last(*model);
+  const torch::MemoryFormat format = models::memory_format_of(*model);
 
   // LSQ step sizes are not weight-decayed.
   std::vector<torch::Tensor> weights, steps;
@@ -510,7 +513,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     };
 
     while (auto batch = train_loader.next()) {
-      auto images = batch->images.to(device, /*non_blocking=*/true);
+      auto images = batch->images.to(device, /*non_blocking=*/true).contiguous(format);
       auto labels = batch->labels.to(device, /*non_blocking=*/true);
       lr = schedule.lr(step);
       for (auto& group : optimizer.param_groups()) {
@@ -620,11 +623,15 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                                  stats.mean_loss(), stats.accuracy(), lr,
                                                  stats.count / std::max(1e-9, prior_seconds + epoch_clock.seconds())));
       }
+      // One process: a request that arrived during this step stops now; with
+      // several, the all-reduced flag keeps the workers in step (a late
+      // request is seen at the next step).
+      const bool stop_now = stop || (!dist::is_distributed() && util::stop_requested());
       if (batch_index < steps_per_epoch) {
-        if (stop || (run.checkpoint_every() > 0 && step % run.checkpoint_every() == 0)) {
+        if (stop_now || (run.checkpoint_every() > 0 && step % run.checkpoint_every() == 0)) {
           save(epoch, batch_index, nlohmann::ordered_json::object());
         }
-        if (stop) {
+        if (stop_now) {
           if (main_rank) progress.finish("interrupted");
           throw util::Interrupted(fmt::format("interrupted in epoch {}/{} at batch {}/{} (step {}); checkpoint "
                                               "written to '{}'; {}",

@@ -147,6 +147,22 @@ TEST_F(LsqTest, PerChannelStepsMatchReference) {
   EXPECT_TRUE(torch::equal(fast.y[2], lsq_fake_quant_reference(x[2], s[2], r, g)));
 }
 
+TEST_F(LsqTest, ChannelsLastInputsGiveTheSameValuesAndGradients) {
+  const QuantRange r = QuantRange::of(4, false);
+  const auto x = torch::rand({4, 6, 5, 3});
+  const auto up = torch::randn({4, 6, 5, 3});
+  const double g = lsq_grad_scale(x.numel(), r);
+  const Grads plain = run(true, x, torch::tensor(0.07f), r, g, up);
+  const Grads last = run(true, x.contiguous(torch::MemoryFormat::ChannelsLast), torch::tensor(0.07f), r, g,
+                         up.contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::equal(plain.y, last.y));
+  EXPECT_TRUE(torch::equal(plain.dx, last.dx));
+  EXPECT_NEAR(plain.ds.item<double>(), last.ds.item<double>(), 1e-5 * std::abs(plain.ds.item<double>()) + 1e-7);
+  // Upstream gradient in a different layout than the input.
+  const Grads mixed = run(true, x.contiguous(torch::MemoryFormat::ChannelsLast), torch::tensor(0.07f), r, g, up);
+  EXPECT_TRUE(torch::equal(plain.dx, mixed.dx));
+}
+
 TEST_F(LsqTest, RejectsBadStepShapes) {
   EXPECT_THAT([] { lsq_fake_quant(torch::ones({4, 2}), torch::ones({3}), QuantRange::of(4, true), 1.0); },
               ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("one value per channel (4)")));

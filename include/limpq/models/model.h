@@ -51,4 +51,10 @@ const std::vector<std::string>& model_names();
 // the caller, see state_dict.h).
 Model make_model(const std::string& arch, int64_t in_channels, int64_t num_classes);
 
+// Stores every 4-d parameter channels-last (NHWC in memory). Values, names
+// and state dicts are unchanged.
+void to_channels_last(torch::nn::Module& module);
+// The memory format a module's convolutions use (for its inputs).
+torch::MemoryFormat memory_format_of(const torch::nn::Module& module);
+
 }  // namespace limpq::models

@@ -56,6 +56,10 @@ struct RunOptions {
   // seconds a collective may wait for the other workers; SyncBatchNorm.
   TORCH_ARG(double, dist_timeout) = 300;
   TORCH_ARG(bool, sync_bn) = false;
+  // Channels-last activations and weights. Measured on the 2-core CI VM
+  // (BENCHMARKS.md): fp32 steps ~1.08x faster, W4A4 QAT steps no faster;
+  // off by default.
+  TORCH_ARG(bool, channels_last) = false;
 
  public:
   template <typename V>
@@ -70,6 +74,7 @@ struct RunOptions {
     v("on_nonfinite", on_nonfinite_, "on a NaN/Inf loss or gradient: stop | skip");
     v("dist_timeout", dist_timeout_, "data-parallel runs: seconds to wait for the other workers before failing");
     v("sync_bn", sync_bn_, "batch norm over the global batch of all workers (SyncBatchNorm)");
+    v("channels_last", channels_last_, "channels-last memory format for weights and activations");
   }
 };
 
