@@ -31,6 +31,7 @@ std::string cli() {
 pid_t spawn(const std::vector<std::string>& args, const std::string& log,
             const std::vector<std::pair<std::string, std::string>>& env = {}) {
   const std::string binary = cli();
+  std::fflush(nullptr);  // or the child's freopen would flush our buffered output a second time
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (std::freopen(log.c_str(), "w", stderr) == nullptr) ::_exit(127);

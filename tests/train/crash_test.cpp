@@ -38,6 +38,7 @@ std::string cli() {
 // Starts the CLI with `args`, stderr to `log`; returns its pid.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   const std::string binary = cli();
+  std::fflush(nullptr);  // or the child's freopen would flush our buffered output a second time
   const pid_t pid = ::fork();
   if (pid == 0) {
     std::FILE* out = std::freopen(log.c_str(), "w", stderr);
