@@ -14,6 +14,7 @@
 #include "limpq/quant/indicators.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
+#include "support/process.h"
 #include "support/test_support.h"
 
 namespace limpq::dist {
@@ -22,42 +23,15 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string cli() {
-  const char* path = std::getenv("LIMPQ_CLI");
-  return path ? path : LIMPQ_CLI_DEFAULT;
-}
+std::string cli() { return limpq::testing::limpq_cli(LIMPQ_CLI_DEFAULT); }
 
-// Runs the CLI with extra environment variables; stderr goes to `log`.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log,
             const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  const std::string binary = cli();
-  std::fflush(nullptr);  // or the child's freopen would flush our buffered output a second time
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (std::freopen(log.c_str(), "w", stderr) == nullptr) ::_exit(127);
-    if (std::freopen("/dev/null", "w", stdout) == nullptr) ::_exit(127);
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> argv{const_cast<char*>(binary.c_str())};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
+  return limpq::testing::spawn(cli(), args, log, env);
 }
 
-// Wait status, or -1 after `seconds`.
-int wait_for(pid_t pid, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return -1;
-}
-
-bool succeeded(int status) { return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+using limpq::testing::wait_for;
+bool succeeded(int status) { return limpq::testing::exited_cleanly(status); }
 
 double max_parameter_difference(const std::string& a_path, const std::string& b_path) {
   const auto a = train::load_checkpoint(a_path);

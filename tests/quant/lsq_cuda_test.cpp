@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "limpq/quant/lsq.h"
+#include "quant/lsq_test_util.h"
 
 namespace limpq::quant {
 namespace {
@@ -26,35 +27,10 @@ class LsqCudaTest : public ::testing::Test {
   const torch::Device cuda{torch::kCUDA};
 };
 
-struct Grads {
-  torch::Tensor y, dx, ds;
-};
+using testing::Grads;
+using testing::run;
 
-Grads run(bool fused, const torch::Tensor& x0, const torch::Tensor& s0, const QuantRange& r, double g,
-          const torch::Tensor& upstream) {
-  auto x = x0.clone().requires_grad_(true);
-  auto s = s0.clone().requires_grad_(true);
-  auto y = fused ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
-  (y * upstream).sum().backward();
-  return {y.detach().cpu(), x.grad().cpu(), s.grad().cpu()};
-}
-
-// Random values plus exact ties (k + 0.5) * s, exact clip edges Qn * s and
-// Qp * s, and values just outside the range.
-torch::Tensor adversarial_input(const std::vector<int64_t>& shape, float s, const QuantRange& r) {
-  auto x = (torch::randn(shape) * s * static_cast<float>(r.qp - r.qn) * 0.4f).contiguous();
-  float* flat = x.data_ptr<float>();
-  for (int64_t i = 0; i < x.numel(); i += 3) {
-    const int64_t k = r.qn + (i / 3) % (r.qp - r.qn + 1);
-    switch ((i / 3) % 4) {
-      case 0: flat[i] = (static_cast<float>(k) + 0.5f) * s; break;
-      case 1: flat[i] = static_cast<float>(r.qn) * s; break;
-      case 2: flat[i] = static_cast<float>(r.qp) * s; break;
-      default: flat[i] = static_cast<float>(r.qp + 1) * s; break;
-    }
-  }
-  return x;
-}
+using testing::adversarial_input;
 
 TEST_F(LsqCudaTest, HandComputedValues) {
   // s = 0.5, signed 3 bits [-4, 3]; x / s = -6, -2.6, -0.5, 0.5, 1.5, 2.5, 3, 5, 20.

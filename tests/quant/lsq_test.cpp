@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "quant/lsq_test_util.h"
 #include "support/test_support.h"
 
 namespace limpq::quant {
@@ -17,18 +18,8 @@ constexpr double kGradAbsTol = 1e-6;
 
 class LsqTest : public limpq::testing::SeededTest {};
 
-struct Grads {
-  torch::Tensor y, dx, ds;
-};
-
-Grads run(bool fused, const torch::Tensor& x0, const torch::Tensor& s0, const QuantRange& r, double g,
-          const torch::Tensor& upstream) {
-  auto x = x0.clone().requires_grad_(true);
-  auto s = s0.clone().requires_grad_(true);
-  auto y = fused ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
-  (y * upstream).sum().backward();
-  return {y.detach(), x.grad(), s.grad()};
-}
+using testing::Grads;
+using testing::run;
 
 TEST_F(LsqTest, Ranges) {
   EXPECT_EQ(QuantRange::of(4, true).qn, -8);
@@ -89,23 +80,7 @@ TEST_F(LsqTest, GradientScaleMultipliesOnlyTheStepGradient) {
   EXPECT_NEAR(b.ds.item<double>(), a.ds.item<double>() * 0.125, 1e-6);
 }
 
-// Builds x with random values plus exact ties (k + 0.5) * s and exact clip
-// edges Qn * s, Qp * s, and values just outside them.
-torch::Tensor adversarial_input(const std::vector<int64_t>& shape, float s, const QuantRange& r) {
-  auto x = (torch::randn(shape) * s * static_cast<float>(r.qp - r.qn) * 0.4f).contiguous();
-  float* flat = x.data_ptr<float>();
-  const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; i += 3) {
-    const int64_t k = r.qn + (i / 3) % (r.qp - r.qn + 1);
-    switch ((i / 3) % 4) {
-      case 0: flat[i] = (static_cast<float>(k) + 0.5f) * s; break;
-      case 1: flat[i] = static_cast<float>(r.qn) * s; break;
-      case 2: flat[i] = static_cast<float>(r.qp) * s; break;
-      default: flat[i] = static_cast<float>(r.qp + 1) * s; break;
-    }
-  }
-  return x;
-}
+using testing::adversarial_input;
 
 TEST_F(LsqTest, FusedKernelMatchesReferenceOnManyShapes) {
   const std::vector<std::vector<int64_t>> shapes = {{1}, {7}, {33}, {4, 5}, {2, 3, 5, 7}, {16, 8, 3, 3},

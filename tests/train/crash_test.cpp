@@ -21,6 +21,7 @@
 #include "limpq/quant/indicators.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
+#include "support/process.h"
 #include "support/test_support.h"
 
 namespace limpq::train {
@@ -29,41 +30,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-// The limpq binary: $LIMPQ_CLI, else the one this build made.
-std::string cli() {
-  const char* path = std::getenv("LIMPQ_CLI");
-  return path ? path : LIMPQ_CLI_DEFAULT;
-}
+std::string cli() { return limpq::testing::limpq_cli(LIMPQ_CLI_DEFAULT); }
 
-// Starts the CLI with `args`, stderr to `log`; returns its pid.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  const std::string binary = cli();
-  std::fflush(nullptr);  // or the child's freopen would flush our buffered output a second time
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    std::FILE* out = std::freopen(log.c_str(), "w", stderr);
-    if (out == nullptr) ::_exit(127);
-    std::freopen("/dev/null", "w", stdout);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(binary.c_str()));
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
+  return limpq::testing::spawn(cli(), args, log);
 }
 
-// Waits for `pid` up to `seconds`; returns its wait status or -1 on timeout.
-int wait_for(pid_t pid, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return -1;
-}
+using limpq::testing::wait_for;
 
 // Metrics lines without their timing fields.
 std::vector<nlohmann::json> metrics_of(const std::string& dir) {
