@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds limpq's fake-quant kernels against a CUDA LibTorch and runs their
-# GPU test and benchmark. Needs only LibTorch, CUDA's nvcc, CMake, Ninja and a
+# Builds limpq's fake-quant kernels and its c10d layer against a CUDA
+# LibTorch and runs their GPU tests (kernel against reference; two-process
+# Gloo collectives and SyncBatchNorm; SyncBatchNorm on the GPU) and the
+# kernel benchmark. Needs only LibTorch, CUDA's nvcc, CMake, Ninja and a
 # GoogleTest source tree, so it runs on a bare GPU machine:
 #
 #   scripts/cuda_check.sh [GTEST_SOURCE_DIR] [BUILD_DIR]
@@ -19,5 +21,6 @@ cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_
 cmake --build "$build" -j "$(nproc)"
 status=0
 "$build/tests/quant_cuda_test" || status=$?
+"$build/tests/dist_smoke_test" || status=$?
 "$build/bench/limpq_lsq_cuda_bench" "${BENCH_REPEATS:-50}" || status=$?
 exit $status

@@ -1,11 +1,11 @@
 #include "limpq/dist/dist.h"
 
 #include <c10/util/Exception.h>
-#include <fmt/core.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #if defined(USE_C10D_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -20,6 +20,14 @@
 
 namespace limpq::dist {
 namespace {
+
+// The process-group backends derive from c10d::ProcessGroup in LibTorch 1.x
+// and from c10d::Backend in 2.x; both offer the collectives used here.
+#if TORCH_VERSION_MAJOR >= 2
+using Group = c10d::Backend;
+#else
+using Group = c10d::ProcessGroup;
+#endif
 
 std::optional<std::string> getenv_str(const char* name) {
   const char* v = std::getenv(name);
@@ -44,9 +52,9 @@ struct State {
   Env env;
   std::chrono::milliseconds timeout{0};
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> gloo;
+  c10::intrusive_ptr<Group> gloo;
 #ifdef LIMPQ_HAVE_NCCL
-  c10::intrusive_ptr<c10d::ProcessGroup> nccl;
+  c10::intrusive_ptr<Group> nccl;
 #endif
   int64_t step = -1;  // last heartbeat
   bool sync_bn = false;
@@ -58,7 +66,7 @@ State& state() {
   return s;
 }
 
-c10d::ProcessGroup& group_for(const torch::Tensor& t) {
+Group& group_for(const torch::Tensor& t) {
   State& s = state();
 #ifdef LIMPQ_HAVE_NCCL
   if (t.is_cuda()) {
@@ -107,7 +115,7 @@ std::string first_line(const std::string& text) {
         const auto bytes = s.store->get(key);
         seen = "step " + std::string(bytes.begin(), bytes.end());
       }
-      missing += fmt::format("{}rank {} (last seen at {})", missing.empty() ? "" : ", ", r, seen);
+      missing += (missing.empty() ? "" : ", ") + ("rank " + std::to_string(r)) + " (last seen at " + seen + ")";
     }
     missing = missing.empty() ? "none (every worker reports the failure)" : missing + ", which died or hangs";
   } catch (const std::exception&) {
