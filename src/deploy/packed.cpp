@@ -12,6 +12,7 @@
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
+#include "limpq/util/json.h"
 
 namespace limpq::deploy {
 namespace {
@@ -195,35 +196,42 @@ train::Checkpoint parse_packed(const std::string& bytes, const std::string& name
   train::Checkpoint ckpt;
   try {
     ckpt.arch = header.at("arch").get<std::string>();
-    ckpt.input_shape = header.at("input_shape").get<std::vector<int64_t>>();
-    ckpt.num_classes = header.at("num_classes").get<int64_t>();
+    ckpt.input_shape = util::json_int_list(header.at("input_shape"), where + ": input_shape");
+    ckpt.num_classes = util::json_int(header.at("num_classes"), where + ": num_classes");
     ckpt.quantization = header.at("quantization").dump();
     ckpt.config = header.at("config").get<std::string>();
     for (const auto& t : header.at("tensors")) {
       const std::string tname = t.at("name").get<std::string>();
       const std::string tw = where + ": tensor '" + tname + "'";
-      const auto shape = t.at("shape").get<std::vector<int64_t>>();
+      const auto shape = util::json_int_list(t.at("shape"), tw + ": shape");
       int64_t numel = 1;
       for (int64_t d : shape) {
         TORCH_CHECK(d >= 0 && d < (int64_t(1) << 32) && (d == 0 || numel <= (int64_t(1) << 40) / std::max<int64_t>(d, 1)),
                     tw, ": bad shape");
         numel *= d;
       }
-      const auto offset = t.at("offset").get<uint64_t>();
-      const auto size = t.at("bytes").get<uint64_t>();
+      const int64_t offset_signed = util::json_int(t.at("offset"), tw + ": offset");
+      const int64_t size_signed = util::json_int(t.at("bytes"), tw + ": bytes");
+      TORCH_CHECK(offset_signed >= 0 && size_signed >= 0, tw, ": negative offset or size");
+      const auto offset = static_cast<uint64_t>(offset_signed);
+      const auto size = static_cast<uint64_t>(size_signed);
       TORCH_CHECK(offset <= payload_size && size <= payload_size - offset, tw, ": its bytes lie outside the file");
       const std::string dtype = t.at("dtype").get<std::string>();
       if (dtype == "packed") {
-        const auto bits = t.at("bits").get<int64_t>();
-        const auto qn = t.at("qn").get<int64_t>();
+        const int64_t bits = util::json_int(t.at("bits"), tw + ": bits");
+        const int64_t qn = util::json_int(t.at("qn"), tw + ": qn");
         TORCH_CHECK(bits >= 2 && bits <= 8, tw, ": bits ", bits, " is not in 2..8");
         TORCH_CHECK(qn <= 0 && qn >= -(int64_t(1) << (bits - 1)), tw, ": qn ", qn, " does not fit ", bits, " bits");
         TORCH_CHECK(static_cast<uint64_t>((numel * bits + 7) / 8) == size, tw, ": ", size, " bytes cannot hold ",
                     numel, " values of ", bits, " bits");
-        const auto scale = t.at("scale").get<std::vector<float>>();
-        TORCH_CHECK(scale.size() == 1 || (!shape.empty() && static_cast<int64_t>(scale.size()) == shape[0]), tw,
-                    ": needs one scale or one per output channel, got ", scale.size());
-        for (float s : scale) TORCH_CHECK(std::isfinite(s) && s > 0, tw, ": scale ", s, " is not a positive step");
+        const auto scale_json = t.at("scale").get<std::vector<double>>();
+        TORCH_CHECK(scale_json.size() == 1 || (!shape.empty() && static_cast<int64_t>(scale_json.size()) == shape[0]),
+                    tw, ": needs one scale or one per output channel, got ", scale_json.size());
+        std::vector<float> scale;
+        for (double s : scale_json) {
+          TORCH_CHECK(std::isfinite(s) && s > 0 && s < 1e30, tw, ": scale ", s, " is not a positive step");
+          scale.push_back(static_cast<float>(s));
+        }
         torch::Tensor q = unpack_bits(payload + offset, numel, bits, qn).to(torch::kFloat32).reshape(shape);
         torch::Tensor s = torch::tensor(scale);
         if (scale.size() > 1) {

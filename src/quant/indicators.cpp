@@ -7,6 +7,7 @@
 
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
+#include "limpq/util/json.h"
 
 namespace limpq::quant {
 namespace {
@@ -20,6 +21,11 @@ nlohmann::ordered_json steps_to_json(const std::vector<int64_t>& candidates, con
 template <typename T>
 T get(const nlohmann::json& j, const char* key, const std::string& where) {
   TORCH_CHECK(j.contains(key), where, ": missing field '", key, "'");
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return util::json_int(j.at(key), where + ": field '" + key + "'");
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    return util::json_int_list(j.at(key), where + ": field '" + key + "'");
+  }
   try {
     return j.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {

@@ -56,7 +56,7 @@ class MetricsLog {
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       auto j = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_discarded() || !j.contains("epoch")) continue;
+      if (j.is_discarded() || !j.contains("epoch") || !j["epoch"].is_number_integer()) continue;
       if (j["epoch"].get<int64_t>() <= epoch) lines_.push_back(line);
     }
   }

@@ -6,6 +6,7 @@
 
 #include <csignal>
 
+#include "limpq/util/json.h"
 #include "limpq/util/signals.h"
 #include "support/test_support.h"
 
@@ -59,6 +60,19 @@ TEST(ChecksumTest, IValueChecksumCoversTensorBytesAndIgnoresDictOrder) {
   reinterpret_cast<int32_t*>(flipped.data_ptr<float>())[5] ^= 1;  // one bit of the last element
   c.insert_or_assign("w", flipped);
   EXPECT_NE(ivalue_checksum(a), ivalue_checksum(c)) << "one flipped bit";
+}
+
+// Found by fuzz_indicators: "macs": 1.8e86 read as int64 was undefined
+// behaviour; integers from files go through json_int.
+TEST(JsonTest, IntegersMustBeIntegersInRange) {
+  EXPECT_EQ(json_int(nlohmann::json::parse("12"), "x"), 12);
+  EXPECT_EQ(json_int(nlohmann::json::parse("-3"), "x"), -3);
+  EXPECT_THAT([] { json_int(nlohmann::json::parse("1.80634e+86"), "layer 'a': field 'macs'"); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("layer 'a': field 'macs' must be an integer")));
+  EXPECT_THAT([] { json_int(nlohmann::json::parse("18446744073709551615"), "n"); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("too large")));
+  EXPECT_THAT([] { json_int_list(nlohmann::json::parse("[1, 2.5]"), "shape"); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("shape[1] must be an integer")));
 }
 
 TEST(SignalsTest, FirstSignalRequestsAStop) {
