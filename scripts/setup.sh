@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sets up limpq on Debian 12: installs the Debian packages it needs when they
 # are missing (as root directly, through sudo otherwise), then configures and
-# builds into ./build. With --run, also runs the main job:
+# builds into ./build. With --run, builds only the library and the CLI (the
+# tests and benchmarks are built by scripts/test.sh), then runs the main job:
 # `limpq run configs/quickstart.yaml` (the whole pipeline on Fashion-MNIST).
 #
-#   ./scripts/setup.sh          # install + build
-#   ./scripts/setup.sh --run    # install + build + quick start job
+#   ./scripts/setup.sh          # install + build everything
+#   ./scripts/setup.sh --run    # install + build the CLI + quick start job
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +48,11 @@ if ((${#missing[@]})); then
 fi
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build "$BUILD_DIR"
+if ((RUN)); then
+  cmake --build "$BUILD_DIR" --target limpq_cli
+else
+  cmake --build "$BUILD_DIR"
+fi
 
 if ((RUN)); then
   # The whole pipeline; finished stages are reused when it is run again.
