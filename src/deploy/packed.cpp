@@ -144,7 +144,11 @@ PackedSummary write_packed(const std::string& path, const train::Checkpoint& che
     }
     tensors.push_back(std::move(entry));
   }
-  const auto policy = quant::policy_to_json(loaded.quant->current_policy());
+  const quant::Policy current = loaded.quant->current_policy();
+  const auto cost = models::policy_cost(loaded.quant->layers(), current);
+  summary.cost_model_weight_bytes = static_cast<int64_t>(cost.size_bits / 8);
+  summary.fp_to_cost_model_ratio = cost.fp_size_bits / cost.size_bits;
+  const auto policy = quant::policy_to_json(current);
   nlohmann::ordered_json header = {{"format", kPackedFormat},
                                    {"arch", checkpoint.arch},
                                    {"input_shape", checkpoint.input_shape},

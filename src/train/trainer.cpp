@@ -145,6 +145,13 @@ std::string locate_nonfinite_output(models::ModelImpl& model, const torch::Tenso
   return where;
 }
 
+// Compute threads for this process: `requested`, or when that is 0 (all
+// cores), the cores divided among the workers on this machine.
+int64_t worker_threads(int64_t requested) {
+  if (requested > 0 || dist::local_world_size() == 1) return requested;
+  return std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size());
+}
+
 // The first parameter (in network order) with a non-finite gradient.
 std::string locate_nonfinite_gradient(models::ModelImpl& model) {
   for (const auto& p : model.named_parameters()) {
@@ -286,11 +293,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   dist::init_from_environment(std::chrono::milliseconds(std::llround(run.dist_timeout() * 1000)));
   dist::set_sync_batch_norm(run.sync_bn());
   const bool main_rank = dist::is_main();  // alone writes files and prints
-  // Workers on one machine share its cores unless told otherwise.
-  const int64_t threads = util::set_threads(
-      run.threads() > 0 || dist::local_world_size() == 1
-          ? run.threads()
-          : std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size()));
+  const int64_t threads = util::set_threads(worker_threads(run.threads()));
   const torch::Device device = util::resolve_device(run.device());
   const auto seed = static_cast<uint64_t>(run.seed());
   util::seed_everything(seed);
@@ -493,7 +496,17 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
 
     // Writes the checkpoint; batches_done < steps_per_epoch marks a position
     // inside the epoch, with the running statistics to continue from.
+    // Collective (the statistics are reduced on every worker); rank 0 alone
+    // assembles and writes the file.
     auto save = [&](int64_t epochs_done, int64_t batches_done, const nlohmann::ordered_json& entry) {
+      nlohmann::ordered_json progress_record;
+      if (batches_done > 0) {
+        progress_record = {{"stats", stats.reduced().to_json()},
+                           {"candidates", nlohmann::ordered_json::array()},
+                           {"train_seconds", prior_seconds + epoch_clock.seconds()}};
+        for (const auto& c : candidate_stats) progress_record["candidates"].push_back(c.reduced().to_json());
+      }
+      if (!main_rank) return;
       ckpt.model = models::state_dict(*model);
       ckpt.optimizer = serialize_optimizer(optimizer);
       ckpt.epoch = epochs_done;
@@ -501,15 +514,8 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       ckpt.step = step;
       ckpt.rng_state = at::detail::getDefaultCPUGenerator().get_state();
       ckpt.metrics = entry.dump();
-      ckpt.progress.clear();
-      if (batches_done > 0) {
-        nlohmann::ordered_json p = {{"stats", stats.reduced().to_json()},
-                                    {"candidates", nlohmann::ordered_json::array()},
-                                    {"train_seconds", prior_seconds + epoch_clock.seconds()}};
-        for (const auto& c : candidate_stats) p["candidates"].push_back(c.reduced().to_json());
-        ckpt.progress = p.dump();
-      }
-      if (main_rank) save_checkpoint(ckpt_path, ckpt);
+      ckpt.progress = batches_done > 0 ? progress_record.dump() : std::string();
+      save_checkpoint(ckpt_path, ckpt);
     };
 
     while (auto batch = train_loader.next()) {
@@ -745,9 +751,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   TORCH_CHECK(options.split() == "test" || options.split() == "val", "eval: split must be test or val, got '",
               options.split(), "'");
   dist::init_from_environment(std::chrono::seconds(300));
-  util::set_threads(options.threads() > 0 || dist::local_world_size() == 1
-                        ? options.threads()
-                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size()));
+  util::set_threads(worker_threads(options.threads()));
   const torch::Device device = util::resolve_device(options.device());
   const uint64_t seed = 0;
   data::DataBundle data = options.split() == "test" ? data::make_test_data(data_options, seed)

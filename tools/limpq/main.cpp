@@ -444,13 +444,11 @@ struct ExportCommand {
     TORCH_CHECK(format == "packed", "export: format '", format, "' is not supported (supported: packed)");
     const auto ckpt = limpq::train::load_checkpoint(checkpoint);
     const auto summary = limpq::deploy::write_packed(out, ckpt);
-    const auto loaded = limpq::train::load_model(ckpt, checkpoint);
-    const auto cost = limpq::models::policy_cost(loaded.quant->layers(), loaded.quant->current_policy());
     fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",
                out, summary.file_bytes, summary.packed_weight_bytes, summary.scale_bytes, summary.other_bytes,
                summary.header_bytes);
-    fmt::print("cost model weight size: {:.0f} bytes ({:.1f}x smaller than 32-bit weights)\n", cost.size_bits / 8.0,
-               cost.fp_size_bits / cost.size_bits);
+    fmt::print("cost model weight size: {} bytes ({:.1f}x smaller than 32-bit weights)\n",
+               summary.cost_model_weight_bytes, summary.fp_to_cost_model_ratio);
   }
 };
 

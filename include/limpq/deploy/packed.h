@@ -39,6 +39,8 @@ struct PackedSummary {
   int64_t scale_bytes = 0;          // their steps
   int64_t other_bytes = 0;          // biases, batch norm, activation steps (float32)
   int64_t header_bytes = 0;
+  int64_t cost_model_weight_bytes = 0;  // the policy's weight size by the cost model
+  double fp_to_cost_model_ratio = 0;   // 32-bit weights over that size
 };
 
 // Writes the quantized model `checkpoint` holds (from `limpq finetune`);
