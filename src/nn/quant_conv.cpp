@@ -99,10 +99,14 @@ void QuantLinearImpl::set_bits(int64_t weight_bits, int64_t input_bits) {
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& input) {
-  const torch::Tensor x = quantized() ? input_quantizer(input) : input;
+  LayerTracer* tracer = LayerTracer::active();
+  // A tracer that keeps inputs gets this layer's own branch of the input, so
+  // that derivatives by it cover this layer's use alone (not a shortcut's).
+  const torch::Tensor own = tracer && tracer->keeps_inputs() ? input.view_as(input) : input;
+  const torch::Tensor x = quantized() ? input_quantizer(own) : own;
   const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
   torch::Tensor out = torch::conv2d(x, w, bias, options.stride(), options.padding(), /*dilation=*/1, options.groups());
-  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, out);
+  if (tracer) tracer->record(this, own, out);
   return out;
 }
 
@@ -138,10 +142,14 @@ void QuantLinearImpl::reset_parameters() {
 }
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& input) {
-  const torch::Tensor x = quantized() ? input_quantizer(input) : input;
+  LayerTracer* tracer = LayerTracer::active();
+  // A tracer that keeps inputs gets this layer's own branch of the input, so
+  // that derivatives by it cover this layer's use alone (not a shortcut's).
+  const torch::Tensor own = tracer && tracer->keeps_inputs() ? input.view_as(input) : input;
+  const torch::Tensor x = quantized() ? input_quantizer(own) : own;
   const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
   torch::Tensor out = torch::linear(x, w, bias);
-  if (auto* tracer = LayerTracer::active()) tracer->record(this, input, out);
+  if (tracer) tracer->record(this, own, out);
   return out;
 }
 

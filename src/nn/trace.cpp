@@ -7,7 +7,7 @@ namespace {
 thread_local LayerTracer* g_active = nullptr;
 }  // namespace
 
-LayerTracer::LayerTracer() : previous_(g_active) { g_active = this; }
+LayerTracer::LayerTracer(bool keep_inputs) : previous_(g_active), keep_inputs_(keep_inputs) { g_active = this; }
 LayerTracer::~LayerTracer() { g_active = previous_; }
 LayerTracer* LayerTracer::active() { return g_active; }
 
@@ -18,6 +18,7 @@ void LayerTracer::record(const torch::nn::Module* module, const torch::Tensor& i
   e.output_shape = output.sizes().vec();
   e.input_nonnegative = input.numel() == 0 || input.min().item<float>() >= 0.0f;
   e.output_finite = output.numel() == 0 || torch::isfinite(output).all().item<bool>();
+  if (keep_inputs_) e.input = input;
   events_.push_back(std::move(e));
 }
 

@@ -62,6 +62,25 @@ void LsqQuantizerImpl::pretty_print(std::ostream& stream) const {
          << ", step_clamp=[" << options.min_step() << ", " << options.max_step() << "], active=" << bits_ << ")";
 }
 
+namespace {
+// max(|mean - 3 std|, |mean + 3 std|) of a whole tensor.
+torch::Tensor weight_bound(const torch::Tensor& w) {
+  const torch::Tensor mean = w.mean();
+  const torch::Tensor std = w.numel() > 1 ? w.std() : torch::zeros_like(mean);
+  return torch::maximum((mean - 3 * std).abs(), (mean + 3 * std).abs());
+}
+}  // namespace
+
+torch::Tensor initial_weight_step(const torch::Tensor& weight, int64_t bits) {
+  torch::NoGradGuard no_grad;
+  return weight_bound(weight.detach().to(torch::kFloat32)) / std::ldexp(1.0, static_cast<int>(bits - 1));
+}
+
+torch::Tensor initial_activation_step(const torch::Tensor& x, const QuantRange& range) {
+  torch::NoGradGuard no_grad;
+  return 2.0 * x.detach().abs().mean().to(torch::kFloat32) / std::sqrt(static_cast<double>(range.qp));
+}
+
 int64_t LsqQuantizerImpl::index_of(int64_t bits) const {
   const auto& all = options.bits();
   auto it = std::find(all.begin(), all.end(), bits);
@@ -98,9 +117,7 @@ void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
     const torch::Tensor std = flat.numel() / options.channels() > 1 ? flat.std(1) : torch::zeros_like(mean);
     bound = torch::maximum((mean - 3 * std).abs(), (mean + 3 * std).abs());
   } else {
-    const torch::Tensor mean = w.mean();
-    const torch::Tensor std = w.numel() > 1 ? w.std() : torch::zeros_like(mean);
-    bound = torch::maximum((mean - 3 * std).abs(), (mean + 3 * std).abs());
+    bound = weight_bound(w);
   }
   const auto& bits = options.bits();
   for (size_t i = 0; i < bits.size(); ++i) {
@@ -112,9 +129,7 @@ void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
 
 void LsqQuantizerImpl::init_activation_step(int64_t index, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
-  const QuantRange r = range(options.bits()[index]);
-  torch::Tensor s = (2.0 * x.detach().abs().mean().to(torch::kFloat32) / std::sqrt(static_cast<double>(r.qp)))
-                        .reshape({1});
+  torch::Tensor s = initial_activation_step(x, range(options.bits()[index])).reshape({1});
   average_across_workers(s);
   steps[index].copy_(s.clamp_min(options.min_step()).reshape(steps[index].sizes()));
   initialized_[index].fill_(1);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include "limpq/util/atomic_file.h"
@@ -372,6 +373,27 @@ nlohmann::ordered_json sweep_to_json(const std::vector<SweepPoint>& sweep) {
     j.push_back(std::move(e));
   }
   return j;
+}
+
+quant::Indicators random_indicators(const quant::Indicators& indicators, uint64_t seed) {
+  quant::Indicators out = indicators;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> uniform(1e-6, 1.0);
+  // Candidates from fewest to most bits get values from largest to smallest.
+  auto draw = [&](std::map<int64_t, double>& values) {
+    std::vector<double> v(values.size());
+    for (double& x : v) x = uniform(rng);
+    std::sort(v.begin(), v.end(), std::greater<>());
+    size_t k = 0;
+    for (auto& [bits, value] : values) value = v[k++];  // map order: ascending bits
+  };
+  for (auto& l : out.layers) {
+    if (!l.searchable) continue;
+    draw(l.weight_steps);
+    draw(l.act_steps);
+  }
+  out.provenance = {{"method", "random"}, {"seed", seed}, {"from", indicators.provenance}};
+  return out;
 }
 
 }  // namespace limpq::search

@@ -102,6 +102,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   ckpt.rng_state = field(dict, "rng_state", path).toTensor();
   ckpt.config = field(dict, "config", path).toStringRef();
   ckpt.metrics = field(dict, "metrics", path).toStringRef();
+  // The first /1 files (full-precision training only) had no quantization record.
+  auto quantization = dict.find(c10::IValue(std::string("quantization")));
+  if (v1 && quantization == dict.end()) return ckpt;
   ckpt.quantization = field(dict, "quantization", path).toStringRef();
   return ckpt;
 }

@@ -145,13 +145,6 @@ std::string locate_nonfinite_output(models::ModelImpl& model, const torch::Tenso
   return where;
 }
 
-// Compute threads for this process: `requested`, or when that is 0 (all
-// cores), the cores divided among the workers on this machine.
-int64_t worker_threads(int64_t requested) {
-  if (requested > 0 || dist::local_world_size() == 1) return requested;
-  return std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size());
-}
-
 // The first parameter (in network order) with a non-finite gradient.
 std::string locate_nonfinite_gradient(models::ModelImpl& model) {
   for (const auto& p : model.named_parameters()) {
@@ -181,15 +174,18 @@ quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainCo
                     {"fraction", config.indicators.fraction()},
                     {"seed", config.run.seed()},
                     {"dataset", config.data.dataset()}};
+  const std::string& only = config.indicators.only_layer();
+  if (!only.empty()) ind.provenance["only_layer"] = only;
   auto named = qm.model()->named_modules("", false);
   for (const auto& l : qm.layers()) {
     quant::IndicatorLayer e;
     e.name = l.name;
     e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
-    e.searchable = l.searchable;
+    // One-at-a-time training: only the trained layer has indicators.
+    e.searchable = l.searchable && (only.empty() || l.name == only);
     e.macs = l.macs;
     e.params = l.params;
-    if (l.searchable) {
+    if (e.searchable) {
       torch::nn::Module& m = *named[l.name];
       const quant::LsqQuantizerImpl* wq = nullptr;
       const quant::LsqQuantizerImpl* aq = nullptr;
@@ -212,6 +208,11 @@ quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainCo
 }
 
 }  // namespace
+
+int64_t worker_threads(int64_t requested) {
+  if (requested > 0 || dist::local_world_size() == 1) return requested;
+  return std::max<int64_t>(1, std::thread::hardware_concurrency() / dist::local_world_size());
+}
 
 nlohmann::ordered_json EvalResult::to_json() const {
   nlohmann::ordered_json j = {{"loss", loss}, {"top1", top1}, {"top5", top5}, {"count", count}};
@@ -337,6 +338,26 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     quantized->prepare_indicators(config.indicators.candidates());
   }
   const std::vector<int64_t> candidates = joint ? config.indicators.candidates() : std::vector<int64_t>{};
+  const std::string& only_layer = config.indicators.only_layer();
+  if (joint && !only_layer.empty()) {
+    const auto names = quantized->searchable_names();
+    TORCH_CHECK(std::find(names.begin(), names.end(), only_layer) != names.end(), "indicators: only_layer '",
+                only_layer, "' is not a searchable layer of ", config.model.arch());
+    TORCH_CHECK(candidates.size() == 1, "indicators: one-at-a-time training (only_layer) takes one bit-width in "
+                "candidates, got ", candidates.size());
+  }
+  // Every searchable layer at `bits`; one-at-a-time: only that layer, the
+  // others at full precision.
+  auto set_candidate = [&](int64_t bits) {
+    if (only_layer.empty()) {
+      quantized->set_uniform(bits);
+      return;
+    }
+    for (const auto& name : quantized->searchable_names()) {
+      const int64_t b = name == only_layer ? bits : quant::kFullPrecisionBits;
+      quantized->set_layer_bits(name, b, b);
+    }
+  };
   model->to(device);
   if (run.channels_last()) models::to_channels_last(*model);
   const torch::MemoryFormat format = models::memory_format_of(*model);
@@ -463,6 +484,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
   result.checkpoint = ckpt_path;
   util::Stopwatch total_clock;
   EvalResult last_eval;
+  bool final_test_done = false;  // last_eval is the final model on the test set
   TORCH_CHECK(run.on_nonfinite() == "stop" || run.on_nonfinite() == "skip",
               "run: on_nonfinite must be stop or skip, got '", run.on_nonfinite(), "'");
   TORCH_CHECK(run.checkpoint_every() >= 0, "run: checkpoint_every must be >= 0, got ", run.checkpoint_every());
@@ -539,11 +561,12 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       // One forward/backward per pass: joint training (LIMPQ.md section 4)
       // runs every candidate uniformly, then one random mixed policy, and
       // accumulates the gradients; otherwise one pass.
-      const int64_t passes = joint ? static_cast<int64_t>(candidates.size()) + 1 : 1;
+      const int64_t passes =
+          joint ? static_cast<int64_t>(candidates.size()) + (only_layer.empty() ? 1 : 0) : 1;
       auto configure_pass = [&](int64_t k) {
         if (!joint) return;
         if (k < static_cast<int64_t>(candidates.size())) {
-          quantized->set_uniform(candidates[k]);
+          set_candidate(candidates[k]);
         } else {
           apply_random_policy();
         }
@@ -606,8 +629,11 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
         optimizer.zero_grad();
       } else {
         for (int64_t k = 0; k < passes; ++k) {
-          RunningStats& target = joint && k < static_cast<int64_t>(candidates.size()) ? candidate_stats[k] : stats;
-          target.add(outputs[k].first, outputs[k].second, labels);
+          if (joint && k < static_cast<int64_t>(candidates.size())) {
+            candidate_stats[k].add(outputs[k].first, outputs[k].second, labels);
+          }
+          // The mixed pass, a one-at-a-time pass, or the only pass.
+          if (!joint || k == passes - 1) stats.add(outputs[k].first, outputs[k].second, labels);
         }
         if (joint) {
           // Element-wise clip to [-1, 1]; all-zero gradients dropped.
@@ -676,10 +702,11 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     if (joint) status = candidate_summary(candidates, candidate_stats) + "| mixed " + status;
     if (joint && ((epoch + 1) % run.eval_every() == 0 || last)) {
       // Evaluated at the largest candidate, uniformly.
-      quantized->set_uniform(candidates.front());
+      set_candidate(candidates.front());
     }
     if ((epoch + 1) % run.eval_every() == 0 || last) {
       last_eval = evaluate(*model, eval_loader, device);
+      final_test_done = last && !use_val;
       entry[use_val ? "val" : "test"] = last_eval.to_json();
       status += fmt::format(" | {} top1 {:.2f}% loss {:.4f}", use_val ? "val" : "test", last_eval.top1,
                             last_eval.loss);
@@ -719,8 +746,10 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
                                    .pin_memory(cuda));
   if (joint) {
     for (int64_t b : candidates) {
-      quantized->set_uniform(b);
-      result.per_candidate.emplace_back(b, evaluate(*model, test_loader, device));
+      set_candidate(b);
+      // The epoch loop's last evaluation ran at the first candidate.
+      const bool reuse = final_test_done && b == candidates.front();
+      result.per_candidate.emplace_back(b, reuse ? last_eval : evaluate(*model, test_loader, device));
       result.per_candidate.back().second.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
     }
     result.test = result.per_candidate.front().second;
@@ -728,7 +757,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     quant::Indicators ind = collect_indicators(*quantized, config, optim.epochs());
     if (main_rank) quant::write_indicators(result.indicators, ind);
   } else {
-    result.test = evaluate(*model, test_loader, device);
+    result.test = final_test_done ? last_eval : evaluate(*model, test_loader, device);
     if (quantized) result.test.cost = models::policy_cost(quantized->layers(), quantized->current_policy());
   }
   result.completed = true;
@@ -754,8 +783,9 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   util::set_threads(worker_threads(options.threads()));
   const torch::Device device = util::resolve_device(options.device());
   const uint64_t seed = 0;
-  data::DataBundle data = options.split() == "test" ? data::make_test_data(data_options, seed)
-                                                    : data::make_data(data_options, seed);
+  const bool ptq = !options.policy().empty() || !options.uniform().empty();
+  data::DataBundle data = options.split() == "test" && !ptq ? data::make_test_data(data_options, seed)
+                                                             : data::make_data(data_options, seed);
   TORCH_CHECK(data.input_shape == checkpoint.input_shape && data.num_classes == checkpoint.num_classes,
               "eval: the checkpoint's model takes ", c10::IntArrayRef(checkpoint.input_shape), " inputs with ",
               checkpoint.num_classes, " classes, but dataset '", data_options.dataset(), "' gives ",
@@ -764,7 +794,27 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   TORCH_CHECK(dataset != nullptr, "eval: --split val needs data.val_size > 0");
   LoadedModel loaded = load_model(checkpoint, "checkpoint");
   models::Model model = loaded.model;
+  if (ptq) {
+    TORCH_CHECK(!loaded.quant, "eval: --policy/--uniform quantize a full-precision checkpoint, but this one is "
+                "already quantized (", loaded.quant->mode(), ")");
+    TORCH_CHECK(options.policy().empty() || options.uniform().empty(), "eval: give --policy or --uniform, not both");
+    loaded.quant.emplace(model, checkpoint.input_shape, models::QuantizeOptions());
+    const bool from_file = !options.policy().empty();
+    loaded.quant->prepare_policy(from_file ? quant::read_policy(options.policy())
+                                           : loaded.quant->uniform_policy(quant::parse_uniform(options.uniform())),
+                                 from_file ? options.policy() : "--uniform " + options.uniform());
+  }
   model->to(device);
+  if (ptq) {
+    // The lazily initialised activation steps take their rule from this batch.
+    data::DataLoader calibration(data.train, data.eval_transform,
+                                 data::LoaderOptions().batch_size(data_options.batch_size()).shuffle(true).seed(seed));
+    auto batch = calibration.next();
+    TORCH_CHECK(batch, "eval: the training set is empty; post-training quantization calibrates on it");
+    torch::NoGradGuard no_grad;
+    model->eval();
+    model->forward(batch->images.to(device));
+  }
   data::DataLoader loader(dataset, data.eval_transform,
                           data::LoaderOptions()
                               .batch_size(data_options.eval_batch_size())

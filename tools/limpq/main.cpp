@@ -27,6 +27,7 @@
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
 #include "limpq/train/pipeline.h"
+#include "limpq/train/sensitivity.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
@@ -157,6 +158,7 @@ struct EvalCommand {
   std::string checkpoint;
   std::string split = "test";
   std::string device = "cpu";
+  std::string policy, uniform;
   int64_t threads = 0;
   bool json = false;
 
@@ -167,6 +169,10 @@ struct EvalCommand {
     cmd->add_option("--device", device, "cpu | cuda | cuda:N")->default_str(device);
     cmd->add_option("--threads", threads, "compute threads (0: all cores)")->default_str("0");
     cmd->add_flag("--json", json, "print one JSON line on stdout");
+    cmd->add_option("--policy", policy, "post-training quantization of a full-precision checkpoint under this "
+                                        "policy (initial steps, calibrated on one training batch)")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--uniform", uniform, "post-training quantization at uniform precision, e.g. W4A4");
     // Data flags override the data options recorded in the checkpoint.
     flags.add(*cmd, data, "Data (default: as recorded in the checkpoint)");
     cmd->callback([this] { run(); });
@@ -178,7 +184,7 @@ struct EvalCommand {
                                                                  : limpq::train::load_checkpoint(checkpoint);
     data = limpq::train::data_options_of(ckpt);
     flags.apply();
-    options.split(split).device(device).threads(threads);
+    options.split(split).device(device).threads(threads).policy(policy).uniform(uniform);
     const auto r = limpq::train::run_eval(ckpt, options, data);
     if (!limpq::dist::is_main()) return;
     if (json) {
@@ -285,6 +291,7 @@ struct SearchCommand {
   bool json = false;
   int64_t sweep = 0;
   std::string sweep_from = "W2A2", sweep_to = "W6A6";
+  std::optional<uint64_t> random_objective;
 
   void add_to(CLI::App& app) {
     auto* cmd = app.add_subcommand("search", "Search the mixed-precision policy for a budget from an indicators file");
@@ -310,6 +317,9 @@ struct SearchCommand {
                                       "(the data of a Pareto plot)");
     cmd->add_option("--sweep-from", sweep_from, "lowest sweep budget (W2A2 or GBitOps)")->default_str(sweep_from);
     cmd->add_option("--sweep-to", sweep_to, "highest sweep budget (W6A6 or GBitOps)")->default_str(sweep_to);
+    cmd->add_option("--random-objective", random_objective,
+                    "replace the indicators by random values from this seed (decreasing in bits): a random policy "
+                    "that meets the same budget, as a baseline");
     cmd->callback([this] { run(); });
   }
 
@@ -344,7 +354,8 @@ struct SearchCommand {
     if (!constraint_csv.empty()) {
       options.extra({limpq::search::read_constraint_csv(constraint_csv, constraint_budget)});
     }
-    const auto indicators = limpq::quant::read_indicators(indicators_path);
+    auto indicators = limpq::quant::read_indicators(indicators_path);
+    if (random_objective) indicators = limpq::search::random_indicators(indicators, *random_objective);
     if (sweep > 0) {
       run_sweep(indicators);
       return;
@@ -375,6 +386,58 @@ struct SearchCommand {
       fmt::print("\n");
     }
     fmt::print("policy written to {}\n", out);
+  }
+};
+
+// `limpq sensitivity --method hessian`: the Hessian-trace criterion per
+// layer and bit-width, written in the indicators format for `limpq search`.
+struct SensitivityCommand {
+  limpq::train::SensitivityConfig config;
+  FlagSet flags;
+  std::string out = "sensitivity.json";
+  int64_t seed = 0;
+  bool json = false;
+
+  void add_to(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "sensitivity",
+        "Per-layer sensitivity of a full-precision model (--method hessian: HAWQ-V3's Hessian trace times the "
+        "quantization error), written as an indicators file that limpq search reads (search it with --alpha 1)");
+    cmd->add_option("--out", out, "indicators-format file to write")->default_str(out);
+    cmd->add_option("--device", config.device, "cpu | cuda | cuda:N")->default_str(config.device);
+    cmd->add_option("--threads", config.threads, "compute threads (0: all cores)")->default_str("0");
+    cmd->add_option("--seed", seed, "seed of the calibration order and the probes")->default_str("0");
+    cmd->add_flag("--json", json, "print the result as one JSON line");
+    flags.add(*cmd, config.data, "Data");
+    flags.add(*cmd, config.model, "Model");
+    flags.add(*cmd, config.sensitivity, "Sensitivity");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    flags.apply();
+    config.seed = static_cast<uint64_t>(seed);
+    limpq::util::Stopwatch clock;
+    const auto ind = limpq::train::run_sensitivity(config);
+    if (!limpq::dist::is_main()) return;
+    limpq::quant::write_indicators(out, ind);
+    if (json) {
+      std::cout << nlohmann::ordered_json({{"indicators", out}, {"seconds", clock.seconds()}}).dump() << std::endl;
+      return;
+    }
+    fmt::print("{:<28} {:>12} {:>12}   criterion at {}..{} bits (weights | activations)\n", "layer", "Tr(H_W)",
+               "Tr(H_A)", ind.candidates.front(), ind.candidates.back());
+    const auto& traces = ind.provenance["traces"];
+    for (const auto& l : ind.layers) {
+      if (!l.searchable) continue;
+      fmt::print("{:<28} {:>12.4g} {:>12.4g}  ", l.name, traces[l.name]["weight_trace"].get<double>(),
+                 traces[l.name]["act_trace"].get<double>());
+      for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.weight_steps.at(b));
+      fmt::print(" |");
+      for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.act_steps.at(b));
+      fmt::print("\n");
+    }
+    fmt::print("written to {}  [{}]\n", out, limpq::util::format_duration(clock.seconds()));
   }
 };
 
@@ -576,6 +639,7 @@ int main(int argc, char** argv) {
   EvalCommand eval;
   CostCommand cost;
   SearchCommand search;
+  SensitivityCommand sensitivity;
   RunCommand run;
   LaunchCommand launch;
   ExportCommand export_command;
@@ -584,6 +648,7 @@ int main(int argc, char** argv) {
   launch.add_to(app);
   cost.add_to(app);
   search.add_to(app);
+  sensitivity.add_to(app);
   train.add_to(app);
   finetune.add_to(app);
   indicators.add_to(app);

@@ -23,22 +23,28 @@ struct TraceEvent {
   std::vector<int64_t> output_shape;
   bool input_nonnegative = false;
   bool output_finite = true;  // no NaN or Inf in the output
+  // The input tensor itself, still in the autograd graph (only when the
+  // tracer keeps inputs: the Hessian sensitivity differentiates by it).
+  torch::Tensor input;
 };
 
 class LayerTracer {
  public:
-  LayerTracer();
+  // keep_inputs: each event also holds its layer's input tensor.
+  explicit LayerTracer(bool keep_inputs = false);
   ~LayerTracer();
   LayerTracer(const LayerTracer&) = delete;
   LayerTracer& operator=(const LayerTracer&) = delete;
 
   // The tracer active on this thread, or null (the common case: one branch).
   static LayerTracer* active();
+  bool keeps_inputs() const { return keep_inputs_; }
   void record(const torch::nn::Module* module, const torch::Tensor& input, const torch::Tensor& output);
   const std::vector<TraceEvent>& events() const { return events_; }
 
  private:
   LayerTracer* previous_;
+  bool keep_inputs_;
   std::vector<TraceEvent> events_;
 };
 

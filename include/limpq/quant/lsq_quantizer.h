@@ -47,6 +47,12 @@ struct LsqQuantizerOptions {
   TORCH_ARG(bool, fused) = true;
 };
 
+// The initial step rules (LIMPQ.md section 2), per tensor, as float32
+// scalars: weights max(|mean - 3 std|, |mean + 3 std|) / 2^(b-1); activations
+// 2 mean|x| / sqrt(Qp). Neither is clamped.
+torch::Tensor initial_weight_step(const torch::Tensor& weight, int64_t bits);
+torch::Tensor initial_activation_step(const torch::Tensor& x, const QuantRange& range);
+
 class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
  public:
   explicit LsqQuantizerImpl(LsqQuantizerOptions options);

@@ -90,6 +90,13 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
 // bits, fixed layers at fixed_bits) or GBitOps ("0.35").
 double budget_bitops(const quant::Indicators& indicators, const std::string& spec, int64_t fixed_bits);
 
+// The same indicators with every searchable layer's values replaced by
+// random ones, drawn uniformly from (0, 1) and sorted so that more bits never
+// look worse (a random objective that still spends the budget): searching
+// them gives a random policy that meets the same constraints through the
+// same program. The provenance records the method and seed.
+quant::Indicators random_indicators(const quant::Indicators& indicators, uint64_t seed);
+
 // One point of a Pareto sweep.
 struct SweepPoint {
   double budget_bitops = 0;

@@ -105,6 +105,10 @@ struct IndicatorOptions {
   // Layers kept out of the search; empty: the first conv and the last layer.
   TORCH_ARG(std::vector<std::string>, fixed_layers) = {};
   TORCH_ARG(bool, fused) = true;
+  // One-at-a-time training (the alternative joint training replaces): only
+  // this layer is quantized, at the single bit-width in `candidates`, the
+  // others stay at full precision, and there is no mixed pass.
+  TORCH_ARG(std::string, only_layer) = "";
 
  public:
   template <typename V>
@@ -113,6 +117,7 @@ struct IndicatorOptions {
     v("fraction", fraction_, "fraction of the training set used");
     v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
     v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
+    v("only_layer", only_layer_, "train this one layer's indicators alone at one bit-width (others full precision)");
   }
 };
 

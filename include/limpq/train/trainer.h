@@ -36,6 +36,10 @@ struct EvalResult {
   nlohmann::ordered_json to_json() const;
 };
 
+// Compute threads for this process: `requested`, or when that is 0 (all
+// cores), the cores divided among the data-parallel workers on this machine.
+int64_t worker_threads(int64_t requested);
+
 // Top-1/top-5 accuracy and loss of `model` over every batch of `loader`.
 EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device);
 
@@ -91,6 +95,12 @@ struct EvalOptions {
   TORCH_ARG(std::string, split) = "test";  // test | val
   TORCH_ARG(std::string, device) = "cpu";
   TORCH_ARG(int64_t, threads) = 0;
+  // Post-training quantization of a full-precision checkpoint: evaluate it
+  // under this policy file or uniform precision ("W2A2") with the initial
+  // LSQ steps (LIMPQ.md section 2), activation steps calibrated on the first
+  // training batch; no training.
+  TORCH_ARG(std::string, policy) = "";
+  TORCH_ARG(std::string, uniform) = "";
 };
 
 // Builds the network a checkpoint holds (quantized as recorded) and loads

@@ -1,0 +1,82 @@
+// Layer sensitivity from second-order information: the Hessian-trace
+// criterion of HAWQ-V3, as an alternative to the learned indicators, written
+// in the indicators format so `limpq search` reads it unchanged
+// (`limpq sensitivity --method hessian`).
+//
+// For each searchable layer l and candidate bit-width b:
+//   weights:     Tr(H_W) / n_W * ||Q_b(W) - W||^2
+//   activations: Tr(H_A) / n_A * E ||Q_b(A) - A||^2
+// where H_W is the Hessian of the loss with respect to the layer's weight,
+// H_A with respect to its input activation (a batch of it), n the element
+// counts, Q_b LSQ quantization with the initial step rule (LIMPQ.md section
+// 2: the step fine-tuning starts from), and the expectations over the
+// calibration batches. Both halves estimate the loss increase of quantizing
+// that tensor alone, so search it with alpha = 1. Traces come from
+// Hutchinson's estimator Tr(H) ~ mean_v v^T H v over Rademacher vectors v,
+// Hv by double backward.
+//
+//   SensitivityConfig config;
+//   config.model.weights("runs/fp/checkpoint.pt");
+//   quant::Indicators ind = run_sensitivity(config);
+//   quant::write_indicators("hessian.json", ind);
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+#include "limpq/data/datasets.h"
+#include "limpq/models/model.h"
+#include "limpq/quant/indicators.h"
+#include "limpq/util/options.h"
+
+namespace limpq::train {
+
+// Hutchinson estimates of Tr(d^2 loss / d t^2) for each tensor t in `wrt`
+// (each block of the Hessian on its own), from `probes` Rademacher vectors
+// and one double backward each. `loss` must be a scalar whose graph reaches
+// every tensor in `wrt`.
+std::vector<double> hutchinson_traces(const torch::Tensor& loss, const std::vector<torch::Tensor>& wrt,
+                                      int64_t probes, at::Generator generator);
+
+struct SensitivityOptions {
+  TORCH_ARG(std::string, method) = "hessian";
+  TORCH_ARG(std::vector<int64_t>, candidates) = std::vector<int64_t>{6, 5, 4, 3, 2};
+  // Calibration batches from the training set (eval transform, shuffled by
+  // the seed) and Hutchinson probes per batch.
+  TORCH_ARG(int64_t, batches) = 4;
+  TORCH_ARG(int64_t, probes) = 16;
+  // Layers kept out of the search; empty: the first conv and the last layer.
+  TORCH_ARG(std::vector<std::string>, fixed_layers) = {};
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("method", method_, "sensitivity criterion: hessian");
+    v("candidates", candidates_, "candidate bit-widths, e.g. 6,5,4,3,2");
+    v("batches", batches_, "calibration batches from the training set");
+    v("probes", probes_, "Hutchinson probes per batch");
+    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
+  }
+};
+
+struct SensitivityConfig {
+  data::DataOptions data;
+  models::ModelOptions model;
+  SensitivityOptions sensitivity;
+  std::string device = "cpu";
+  int64_t threads = 0;
+  uint64_t seed = 0;
+};
+
+// The criterion for every searchable layer and candidate of the model in
+// `config` (full-precision weights from config.model.weights()), as
+// indicators: weight_steps / act_steps hold the criterion values, the
+// provenance names the method and the raw traces. Data-parallel runs split
+// the calibration batches across workers and sum the estimates.
+quant::Indicators run_sensitivity(const SensitivityConfig& config);
+
+}  // namespace limpq::train
