@@ -111,11 +111,12 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
   const auto& candidates = options.candidates();
   const size_t nb = candidates.size();
 
-  // Sums over this worker's batches: weight traces, and per (layer, bits)
-  // the activation terms Tr(H_A)/n_A * ||Q_b(A) - A||^2; then the batch count.
+  // Sums over this worker's batches: weight traces, activation traces per
+  // element, per (layer, bits) the activation errors ||Q_b(A) - A||^2; then
+  // the batch count.
   torch::Tensor weight_trace_sum = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
   torch::Tensor act_trace_sum = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
-  torch::Tensor act_term_sum = torch::zeros({static_cast<int64_t>(n), static_cast<int64_t>(nb)}, torch::kFloat64);
+  torch::Tensor act_error_sum = torch::zeros({static_cast<int64_t>(n), static_cast<int64_t>(nb)}, torch::kFloat64);
   torch::Tensor batches_done = torch::zeros({1}, torch::kFloat64);
 
   // Every worker reads the same shuffled order and takes every world_size-th
@@ -153,17 +154,16 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
     for (size_t i = 0; i < n; ++i) {
       weight_trace_sum[i] += traces[i];
       const double act_trace = traces[n + i];
-      act_trace_sum[i] += act_trace;
       const torch::Tensor& a = acts[i];
+      act_trace_sum[i] += act_trace / static_cast<double>(a.numel());
       for (size_t k = 0; k < nb; ++k) {
         const auto range = quant::QuantRange::of(candidates[k], layers[i]->signed_input);
-        const double err = squared_error(a, quant::initial_activation_step(a, range), range);
-        act_term_sum[i][k] += act_trace / static_cast<double>(a.numel()) * err;
+        act_error_sum[i][k] += squared_error(a, quant::initial_activation_step(a, range), range);
       }
     }
     batches_done[0] += 1;
   }
-  std::vector<torch::Tensor> sums = {weight_trace_sum, act_trace_sum, act_term_sum, batches_done};
+  std::vector<torch::Tensor> sums = {weight_trace_sum, act_trace_sum, act_error_sum, batches_done};
   dist::allreduce_sum(sums);
   const double count = sums[3].item<double>();
   TORCH_CHECK(count > 0, "sensitivity: the training set gave no calibration batch");
@@ -190,19 +190,19 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
       while (layers[i]->name != l.name) ++i;
       const torch::Tensor w = weights[i].detach();
       const double weight_trace = sums[0][i].item<double>() / count;
-      const double act_trace = sums[1][i].item<double>() / count;
+      const double act_trace_per_element = sums[1][i].item<double>() / count;
       for (size_t k = 0; k < nb; ++k) {
         const auto range = quant::QuantRange::of(candidates[k], /*is_signed=*/true);
         const double err = squared_error(w, quant::initial_weight_step(w, candidates[k]), range);
         e.weight_steps[candidates[k]] = positive(weight_trace / static_cast<double>(w.numel()) * err);
-        e.act_steps[candidates[k]] = positive(sums[2][i][k].item<double>() / count);
+        e.act_steps[candidates[k]] = positive(act_trace_per_element * sums[2][i][k].item<double>() / count);
       }
-      traces[l.name] = {{"weight_trace", weight_trace}, {"act_trace", act_trace}};
+      traces[l.name] = {{"weight_trace", weight_trace}, {"act_trace_per_element", act_trace_per_element}};
     }
     ind.layers.push_back(std::move(e));
   }
   ind.provenance = {{"method", "hessian"},
-                    {"criterion", "Tr(H)/n * ||Q_b(x) - x||^2 (weights; activations averaged over batches)"},
+                    {"criterion", "Tr(H)/n * ||Q_b(x) - x||^2; activations: both factors averaged over the batches"},
                     {"search_alpha", 1.0},
                     {"checkpoint", config.model.weights()},
                     {"dataset", config.data.dataset()},

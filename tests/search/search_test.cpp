@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "support/test_support.h"
 
 namespace limpq::search {
@@ -63,6 +65,37 @@ TEST_F(SearchTest, BudgetsBindAndLooseBudgetsPickTheTop) {
   const SearchResult size = run_search(ind, SearchOptions().cr(12));
   EXPECT_LE(size.achieved_size_bits, size.target_size_bits);
   EXPECT_DOUBLE_EQ(size.target_size_bits, std::floor(32.0 * (10 + 2000 + 8000 + 500 + 640) / 12));
+}
+
+TEST_F(SearchTest, RandomObjectivesAreMonotoneSeededAndMeetTheBudget) {
+  const auto ind = toy();
+  const auto r1 = random_indicators(ind, 1);
+  EXPECT_EQ(r1.provenance["method"], "random");
+  EXPECT_EQ(r1.provenance["seed"].get<uint64_t>(), 1u);
+  for (size_t i = 0; i < ind.layers.size(); ++i) {
+    const auto& l = r1.layers[i];
+    EXPECT_EQ(l.name, ind.layers[i].name);
+    EXPECT_EQ(l.macs, ind.layers[i].macs) << "costs are kept";
+    if (!l.searchable) continue;
+    for (const auto* values : {&l.weight_steps, &l.act_steps}) {
+      EXPECT_GT(values->at(2), values->at(3)) << l.name << ": more bits never look worse";
+      EXPECT_GT(values->at(3), values->at(4)) << l.name;
+      for (const auto& [bits, v] : *values) EXPECT_TRUE(v > 0 && v < 1) << l.name << "@" << bits;
+    }
+  }
+  // Same seed, same values; another seed, other values.
+  EXPECT_EQ(random_indicators(ind, 1).layers[1].weight_steps, r1.layers[1].weight_steps);
+  EXPECT_NE(random_indicators(ind, 2).layers[1].weight_steps, r1.layers[1].weight_steps);
+  // Random policies meet the budget, and differ with the seed.
+  std::set<std::vector<int64_t>> policies;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const SearchResult r = run_search(random_indicators(ind, seed), SearchOptions().bitops("W3A3"));
+    EXPECT_LE(r.achieved_bitops, r.target_bitops) << "seed " << seed;
+    std::vector<int64_t> bits;
+    for (const auto& [name, b] : r.policy.layers) bits.insert(bits.end(), {b.weight, b.act});
+    policies.insert(bits);
+  }
+  EXPECT_GT(policies.size(), 1u);
 }
 
 TEST_F(SearchTest, NonMonotonePointsAreErasedAndReported) {

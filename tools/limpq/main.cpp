@@ -426,12 +426,12 @@ struct SensitivityCommand {
       return;
     }
     fmt::print("{:<28} {:>12} {:>12}   criterion at {}..{} bits (weights | activations)\n", "layer", "Tr(H_W)",
-               "Tr(H_A)", ind.candidates.front(), ind.candidates.back());
+               "Tr(H_A)/n_A", ind.candidates.front(), ind.candidates.back());
     const auto& traces = ind.provenance["traces"];
     for (const auto& l : ind.layers) {
       if (!l.searchable) continue;
       fmt::print("{:<28} {:>12.4g} {:>12.4g}  ", l.name, traces[l.name]["weight_trace"].get<double>(),
-                 traces[l.name]["act_trace"].get<double>());
+                 traces[l.name]["act_trace_per_element"].get<double>());
       for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.weight_steps.at(b));
       fmt::print(" |");
       for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.act_steps.at(b));

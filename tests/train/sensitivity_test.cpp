@@ -1,0 +1,172 @@
+// The alternatives the accuracy study (bench/accuracy_study.py) compares
+// limpq's indicators with: the Hessian-trace criterion, one-at-a-time
+// indicator training, and post-training evaluation under a policy.
+#include "limpq/train/sensitivity.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "limpq/quant/indicators.h"
+#include "limpq/search/search.h"
+#include "limpq/train/trainer.h"
+#include "support/test_support.h"
+
+namespace limpq::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(HutchinsonTest, ExactOnBlockDiagonalHessians) {
+  // loss = sum(a x^2) + sum(b y^3) at y: Hessians diag(2a) and diag(6 b y);
+  // a Rademacher probe's v^T D v is the trace of a diagonal D exactly.
+  const torch::Tensor a = torch::rand({7, 3}) + 0.1;
+  const torch::Tensor b = torch::rand({5});
+  const torch::Tensor x = torch::randn({7, 3}).requires_grad_();
+  const torch::Tensor y = torch::randn({5}).requires_grad_();
+  const torch::Tensor loss = (a * x.pow(2)).sum() + (b * y.pow(3)).sum();
+  const auto traces = hutchinson_traces(loss, {x, y}, 3, at::detail::createCPUGenerator(1));
+  ASSERT_EQ(traces.size(), 2u);
+  EXPECT_NEAR(traces[0], 2 * a.sum().item<double>(), 1e-4);
+  EXPECT_NEAR(traces[1], (6 * b * y.detach()).sum().item<double>(), 1e-4);
+}
+
+TEST(HutchinsonTest, UnbiasedWithOffDiagonalTerms) {
+  // loss = 0.5 z^T A z for a dense positive definite A, z split in two
+  // tensors: each block's estimate converges to its trace.
+  const int64_t n = 20;
+  const torch::Tensor m = torch::randn({n, n}, torch::kFloat64);
+  const torch::Tensor A = m.matmul(m.t()) + n * torch::eye(n, torch::kFloat64);
+  const torch::Tensor x = torch::randn({12}, torch::kFloat64).requires_grad_();
+  const torch::Tensor y = torch::randn({8}, torch::kFloat64).requires_grad_();
+  const torch::Tensor z = torch::cat({x, y});
+  const torch::Tensor loss = 0.5 * z.dot(A.matmul(z));
+  const auto traces = hutchinson_traces(loss, {x, y}, 4000, at::detail::createCPUGenerator(7));
+  const double tx = A.diagonal().slice(0, 0, 12).sum().item<double>();
+  const double ty = A.diagonal().slice(0, 12).sum().item<double>();
+  EXPECT_NEAR(traces[0], tx, 0.03 * tx);
+  EXPECT_NEAR(traces[1], ty, 0.03 * ty);
+}
+
+TEST(HutchinsonTest, RejectsNonScalarLossAndZeroProbes) {
+  const torch::Tensor x = torch::randn({3}).requires_grad_();
+  EXPECT_THAT([&] { hutchinson_traces(x * x, {x}, 1, at::detail::createCPUGenerator(0)); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("must be a scalar")));
+  EXPECT_THAT([&] { hutchinson_traces((x * x).sum(), {x}, 0, at::detail::createCPUGenerator(0)); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("probes must be positive")));
+}
+
+class StudyToolsTest : public limpq::testing::SeededTest {
+ protected:
+  data::DataOptions tiny_data() {
+    const std::string dir = temp_path("data");
+    if (!std::filesystem::exists(dir)) limpq::testing::write_synthetic_mnist(dir, 160, 40);
+    data::DataOptions d;
+    d.dataset("mnist").root(dir).batch_size(16).eval_batch_size(20).workers(1);
+    return d;
+  }
+  // A small full-precision resnet20 trained on the synthetic bands.
+  std::string fp_checkpoint() {
+    TrainConfig c;
+    c.data = tiny_data();
+    c.model.arch("resnet20");
+    c.optim.epochs(3).lr(0.05).warmup_epochs(0.5);
+    c.run.out_dir(temp_path("fp")).threads(1).progress(false);
+    return run_train(c, /*resume=*/false).checkpoint;
+  }
+};
+
+TEST_F(StudyToolsTest, HessianCriterionShrinksWithBitsAndIsSearchable) {
+  SensitivityConfig c;
+  c.data = tiny_data();
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.sensitivity.candidates({4, 3, 2}).batches(2).probes(4);
+  c.threads = 1;
+  const quant::Indicators ind = run_sensitivity(c);
+  EXPECT_EQ(ind.provenance["method"], "hessian");
+  EXPECT_EQ(ind.provenance["batches"].get<int64_t>(), 2);
+  int searchable = 0, positive_weight_traces = 0;
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) {
+      EXPECT_TRUE(l.weight_steps.empty()) << l.name;
+      continue;
+    }
+    ++searchable;
+    positive_weight_traces += ind.provenance["traces"][l.name]["weight_trace"].get<double>() > 0;
+    // One trace per tensor times an error that grows as bits shrink.
+    EXPECT_LE(l.weight_steps.at(4), l.weight_steps.at(3)) << l.name;
+    EXPECT_LE(l.weight_steps.at(3), l.weight_steps.at(2)) << l.name;
+    EXPECT_LE(l.act_steps.at(4), l.act_steps.at(3)) << l.name;
+    EXPECT_LE(l.act_steps.at(3), l.act_steps.at(2)) << l.name;
+  }
+  EXPECT_EQ(searchable, 20);
+  EXPECT_GT(positive_weight_traces, searchable / 2) << "the loss is locally convex in most weights";
+
+  // The same file format the search reads.
+  const std::string path = temp_path("hessian.json");
+  quant::write_indicators(path, ind);
+  const auto r = search::run_search(quant::read_indicators(path), search::SearchOptions().bitops("W3A3").alpha(1));
+  EXPECT_LE(r.achieved_bitops, r.target_bitops);
+
+  c.sensitivity.method("fisher");
+  EXPECT_THAT([&] { run_sensitivity(c); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("unknown method 'fisher'")));
+}
+
+TEST_F(StudyToolsTest, OneAtATimeIndicatorsTrainOneLayerAtOneBitWidth) {
+  TrainConfig c;
+  c.data = tiny_data();
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.optim.epochs(1).lr(0.01).warmup_epochs(0);
+  c.run.out_dir(temp_path("alone")).threads(1).progress(false);
+  c.joint_indicators = true;
+  c.indicators.candidates({3}).fraction(0.5).only_layer("layer2.0.conv1");
+  const TrainResult r = run_train(c, false);
+  const quant::Indicators ind = quant::read_indicators(r.indicators);
+  EXPECT_EQ(ind.provenance["only_layer"], "layer2.0.conv1");
+  EXPECT_EQ(ind.candidates, std::vector<int64_t>{3});
+  std::vector<std::string> searchable;
+  for (const auto& l : ind.layers) {
+    if (l.searchable) searchable.push_back(l.name);
+  }
+  EXPECT_EQ(searchable, std::vector<std::string>{"layer2.0.conv1"});
+  ASSERT_EQ(r.per_candidate.size(), 1u);
+  // Every other layer stayed at full precision: 32-bit weights.
+  ASSERT_TRUE(r.per_candidate[0].second.cost.has_value());
+  const auto& cost = *r.per_candidate[0].second.cost;
+  EXPECT_GT(cost.size_bits, 0.9 * cost.fp_size_bits);
+
+  c.run.out_dir(temp_path("bad1"));
+  c.indicators.only_layer("layer9.conv");
+  EXPECT_THAT([&] { run_train(c, false); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("'layer9.conv' is not a searchable layer")));
+  c.run.out_dir(temp_path("bad2"));
+  c.indicators.only_layer("conv1");
+  EXPECT_THAT([&] { run_train(c, false); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("'conv1' is not a searchable layer")));
+  c.run.out_dir(temp_path("bad3"));
+  c.indicators.only_layer("layer2.0.conv1").candidates({3, 2});
+  EXPECT_THAT([&] { run_train(c, false); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("one bit-width")));
+}
+
+TEST_F(StudyToolsTest, PostTrainingQuantizationEvaluatesAFullPrecisionCheckpoint) {
+  const Checkpoint fp = load_checkpoint(fp_checkpoint());
+  const data::DataOptions data = data_options_of(fp);
+  const EvalResult full = run_eval(fp, EvalOptions().threads(1), data);
+  const EvalResult w8 = run_eval(fp, EvalOptions().threads(1).uniform("W8A8"), data);
+  ASSERT_TRUE(w8.cost.has_value());
+  EXPECT_DOUBLE_EQ(w8.cost->size_bits, w8.cost->fp_size_bits / 4) << "every layer at 8 bits";
+  EXPECT_NEAR(w8.top1, full.top1, 10.0) << "8-bit post-training quantization keeps the accuracy";
+  const EvalResult w2 = run_eval(fp, EvalOptions().threads(1).uniform("W2A2"), data);
+  EXPECT_LT(w2.cost->bitops, w8.cost->bitops);
+  // Deterministic: the calibration batch is fixed by the seed.
+  EXPECT_DOUBLE_EQ(run_eval(fp, EvalOptions().threads(1).uniform("W2A2"), data).loss, w2.loss);
+
+  EXPECT_THAT([&] { run_eval(fp, EvalOptions().threads(1).uniform("W4A4").policy("p.json"), data); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("not both")));
+}
+
+}  // namespace
+}  // namespace limpq::train
