@@ -107,4 +107,12 @@ torch::Tensor MobileNetV1Impl::forward(torch::Tensor x) {
   return fc(x);
 }
 
+std::string MobileNetV2Impl::write_graph(nn::GraphWriter& g, const std::string& input) {
+  return write_sequential_graph(g, classifier, g.global_avg_pool_flatten(write_sequential_graph(g, features, input)));
+}
+
+std::string MobileNetV1Impl::write_graph(nn::GraphWriter& g, const std::string& input) {
+  return g.linear(*fc, g.global_avg_pool_flatten(write_sequential_graph(g, features, input)));
+}
+
 }  // namespace limpq::models

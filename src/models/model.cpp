@@ -1,11 +1,47 @@
 #include "limpq/models/model.h"
 
 #include <c10/util/Exception.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/dropout.h>
 
 #include "limpq/models/mobilenet.h"
 #include "limpq/models/resnet.h"
 
 namespace limpq::models {
+
+std::string ModelImpl::write_graph(nn::GraphWriter&, const std::string&) {
+  TORCH_CHECK(false, "export: ", arch_, " cannot describe its graph yet");
+}
+
+std::string write_sequential_graph(nn::GraphWriter& writer, const torch::nn::Sequential& seq, std::string x) {
+  for (const auto& child : seq->children()) {
+    if (auto* conv = child->as<nn::QuantConv2dImpl>()) {
+      x = writer.conv(*conv, x);
+    } else if (auto* linear = child->as<nn::QuantLinearImpl>()) {
+      x = writer.linear(*linear, x);
+    } else if (auto* bn = child->as<nn::SwitchableBatchNorm2dImpl>()) {
+      x = writer.batch_norm(*bn, x);
+    } else if (child->as<torch::nn::ReLUImpl>()) {
+      x = writer.relu(x);
+    } else if (child->as<torch::nn::ReLU6Impl>()) {
+      x = writer.relu6(x);
+    } else if (child->as<torch::nn::DropoutImpl>()) {
+      // Identity at inference.
+    } else if (auto inner = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(child)) {
+      x = write_sequential_graph(writer, torch::nn::Sequential(inner), x);
+    } else if (auto* block = child->as<InvertedResidualImpl>()) {
+      const std::string out = write_sequential_graph(writer, block->conv, x);
+      x = block->use_residual ? writer.add(x, out) : out;
+    } else if (auto* basic = child->as<BasicBlockImpl>()) {
+      x = basic->write_graph(writer, x);
+    } else if (auto* bottleneck = child->as<BottleneckImpl>()) {
+      x = bottleneck->write_graph(writer, x);
+    } else {
+      TORCH_CHECK(false, "export: no graph form for the module ", child->name());
+    }
+  }
+  return x;
+}
 
 const std::vector<std::string>& model_names() {
   static const std::vector<std::string> kNames = {"resnet20", "resnet32",     "resnet56",    "resnet18",

@@ -59,6 +59,12 @@ torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   return torch::relu(out);
 }
 
+std::string BasicBlockImpl::write_graph(nn::GraphWriter& g, const std::string& x) {
+  std::string out = g.relu(g.batch_norm(*bn1, g.conv(*conv1, x)));
+  out = g.batch_norm(*bn2, g.conv(*conv2, out));
+  return g.relu(g.add(out, downsample ? write_sequential_graph(g, downsample, x) : x));
+}
+
 BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride) {
   const int64_t out_planes = planes * kExpansion;
   conv1 = register_module("conv1", conv1x1(in_planes, planes, 1));
@@ -78,6 +84,13 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   out = bn3(conv3(out));
   out += downsample ? downsample->forward(x) : x;
   return torch::relu(out);
+}
+
+std::string BottleneckImpl::write_graph(nn::GraphWriter& g, const std::string& x) {
+  std::string out = g.relu(g.batch_norm(*bn1, g.conv(*conv1, x)));
+  out = g.relu(g.batch_norm(*bn2, g.conv(*conv2, out)));
+  out = g.batch_norm(*bn3, g.conv(*conv3, out));
+  return g.relu(g.add(out, downsample ? write_sequential_graph(g, downsample, x) : x));
 }
 
 CifarResNetImpl::CifarResNetImpl(int64_t depth, int64_t in_channels, int64_t num_classes)
@@ -100,6 +113,12 @@ torch::Tensor CifarResNetImpl::forward(torch::Tensor x) {
   x = layer3->forward(layer2->forward(layer1->forward(x)));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc(x);
+}
+
+std::string CifarResNetImpl::write_graph(nn::GraphWriter& g, const std::string& input) {
+  std::string x = g.relu(g.batch_norm(*bn1, g.conv(*conv1, input)));
+  for (const auto* stage : {&layer1, &layer2, &layer3}) x = write_sequential_graph(g, *stage, x);
+  return g.linear(*fc, g.global_avg_pool_flatten(x));
 }
 
 ResNetImpl::ResNetImpl(int64_t depth, int64_t in_channels, int64_t num_classes)
@@ -131,6 +150,13 @@ torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc(x);
+}
+
+std::string ResNetImpl::write_graph(nn::GraphWriter& g, const std::string& input) {
+  std::string x = g.relu(g.batch_norm(*bn1, g.conv(*conv1, input)));
+  x = g.max_pool(x, 3, 2, 1);
+  for (const auto* stage : {&layer1, &layer2, &layer3, &layer4}) x = write_sequential_graph(g, *stage, x);
+  return g.linear(*fc, g.global_avg_pool_flatten(x));
 }
 
 }  // namespace limpq::models

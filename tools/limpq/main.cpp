@@ -22,6 +22,7 @@
 #include <optional>
 #include <thread>
 
+#include "limpq/deploy/onnx.h"
 #include "limpq/deploy/packed.h"
 #include "limpq/dist/dist.h"
 #include "limpq/models/quantized.h"
@@ -493,25 +494,50 @@ struct ExportCommand {
   std::string checkpoint;
   std::string format = "packed";
   std::string out;
+  int64_t opset = 13;
+  bool verify = false;
+  int64_t verify_images = 1000;
 
   void add_to(CLI::App& app) {
-    CLI::App* cmd = app.add_subcommand("export", "Export a fine-tuned quantized model (--format packed: bit-packed "
-                                                 "integer weights, limpq.packed/1)");
+    CLI::App* cmd = app.add_subcommand("export", "Export a fine-tuned quantized model: --format packed (bit-packed "
+                                                 "integer weights, limpq.packed/1) or onnx (QDQ graph)");
     cmd->add_option("--checkpoint", checkpoint, "checkpoint from limpq finetune")->required()->check(CLI::ExistingFile);
-    cmd->add_option("--format", format, "packed");
+    cmd->add_option("--format", format, "packed | onnx")->default_str(format);
     cmd->add_option("--out", out, "output file")->required();
+    cmd->add_option("--opset", opset, "ONNX opset: 13 (int8 storage) or 21 (INT4 storage for weights of <= 4 bits)")
+        ->default_str("13");
+    cmd->add_flag("--verify", verify, "ONNX: run the export in ONNX Runtime (onnxruntime-node) on test images and "
+                                      "compare with limpq's own forward pass");
+    cmd->add_option("--verify-images", verify_images, "test images for --verify")->default_str("1000");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    TORCH_CHECK(format == "packed", "export: format '", format, "' is not supported (supported: packed)");
+    TORCH_CHECK(format == "packed" || format == "onnx", "export: format '", format,
+                "' is not supported (supported: packed, onnx)");
+    TORCH_CHECK(!verify || format == "onnx", "export: --verify checks ONNX exports (--format onnx)");
     const auto ckpt = limpq::train::load_checkpoint(checkpoint);
-    const auto summary = limpq::deploy::write_packed(out, ckpt);
-    fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",
-               out, summary.file_bytes, summary.packed_weight_bytes, summary.scale_bytes, summary.other_bytes,
-               summary.header_bytes);
-    fmt::print("cost model weight size: {} bytes ({:.1f}x smaller than 32-bit weights)\n",
-               summary.cost_model_weight_bytes, summary.fp_to_cost_model_ratio);
+    if (format == "packed") {
+      const auto summary = limpq::deploy::write_packed(out, ckpt);
+      fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",
+                 out, summary.file_bytes, summary.packed_weight_bytes, summary.scale_bytes, summary.other_bytes,
+                 summary.header_bytes);
+      fmt::print("cost model weight size: {} bytes ({:.1f}x smaller than 32-bit weights)\n",
+                 summary.cost_model_weight_bytes, summary.fp_to_cost_model_ratio);
+      return;
+    }
+    const auto s = limpq::deploy::write_onnx(out, ckpt, limpq::deploy::OnnxOptions().opset(opset));
+    fmt::print("{}: {} bytes, opset {}, {} nodes; {} integer weights ({} as INT4), {} quantized activations; {}\n", out,
+               s.file_bytes, opset, s.nodes, s.quantized_weights, s.int4_weights, s.quantized_activations,
+               s.checked ? "passed the ONNX checker" : "not checked (libonnx predates this opset)");
+    if (!verify) return;
+    const auto v = limpq::deploy::verify_onnx(out, ckpt, limpq::train::data_options_of(ckpt), verify_images,
+                                              limpq::deploy::find_ort_runner());
+    fmt::print("verified in {} on {} test images ({:.2f} s): logits within {:g} relative on {:.1f}% of the images "
+               "(median {:.3g}, max {:.3g} of the image's largest logit; max absolute {:.3g}); top-1 agreement "
+               "{:.2f}%; top-1 limpq {:.2f}%, ONNX Runtime {:.2f}%\n",
+               v.runtime, v.images, v.runtime_seconds, v.tolerance, v.within_tolerance, v.median_rel_diff,
+               v.max_rel_diff, v.max_abs_diff, v.agreement, v.limpq_top1, v.runtime_top1);
   }
 };
 

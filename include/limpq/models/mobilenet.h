@@ -31,6 +31,7 @@ class MobileNetV2Impl : public ModelImpl {
  public:
   MobileNetV2Impl(int64_t in_channels, int64_t num_classes, double dropout = 0.2);
   torch::Tensor forward(torch::Tensor x) override;
+  std::string write_graph(nn::GraphWriter& writer, const std::string& input) override;
 
   torch::nn::Sequential features{nullptr};
   torch::nn::Sequential classifier{nullptr};
@@ -40,6 +41,7 @@ class MobileNetV1Impl : public ModelImpl {
  public:
   MobileNetV1Impl(int64_t in_channels, int64_t num_classes);
   torch::Tensor forward(torch::Tensor x) override;
+  std::string write_graph(nn::GraphWriter& writer, const std::string& input) override;
 
   torch::nn::Sequential features{nullptr};
   nn::QuantLinear fc{nullptr};

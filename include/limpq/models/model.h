@@ -12,11 +12,14 @@
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "limpq/nn/graph_writer.h"
 
 namespace limpq::models {
 
@@ -24,6 +27,9 @@ class ModelImpl : public torch::nn::Module {
  public:
   explicit ModelImpl(std::string arch) : torch::nn::Module(arch), arch_(std::move(arch)) {}
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // Describes the inference-mode forward pass to `writer` (for export);
+  // returns the output's name.
+  virtual std::string write_graph(nn::GraphWriter& writer, const std::string& input);
   const std::string& arch() const { return arch_; }
 
  private:
@@ -44,6 +50,10 @@ struct ModelOptions {
     v("weights", weights_, "initial weights: a PyTorch state_dict file or a limpq checkpoint");
   }
 };
+
+// Writes the children of `seq` in order (limpq's layers, ReLU/ReLU6, dropout,
+// nested sequentials and the residual blocks); returns the output's name.
+std::string write_sequential_graph(nn::GraphWriter& writer, const torch::nn::Sequential& seq, std::string x);
 
 const std::vector<std::string>& model_names();
 

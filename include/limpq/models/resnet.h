@@ -19,6 +19,7 @@ class BasicBlockImpl : public torch::nn::Module {
   static constexpr int64_t kExpansion = 1;
   BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride);
   torch::Tensor forward(torch::Tensor x);
+  std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
   nn::QuantConv2d conv1{nullptr}, conv2{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr};
@@ -31,6 +32,7 @@ class BottleneckImpl : public torch::nn::Module {
   static constexpr int64_t kExpansion = 4;
   BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride);
   torch::Tensor forward(torch::Tensor x);
+  std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
   nn::QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
@@ -43,6 +45,7 @@ class CifarResNetImpl : public ModelImpl {
   // depth = 6n + 2 (20, 32, 56, ...).
   CifarResNetImpl(int64_t depth, int64_t in_channels, int64_t num_classes);
   torch::Tensor forward(torch::Tensor x) override;
+  std::string write_graph(nn::GraphWriter& writer, const std::string& input) override;
 
   nn::QuantConv2d conv1{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr};
@@ -55,6 +58,7 @@ class ResNetImpl : public ModelImpl {
   // depth 18 (BasicBlock x [2,2,2,2]) or 50 (Bottleneck x [3,4,6,3]).
   ResNetImpl(int64_t depth, int64_t in_channels, int64_t num_classes);
   torch::Tensor forward(torch::Tensor x) override;
+  std::string write_graph(nn::GraphWriter& writer, const std::string& input) override;
 
   nn::QuantConv2d conv1{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr};
