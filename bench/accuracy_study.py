@@ -7,7 +7,7 @@ One command runs it end to end; every stage caches its result under --out
 and is skipped when run again, so an interrupted study resumes where it
 stopped (delete a stage's folder to redo it):
 
-    bench/accuracy_study.py                       # the full study (~1.5 h on 2 cores)
+    bench/accuracy_study.py                       # the full study (about 1.5 h on 2 cores)
     bench/accuracy_study.py --seeds 0 1 2         # more fine-tuning seeds
 
 Stages (folders under --out, default runs/study):
@@ -150,7 +150,8 @@ class Study:
         """Fine-tunes under a policy; runs of identical policies are shared."""
         content = json.loads(Path(policy).read_text())
         content.pop("checksum", None)
-        key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+        recipe = [self.args.ft_epochs, self.args.ft_limit, self.args.test_limit]
+        key = hashlib.sha256(json.dumps([content, recipe], sort_keys=True).encode()).hexdigest()[:12]
         d = self.out / "finetune" / f"{key}_s{seed}"
         return self.cached(d / "result.json", lambda: self.run(
             ["finetune", "--weights", self.fp, *self.data, "--policy", policy, "--epochs", str(self.args.ft_epochs),
@@ -181,7 +182,7 @@ class Study:
                 d = self.out / "one_at_a_time" / f"{name}_{b}"
                 results[(name, b)] = self.cached(d / "result.json", lambda: self.run(
                     ["indicators", "--weights", self.fp, *self.data, "--fraction", str(self.args.fraction),
-                     "--epochs", "1", "--only-layer", name, "--candidates", str(b),
+                     "--epochs", "1", "--only-layer", name, "--candidates", str(b), "--test-limit", "1000",
                      "--out-dir", str(d), "--resume", "--progress", "false", "--json"], d.with_suffix(".log")))
         return results
 
@@ -238,7 +239,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fine-tuning seeds")
     p.add_argument("--fraction", type=float, default=0.25, help="indicator training: part of the training set")
     p.add_argument("--ft-epochs", type=int, default=1)
-    p.add_argument("--ft-limit", type=int, default=20000, help="fine-tuning: training images (seeded subset)")
+    p.add_argument("--ft-limit", type=int, default=10000, help="fine-tuning: training images (seeded subset)")
     p.add_argument("--hessian-batches", type=int, default=4)
     p.add_argument("--hessian-probes", type=int, default=32)
     p.add_argument("--test-limit", type=int, default=0, help="evaluate on this many test images (0: all 10k)")

@@ -28,6 +28,10 @@ PACKAGES=(
   libturbojpeg0-dev zlib1g-dev coinor-libcbc-dev libgloo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision python3-pulp coinor-cbc
+  # ONNX export, and its check in ONNX Runtime (onnxruntime-node from npm)
+  libonnx-dev nodejs npm
+  # headless rendering of `limpq report` in the tests
+  chromium
   # data
   dataset-fashion-mnist
 )
@@ -45,6 +49,13 @@ if ((${#missing[@]})); then
   echo "setup.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ONNX Runtime for Node.js, pinned by package-lock.json. Its install script
+# would download GPU binaries; the CPU ones ship in the package.
+if [ ! -f node_modules/onnxruntime-node/package.json ]; then
+  echo "setup.sh: installing onnxruntime-node (npm)"
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 fi
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release

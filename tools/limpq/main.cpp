@@ -24,6 +24,7 @@
 
 #include "limpq/deploy/onnx.h"
 #include "limpq/deploy/packed.h"
+#include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/search.h"
@@ -541,6 +542,64 @@ struct ExportCommand {
   }
 };
 
+// `limpq report`: the HTML page of a search (and its pipeline run).
+struct ReportCommand {
+  std::string run_dir, indicators, policy, summary, out, bitops;
+  double cr = 0, alpha = 2.0;
+  int64_t fixed_bits = 8;
+
+  void add_to(CLI::App& app) {
+    CLI::App* cmd = app.add_subcommand("report", "One self-contained HTML page of a policy: bit-widths, indicator "
+                                                 "curves, Pareto frontier, budget use and accuracy");
+    cmd->add_option("--run", run_dir, "a `limpq run` folder (indicators/indicators.json, policy.json, summary.json)")
+        ->check(CLI::ExistingDirectory);
+    cmd->add_option("--indicators", indicators, "indicators file (instead of --run)")->check(CLI::ExistingFile);
+    cmd->add_option("--policy", policy, "policy file (instead of --run)")->check(CLI::ExistingFile);
+    cmd->add_option("--summary", summary, "accuracy rows: summary.json of `limpq run`")->check(CLI::ExistingFile);
+    cmd->add_option("--bitops", bitops, "the BitOps budget to mark (with --run: the uniform row's precision)");
+    cmd->add_option("--cr", cr, "the compression-ratio budget to mark");
+    cmd->add_option("--alpha", alpha, "the search's alpha")->default_str("2");
+    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers")->default_str("8");
+    cmd->add_option("--out", out, "HTML file to write (default: <run>/report.html, or report.html)");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    namespace fs = std::filesystem;
+    if (!run_dir.empty()) {
+      if (indicators.empty()) indicators = (fs::path(run_dir) / "indicators" / "indicators.json").string();
+      if (policy.empty()) policy = (fs::path(run_dir) / "policy.json").string();
+      if (summary.empty() && fs::exists(fs::path(run_dir) / "summary.json")) {
+        summary = (fs::path(run_dir) / "summary.json").string();
+      }
+      if (out.empty()) out = (fs::path(run_dir) / "report.html").string();
+    }
+    TORCH_CHECK(!indicators.empty() && !policy.empty(), "report: give --run DIR, or --indicators and --policy");
+    if (out.empty()) out = "report.html";
+    limpq::deploy::ReportInputs in;
+    in.indicators = limpq::quant::read_indicators(indicators);
+    in.policy = limpq::quant::read_policy(policy);
+    in.alpha = alpha;
+    in.cr_budget = cr;
+    in.fixed_bits = fixed_bits;
+    in.bitops_budget = bitops;
+    in.title = "limpq policy: " + in.indicators.model;
+    if (!summary.empty()) {
+      const auto rows = nlohmann::json::parse(limpq::util::read_file(summary), nullptr, false);
+      TORCH_CHECK(rows.is_array(), "report: '", summary, "' is not the summary.json of `limpq run` (a JSON array)");
+      for (const auto& r : rows) {
+        TORCH_CHECK(r.contains("name") && r.contains("top1"), "report: '", summary, "': a row lacks name or top1");
+        in.accuracy.push_back({r["name"].get<std::string>(), r["top1"].get<double>(), r.value("bitops", 0.0),
+                               r.value("size_bytes", 0.0)});
+        const std::string name = r["name"].get<std::string>();
+        if (in.bitops_budget.empty() && name.rfind("uniform ", 0) == 0) in.bitops_budget = name.substr(8);
+      }
+    }
+    limpq::util::write_file_atomic(out, limpq::deploy::render_report(in));
+    fmt::print("report written to {}\n", out);
+  }
+};
+
 // `limpq launch -n N -- limpq train ...`: N local data-parallel workers with
 // the rendezvous variables torchrun sets, without Python. A worker that
 // fails stops the others; Ctrl-C is forwarded so that each checkpoints.
@@ -669,8 +728,10 @@ int main(int argc, char** argv) {
   RunCommand run;
   LaunchCommand launch;
   ExportCommand export_command;
+  ReportCommand report;
   run.add_to(app);
   export_command.add_to(app);
+  report.add_to(app);
   launch.add_to(app);
   cost.add_to(app);
   search.add_to(app);

@@ -1,0 +1,50 @@
+// `limpq report`: one self-contained HTML page (inline SVG and CSS, no
+// external resources, opens offline) showing what the search decided:
+//
+//   - per-layer bit-widths of weights and activations (fixed layers marked);
+//   - each searchable layer's indicator curves over the candidate bit-widths;
+//   - the Pareto frontier of a BitOps sweep with the chosen policy and the
+//     uniform precisions marked;
+//   - BitOps and weight size against the budget;
+//   - accuracy against full precision and uniform precision, when known.
+//
+//   ReportInputs in;
+//   in.indicators = quant::read_indicators("run/indicators/indicators.json");
+//   in.policy = quant::read_policy("run/policy.json");
+//   util::write_file_atomic("report.html", render_report(in));
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "limpq/quant/indicators.h"
+#include "limpq/quant/policy.h"
+
+namespace limpq::deploy {
+
+struct ReportAccuracy {
+  std::string name;     // "full precision", "uniform W3A3", "limpq policy"
+  double top1 = 0;      // percent
+  double bitops = 0;    // whole network; 0: full precision
+  double size_bytes = 0;
+};
+
+struct ReportInputs {
+  std::string title = "limpq mixed-precision policy";
+  quant::Indicators indicators;
+  quant::Policy policy;
+  double alpha = 2.0;               // the search's weight-indicator factor
+  std::string bitops_budget;        // "W3A3" or GBitOps; "" when none
+  double cr_budget = 0;             // compression-ratio budget; 0 when none
+  int64_t fixed_bits = 8;
+  int64_t sweep_points = 25;
+  std::vector<ReportAccuracy> accuracy;
+};
+
+// The HTML page. Every chart is an <svg class="chart" id="..."> with ids
+// chart-bits, chart-indicators, chart-pareto, chart-budget and (with
+// accuracy figures) chart-accuracy.
+std::string render_report(const ReportInputs& inputs);
+
+}  // namespace limpq::deploy

@@ -1,0 +1,401 @@
+#include "limpq/deploy/report.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/core.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "limpq/search/search.h"
+
+namespace limpq::deploy {
+namespace {
+
+constexpr const char* kWeightColor = "#2f6db5";
+constexpr const char* kActColor = "#e07b24";
+constexpr const char* kFixedColor = "#9aa0a6";
+constexpr const char* kInk = "#202124";
+constexpr const char* kGrid = "#e3e5e8";
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// A chart's SVG text with a plot area and linear (or log) axes.
+class Chart {
+ public:
+  Chart(std::string id, double width, double height, double left, double right, double top, double bottom)
+      : id_(std::move(id)), w_(width), h_(height), l_(left), r_(right), t_(top), b_(bottom) {}
+
+  void x_range(double lo, double hi) { x0_ = lo, x1_ = hi; }
+  void y_range(double lo, double hi, bool log = false) {
+    y_log_ = log;
+    y0_ = log ? std::log10(lo) : lo;
+    y1_ = log ? std::log10(hi) : hi;
+  }
+  double px(double x) const { return l_ + (x - x0_) / (x1_ - x0_) * (w_ - l_ - r_); }
+  double py(double y) const {
+    const double v = y_log_ ? std::log10(std::max(y, 1e-300)) : y;
+    return h_ - b_ - (v - y0_) / (y1_ - y0_) * (h_ - t_ - b_);
+  }
+  double plot_left() const { return l_; }
+  double plot_right() const { return w_ - r_; }
+  double plot_top() const { return t_; }
+  double plot_bottom() const { return h_ - b_; }
+
+  void add(const std::string& element) { body_ += element + "\n"; }
+  void rect(double x, double y, double w, double h, const std::string& fill, const std::string& title = "") {
+    add(fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}">{}</rect>)", x, y,
+                    std::max(w, 0.0), std::max(h, 0.0), fill,
+                    title.empty() ? "" : "<title>" + escape(title) + "</title>"));
+  }
+  void line(double x1, double y1, double x2, double y2, const std::string& stroke, double width = 1,
+            const std::string& dash = "") {
+    add(fmt::format(R"(<line x1="{:.1f}" y1="{:.1f}" x2="{:.1f}" y2="{:.1f}" stroke="{}" stroke-width="{}"{}/>)", x1,
+                    y1, x2, y2, stroke, width, dash.empty() ? "" : " stroke-dasharray=\"" + dash + "\""));
+  }
+  void text(double x, double y, const std::string& s, const std::string& anchor = "start", double size = 11,
+            const std::string& extra = "") {
+    add(fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="{}" font-size="{}"{}>{}</text>)", x, y, anchor, size,
+                    extra, escape(s)));
+  }
+  void polyline(const std::vector<std::pair<double, double>>& pts, const std::string& stroke, double width = 1.5) {
+    std::string points;
+    for (const auto& [x, y] : pts) points += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
+    add(fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="{}"/>)", points, stroke, width));
+  }
+  void circle(double cx, double cy, double r, const std::string& fill, const std::string& title = "") {
+    add(fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="{}" fill="{}">{}</circle>)", cx, cy, r, fill,
+                    title.empty() ? "" : "<title>" + escape(title) + "</title>"));
+  }
+  // Horizontal grid lines and labels at the given y values.
+  void y_grid(const std::vector<double>& ticks, const std::string& format) {
+    for (double t : ticks) {
+      line(plot_left(), py(t), plot_right(), py(t), kGrid);
+      text(plot_left() - 6, py(t) + 4, fmt::format(fmt::runtime(format), t), "end", 10);
+    }
+  }
+  std::string svg(const std::string& label) const {
+    return fmt::format(R"(<svg class="chart" id="{}" role="img" aria-label="{}" viewBox="0 0 {} {}" width="{}" height="{}">)",
+                       id_, escape(label), w_, h_, w_, h_) +
+           "\n" + body_ + "</svg>\n";
+  }
+
+ private:
+  std::string id_;
+  double w_, h_, l_, r_, t_, b_;
+  double x0_ = 0, x1_ = 1, y0_ = 0, y1_ = 1;
+  bool y_log_ = false;
+  std::string body_;
+};
+
+struct LayerRow {
+  std::string name;
+  bool searchable = true;
+  int64_t weight = 0, act = 0;
+  int64_t macs = 0, params = 0;
+};
+
+std::vector<LayerRow> layer_rows(const ReportInputs& in) {
+  std::vector<LayerRow> rows;
+  for (const auto& l : in.indicators.layers) {
+    const quant::LayerBits* b = in.policy.find(l.name);
+    TORCH_CHECK(b != nullptr, "report: the policy has no bits for layer '", l.name, "' of the indicators");
+    rows.push_back({l.name, l.searchable, b->weight, b->act, l.macs, l.params});
+  }
+  return rows;
+}
+
+std::string bits_chart(const std::vector<LayerRow>& rows) {
+  const double bar = 11, gap = 9, group = 2 * bar + gap;
+  Chart c("chart-bits", std::max(640.0, 70 + group * rows.size() + 20), 300, 50, 20, 30, 110);
+  c.x_range(0, 1);
+  c.y_range(0, 8);
+  c.y_grid({0, 2, 4, 6, 8}, "{:.0f}");
+  c.text(c.plot_left() - 40, c.plot_top() - 12, "bits", "start", 11);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    const double x = c.plot_left() + 10 + group * static_cast<double>(i);
+    const int64_t wb = std::min<int64_t>(r.weight, 8), ab = std::min<int64_t>(r.act, 8);
+    const std::string suffix = r.searchable ? "" : " (fixed)";
+    c.rect(x, c.py(static_cast<double>(wb)), bar, c.py(0) - c.py(static_cast<double>(wb)),
+           r.searchable ? kWeightColor : kFixedColor, fmt::format("{}: weights {} bits{}", r.name, r.weight, suffix));
+    c.rect(x + bar, c.py(static_cast<double>(ab)), bar, c.py(0) - c.py(static_cast<double>(ab)),
+           r.searchable ? kActColor : "#c4c8cc", fmt::format("{}: activations {} bits{}", r.name, r.act, suffix));
+    c.text(x + bar, c.plot_bottom() + 10, r.name + suffix, "end", 9,
+           fmt::format(R"svg( transform="rotate(-55 {:.1f} {:.1f})")svg", x + bar, c.plot_bottom() + 10));
+  }
+  c.rect(c.plot_right() - 190, 8, 10, 10, kWeightColor);
+  c.text(c.plot_right() - 176, 17, "weights");
+  c.rect(c.plot_right() - 110, 8, 10, 10, kActColor);
+  c.text(c.plot_right() - 96, 17, "activations");
+  return c.svg("bit-widths per layer");
+}
+
+std::string indicator_chart(const quant::Indicators& ind) {
+  std::vector<const quant::IndicatorLayer*> layers;
+  for (const auto& l : ind.layers) {
+    if (l.searchable) layers.push_back(&l);
+  }
+  const int64_t cols = 5;
+  const int64_t rows = (static_cast<int64_t>(layers.size()) + cols - 1) / cols;
+  const double cw = 150, ch = 110;
+  Chart c("chart-indicators", cols * cw + 20, rows * ch + 40, 0, 0, 0, 0);
+  std::vector<int64_t> bits = ind.candidates;
+  std::sort(bits.begin(), bits.end());
+  // One log scale for all panels, so that panels compare.
+  double lo = 1e300, hi = 0;
+  for (const auto* l : layers) {
+    for (const auto* m : {&l->weight_steps, &l->act_steps}) {
+      for (const auto& [b, v] : *m) lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+  }
+  if (layers.empty() || !(hi > lo)) hi = lo * 10 + 1;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const double ox = 10 + static_cast<double>(i % cols) * cw, oy = 10 + static_cast<double>(i / cols) * ch;
+    const double pl = ox + 8, pr = ox + cw - 12, pt = oy + 18, pb = oy + ch - 22;
+    auto x_of = [&](int64_t b) {
+      return pl + (bits.size() > 1 ? (b - bits.front()) / static_cast<double>(bits.back() - bits.front()) : 0.5) *
+                      (pr - pl);
+    };
+    auto y_of = [&](double v) {
+      return pb - (std::log10(v) - std::log10(lo)) / (std::log10(hi) - std::log10(lo)) * (pb - pt);
+    };
+    c.rect(pl, pt, pr - pl, pb - pt, "#f7f8fa");
+    c.text(ox + 8, oy + 12, layers[i]->name, "start", 10);
+    for (int64_t b : bits) c.text(x_of(b), pb + 12, std::to_string(b), "middle", 9);
+    for (const auto& [values, color] : {std::pair{&layers[i]->weight_steps, kWeightColor},
+                                        std::pair{&layers[i]->act_steps, kActColor}}) {
+      std::string points;
+      for (int64_t b : bits) points += fmt::format("{:.1f},{:.1f} ", x_of(b), y_of(values->at(b)));
+      c.add(fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>)", points, color));
+      for (int64_t b : bits) {
+        c.circle(x_of(b), y_of(values->at(b)), 2.2, color,
+                 fmt::format("{} {} at {} bits: {:.4g}", layers[i]->name, color == kWeightColor ? "weight" : "activation",
+                             b, values->at(b)));
+      }
+    }
+  }
+  c.text(10, rows * ch + 32, fmt::format("x: bit-width; y: indicator on one log scale for all layers ({:.3g} to {:.3g})",
+                                         lo, hi),
+         "start", 10);
+  return c.svg("indicator curves per layer");
+}
+
+std::string pareto_chart(const ReportInputs& in, const std::vector<search::SweepPoint>& sweep, double chosen_bitops,
+                         double chosen_objective) {
+  Chart c("chart-pareto", 640, 340, 70, 20, 30, 50);
+  double xmax = chosen_bitops, ymin = chosen_objective, ymax = chosen_objective;
+  for (const auto& p : sweep) {
+    if (!p.feasible) continue;
+    xmax = std::max(xmax, p.result.achieved_bitops);
+    ymin = std::min(ymin, p.result.solve.objective);
+    ymax = std::max(ymax, p.result.solve.objective);
+  }
+  const double pad = (ymax - ymin) * 0.08 + 1e-12;
+  c.x_range(0, xmax * 1.05 / 1e9);
+  c.y_range(ymin - pad, ymax + pad);
+  std::vector<double> yt;
+  for (int k = 0; k <= 4; ++k) yt.push_back(ymin - pad + (ymax - ymin + 2 * pad) * k / 4.0);
+  c.y_grid(yt, "{:.3g}");
+  for (int k = 0; k <= 5; ++k) {
+    const double x = xmax * 1.05 / 1e9 * k / 5.0;
+    c.text(c.px(x), c.plot_bottom() + 16, fmt::format("{:.3g}", x), "middle", 10);
+  }
+  c.text((c.plot_left() + c.plot_right()) / 2, c.plot_bottom() + 38, "GBitOps (whole network)", "middle");
+  c.text(12, c.plot_top() - 12, "search objective (sum of indicators, lower is better)", "start");
+  std::vector<std::pair<double, double>> pts;
+  for (const auto& p : sweep) {
+    if (p.feasible) pts.emplace_back(p.result.achieved_bitops / 1e9, p.result.solve.objective);
+  }
+  c.polyline(pts, kWeightColor);
+  for (const auto& [x, y] : pts) c.circle(c.px(x), c.py(y), 2.5, kWeightColor, fmt::format("{:.4g} G: {:.4g}", x, y));
+  // Uniform precisions, scored with the same indicators.
+  for (int64_t b : in.indicators.candidates) {
+    double objective = 0;
+    for (const auto& l : in.indicators.layers) {
+      if (l.searchable) objective += l.act_steps.at(b) + in.alpha * l.weight_steps.at(b);
+    }
+    const double g = search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits) / 1e9;
+    c.rect(c.px(g) - 3.5, c.py(objective) - 3.5, 7, 7, kFixedColor, fmt::format("uniform W{0}A{0}", b));
+    c.text(c.px(g) + 6, c.py(objective) - 6, fmt::format("W{0}A{0}", b), "start", 9);
+  }
+  if (!in.bitops_budget.empty()) {
+    const double g = search::budget_bitops(in.indicators, in.bitops_budget, in.fixed_bits) / 1e9;
+    c.line(c.px(g), c.plot_top(), c.px(g), c.plot_bottom(), kInk, 1, "4 3");
+    c.text(c.px(g) + 4, c.plot_top() + 10, "budget " + in.bitops_budget, "start", 10);
+  }
+  c.circle(c.px(chosen_bitops / 1e9), c.py(chosen_objective), 6, "#d93025", "the chosen policy");
+  c.text(c.px(chosen_bitops / 1e9) + 9, c.py(chosen_objective) + 4, "chosen policy", "start", 11,
+         R"( font-weight="bold")");
+  return c.svg("Pareto frontier of the BitOps sweep");
+}
+
+std::string budget_chart(const std::string& label_bitops, double bitops, double budget_bitops, double fp_bitops,
+                         double size_bits, double budget_size_bits, double fp_size_bits) {
+  Chart c("chart-budget", 640, 150, 150, 30, 20, 20);
+  struct Row {
+    std::string name;
+    double used, budget, full;
+  };
+  const std::vector<Row> rows = {{"BitOps " + label_bitops, bitops, budget_bitops, fp_bitops},
+                                 {"weight size", size_bits, budget_size_bits, fp_size_bits}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    const double y = 30 + 55.0 * static_cast<double>(i);
+    const double scale = std::max(r.used, r.budget) * 1.1;
+    const double x0 = c.plot_left(), width = c.plot_right() - c.plot_left();
+    c.text(x0 - 8, y + 14, r.name, "end", 11);
+    c.rect(x0, y, width, 20, "#f1f3f4");
+    c.rect(x0, y, width * r.used / scale, 20, i == 0 ? kWeightColor : kActColor);
+    const std::string detail =
+        i == 0 ? fmt::format("{:.4g} G ({:.0f}x fewer than 32-bit)", r.used / 1e9, r.full / r.used)
+               : fmt::format("{:.1f} KB ({:.1f}x smaller than 32-bit)", r.used / 8e3, r.full / r.used);
+    c.text(x0 + 6, y + 14, detail, "start", 11, R"( fill="white")");
+    if (r.budget > 0) {
+      c.line(x0 + width * r.budget / scale, y - 5, x0 + width * r.budget / scale, y + 25, kInk, 2);
+      c.text(x0 + width * r.budget / scale, y + 38, "budget", "middle", 10);
+    }
+  }
+  return c.svg("BitOps and weight size against the budget");
+}
+
+std::string accuracy_chart(const std::vector<ReportAccuracy>& acc) {
+  Chart c("chart-accuracy", 640, 60 + 34.0 * acc.size(), 170, 60, 20, 20);
+  double lo = 100, hi = 0;
+  for (const auto& a : acc) lo = std::min(lo, a.top1), hi = std::max(hi, a.top1);
+  const double x_lo = std::max(0.0, std::floor(lo - 3)), x_hi = std::min(100.0, std::ceil(hi + 1));
+  c.x_range(x_lo, x_hi);
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const double y = 20 + 34.0 * static_cast<double>(i);
+    const auto& a = acc[i];
+    const std::string color = a.bitops == 0 ? kFixedColor : (a.name.find("uniform") != std::string::npos ? "#8ab4f8"
+                                                                                                          : kWeightColor);
+    c.text(c.plot_left() - 8, y + 15, a.name, "end", 11);
+    c.rect(c.plot_left(), y, c.px(a.top1) - c.plot_left(), 22, color,
+           fmt::format("{}: {:.2f}% top-1", a.name, a.top1));
+    c.text(c.px(a.top1) + 6, y + 15, fmt::format("{:.2f}%", a.top1), "start", 11);
+  }
+  c.text(c.plot_left(), 14 + 34.0 * acc.size() + 24, fmt::format("top-1 accuracy (axis from {:.0f}%)", x_lo), "start",
+         10);
+  return c.svg("accuracy against full precision and uniform precision");
+}
+
+}  // namespace
+
+std::string render_report(const ReportInputs& in) {
+  const std::vector<LayerRow> rows = layer_rows(in);
+  double bitops = 0, fp_bitops = 0, size_bits = 0, fp_size_bits = 0, objective = 0;
+  for (const auto& r : rows) {
+    bitops += static_cast<double>(r.macs) * r.weight * r.act;
+    fp_bitops += static_cast<double>(r.macs) * 32 * 32;
+    size_bits += static_cast<double>(r.params) * r.weight;
+    fp_size_bits += static_cast<double>(r.params) * 32;
+  }
+  for (const auto& l : in.indicators.layers) {
+    if (!l.searchable) continue;
+    const quant::LayerBits* b = in.policy.find(l.name);
+    auto value = [&](const std::map<int64_t, double>& m, int64_t bits) {
+      auto it = m.find(bits);
+      TORCH_CHECK(it != m.end(), "report: layer '", l.name, "' has no indicator at ", bits,
+                  " bits (the policy's bits must be candidates of the indicators)");
+      return it->second;
+    };
+    objective += value(l.act_steps, b->act) + in.alpha * value(l.weight_steps, b->weight);
+  }
+  const double budget = in.bitops_budget.empty() ? 0 : search::budget_bitops(in.indicators, in.bitops_budget,
+                                                                              in.fixed_bits);
+  const double size_budget = in.cr_budget > 0 ? fp_size_bits / in.cr_budget : 0;
+
+  std::vector<int64_t> bits = in.indicators.candidates;
+  std::sort(bits.begin(), bits.end());
+  std::vector<search::SweepPoint> sweep;
+  if (bits.size() > 1) {
+    sweep = search::run_sweep(in.indicators, search::SearchOptions().alpha(in.alpha).fixed_bits(in.fixed_bits),
+                              fmt::format("W{0}A{0}", bits.front()), fmt::format("W{0}A{0}", bits.back()),
+                              in.sweep_points);
+  }
+
+  std::ostringstream html;
+  html << R"(<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>)" << escape(in.title) << R"(</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #202124; margin: 24px auto;
+       max-width: 1100px; padding: 0 16px; line-height: 1.45; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
+.sub { color: #5f6368; margin-top: 0; }
+.cards { display: flex; gap: 12px; flex-wrap: wrap; }
+.card { border: 1px solid #dadce0; border-radius: 8px; padding: 10px 14px; min-width: 150px; }
+.card b { display: block; font-size: 20px; }
+svg.chart { display: block; max-width: 100%; height: auto; font-family: inherit; }
+table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+</style></head><body>
+)";
+  html << "<h1>" << escape(in.title) << "</h1>\n";
+  html << "<p class=\"sub\">" << escape(in.indicators.model) << ", input "
+       << escape(fmt::format("{}", fmt::join(in.indicators.input_shape, "x"))) << ", candidates "
+       << escape(fmt::format("{}", fmt::join(in.indicators.candidates, ", "))) << " bits, alpha "
+       << fmt::format("{:g}", in.alpha) << ", fixed layers at " << in.fixed_bits << " bits</p>\n";
+  html << "<div class=\"cards\">";
+  html << fmt::format("<div class=\"card\">BitOps<b>{:.4g} G</b>{}</div>", bitops / 1e9,
+                      budget > 0 ? fmt::format("budget {:.4g} G ({})", budget / 1e9, escape(in.bitops_budget)) : "");
+  html << fmt::format("<div class=\"card\">weights<b>{:.1f} KB</b>{:.1f}x smaller than 32-bit</div>", size_bits / 8e3,
+                      fp_size_bits / size_bits);
+  for (const auto& a : in.accuracy) {
+    html << fmt::format("<div class=\"card\">{}<b>{:.2f}%</b>top-1</div>", escape(a.name), a.top1);
+  }
+  html << "</div>\n";
+  html << "<h2>Bit-widths per layer</h2>\n" << bits_chart(rows);
+  html << "<h2>BitOps and size against the budget</h2>\n"
+       << budget_chart(in.bitops_budget.empty() ? "" : "(" + in.bitops_budget + ")", bitops, budget, fp_bitops,
+                       size_bits, size_budget, fp_size_bits);
+  if (!in.accuracy.empty()) html << "<h2>Accuracy</h2>\n" << accuracy_chart(in.accuracy);
+  if (!sweep.empty()) {
+    html << "<h2>Pareto frontier</h2>\n<p class=\"sub\">The search solved at " << sweep.size()
+         << " BitOps budgets; grey squares are uniform precisions scored with the same indicators.</p>\n"
+         << pareto_chart(in, sweep, bitops, objective);
+  }
+  html << "<h2>Indicator curves</h2>\n<p class=\"sub\">Each layer's indicators over the candidate bit-widths: "
+          "<span style=\"color:" << kWeightColor << "\">weights</span> and <span style=\"color:" << kActColor
+       << "\">activations</span>. A layer whose curve stays high at few bits is one the search protects.</p>\n"
+       << indicator_chart(in.indicators);
+  html << "<h2>Policy</h2>\n<table><tr><th>layer</th><th>weights</th><th>activations</th><th>MACs</th>"
+          "<th>parameters</th></tr>\n";
+  for (const auto& r : rows) {
+    html << fmt::format("<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", escape(r.name),
+                        r.searchable ? "" : " (fixed)", r.weight, r.act, r.macs, r.params);
+  }
+  html << "</table>\n";
+  // Set after layout: the number of charts the browser drew with a size
+  // (the report's test reads it back from headless Chromium).
+  html << R"(<script>
+window.addEventListener('load', function () {
+  var drawn = 0;
+  document.querySelectorAll('svg.chart').forEach(function (s) {
+    var b = s.getBBox(); if (b.width > 0 && b.height > 0 && s.querySelectorAll('rect,polyline,circle').length > 0) drawn++;
+  });
+  document.body.setAttribute('data-charts-drawn', String(drawn));
+});
+</script>
+</body></html>
+)";
+  return html.str();
+}
+
+}  // namespace limpq::deploy
