@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <iostream>
 
 #include "limpq/models/quantized.h"
 #include "limpq/train/trainer.h"
@@ -77,6 +78,9 @@ class OnnxTest : public limpq::testing::SeededTest {
     data::DataOptions data = train::data_options_of(ckpt);
     data.test_limit(0);  // training evaluated 250; compare on 1000
     const OnnxVerification v = verify_onnx(onnx, ckpt, data, 1000, runner_);
+    std::cout << onnx << ": " << v.images << " images, within 1e-4 on " << v.within_tolerance << "%, median "
+              << v.median_rel_diff << ", max " << v.max_rel_diff << ", top-1 agreement " << v.agreement << "%, top-1 "
+              << v.limpq_top1 << "% / " << v.runtime_top1 << "%\n";
     EXPECT_EQ(v.images, 1000);
     EXPECT_THAT(v.runtime, HasSubstr("onnxruntime-node"));
     // Almost every image matches to float rounding; the rest differ where a
