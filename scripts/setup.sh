@@ -28,8 +28,8 @@ PACKAGES=(
   libturbojpeg0-dev zlib1g-dev coinor-libcbc-dev libgloo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-torchvision python3-pulp coinor-cbc
-  # ONNX export, and its check in ONNX Runtime (onnxruntime-node from npm)
-  libonnx-dev nodejs npm
+  # ONNX export (its check in ONNX Runtime needs Node.js and npm, below)
+  libonnx-dev
   # headless rendering of `limpq report` in the tests
   chromium
   # data
@@ -40,6 +40,10 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm by command, not package: another distribution of Node.js
+# (e.g. NodeSource's, which bundles npm) serves as well.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
