@@ -169,9 +169,8 @@ class OnnxWriter : public nn::GraphWriter {
     if (type == kFloat) {
       const float f = static_cast<float>(value);
       bytes.assign(reinterpret_cast<const char*>(&f), sizeof f);
-    } else {
-      bytes.assign(1, static_cast<char>(static_cast<int8_t>(static_cast<int64_t>(value))));
-      if (type == kUint8) bytes[0] = static_cast<char>(static_cast<uint8_t>(static_cast<int64_t>(value)));
+    } else {  // int8 or uint8: the low byte of the integer
+      bytes.assign(1, static_cast<char>(static_cast<int64_t>(value) & 0xFF));
     }
     const std::string unique = name + "_" + std::to_string(scalars_.size());
     scalars_[key] = initializer(unique, type, {}, bytes);

@@ -35,16 +35,22 @@ class OnnxTest : public limpq::testing::SeededTest {
     ASSERT_FALSE(runner_.empty()) << "tools/ort/run_onnx.js not found";
   }
 
-  // One full-precision resnet20 for the suite: 2 epochs on 4096 real images.
-  static void SetUpTestSuite() {
-    suite_dir_ = (std::filesystem::temp_directory_path() / ("limpq_onnx_test_" + std::to_string(::getpid()))).string();
-    if (!std::filesystem::exists(std::string(kFashionMnist) + "/train-images-idx3-ubyte.gz")) return;
-    train::TrainConfig c = base_config();
-    c.optim.epochs(2).lr(0.1).warmup_epochs(0.2);
-    c.run.out_dir(suite_dir_ + "/fp");
-    fp_ = train::run_train(c, false).checkpoint;
+  // One full-precision resnet20 for the suite, trained on first use (ctest
+  // runs each test in its own process): 2 epochs on 4096 real images.
+  static const std::string& fp_checkpoint() {
+    if (fp_.empty()) {
+      suite_dir_ = (std::filesystem::temp_directory_path() / ("limpq_onnx_test_" + std::to_string(::getpid())))
+                       .string();
+      train::TrainConfig c = base_config();
+      c.optim.epochs(2).lr(0.1).warmup_epochs(0.2);
+      c.run.out_dir(suite_dir_ + "/fp");
+      fp_ = train::run_train(c, false).checkpoint;
+    }
+    return fp_;
   }
-  static void TearDownTestSuite() { std::filesystem::remove_all(suite_dir_); }
+  static void TearDownTestSuite() {
+    if (!suite_dir_.empty()) std::filesystem::remove_all(suite_dir_);
+  }
 
   static train::TrainConfig base_config() {
     train::TrainConfig c;
@@ -57,7 +63,6 @@ class OnnxTest : public limpq::testing::SeededTest {
   // Fine-tuned under a mixed policy: weights at every bit-width from 2 to 8,
   // activations from 4 to 8 (per-channel weight steps when asked).
   std::string finetuned(bool per_channel) {
-    EXPECT_FALSE(fp_.empty());
     models::Model model = models::make_model("resnet20", 1, 10);
     models::QuantModel qm(model, {1, 28, 28}, models::QuantizeOptions());
     quant::Policy policy = qm.uniform_policy({4, 4});
@@ -66,7 +71,7 @@ class OnnxTest : public limpq::testing::SeededTest {
     }
     quant::write_policy(temp_path("policy.json"), policy);
     train::TrainConfig c = base_config();
-    c.model.weights(fp_);
+    c.model.weights(fp_checkpoint());
     c.quant.policy(temp_path("policy.json"));
     c.quant.quantize(models::QuantizeOptions().per_channel(per_channel));
     c.optim.epochs(1).lr(0.01).warmup_epochs(0);
@@ -127,7 +132,12 @@ TEST_F(OnnxTest, PerChannelStepsExportWithAnAxis) {
 }
 
 TEST_F(OnnxTest, RefusesWhatItCannotExport) {
-  const train::Checkpoint fp = train::load_checkpoint(fp_);
+  // A full-precision checkpoint; its training barely matters.
+  train::TrainConfig c = base_config();
+  c.data.limit(64);
+  c.optim.epochs(1);
+  c.run.out_dir(temp_path("fp"));
+  const train::Checkpoint fp = train::load_checkpoint(train::run_train(c, false).checkpoint);
   EXPECT_THAT([&] { write_onnx(temp_path("fp.onnx"), fp); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("takes a checkpoint fine-tuned under a policy")));
   EXPECT_FALSE(std::filesystem::exists(temp_path("fp.onnx")));
