@@ -161,9 +161,9 @@ class Study:
     def layer_drop(self, layers):
         """Top-1 with only `layer` at W2A2 (others full precision), no training."""
         results = {}
+        d = self.out / "layer_drop"
+        d.mkdir(parents=True, exist_ok=True)
         for name in layers:
-            d = self.out / "layer_drop"
-            d.mkdir(parents=True, exist_ok=True)
             policy = d / f"{name}.json"
             if not policy.exists():
                 base = json.loads((self.out / "policies" / "W2A2" / "limpq.json").read_text())

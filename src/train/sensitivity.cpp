@@ -94,17 +94,17 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
   model->to(device);
   model->eval();
 
+  // The searchable layers in network order, as analysed.layers() lists them.
+  const auto modules = model->named_modules("", /*include_self=*/false);
   std::map<const torch::nn::Module*, size_t> index_of;  // searchable layer module -> position
   std::vector<const models::LayerInfo*> layers;
   std::vector<torch::Tensor> weights;
-  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-    for (const auto& l : analysed.layers()) {
-      if (l.searchable && l.name == item.key()) {
-        index_of[item.value().get()] = layers.size();
-        layers.push_back(&l);
-        weights.push_back(layer_weight(*item.value()));
-      }
-    }
+  for (const auto& l : analysed.layers()) {
+    if (!l.searchable) continue;
+    const auto& module = modules[l.name];
+    index_of[module.get()] = layers.size();
+    layers.push_back(&l);
+    weights.push_back(layer_weight(*module));
   }
   const size_t n = layers.size();
   TORCH_CHECK(n > 0, "sensitivity: the model has no searchable layer");
@@ -178,6 +178,7 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
     if (!(v > kFloor)) ++floored;
     return std::isfinite(v) && v > kFloor ? v : kFloor;
   };
+  size_t i = 0;  // position among the searchable layers (both in network order)
   for (const auto& l : analysed.layers()) {
     quant::IndicatorLayer e;
     e.name = l.name;
@@ -186,8 +187,6 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
     e.macs = l.macs;
     e.params = l.params;
     if (l.searchable) {
-      size_t i = 0;
-      while (layers[i]->name != l.name) ++i;
       const torch::Tensor w = weights[i].detach();
       const double weight_trace = sums[0][i].item<double>() / count;
       const double act_trace_per_element = sums[1][i].item<double>() / count;
@@ -198,6 +197,7 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
         e.act_steps[candidates[k]] = positive(act_trace_per_element * sums[2][i][k].item<double>() / count);
       }
       traces[l.name] = {{"weight_trace", weight_trace}, {"act_trace_per_element", act_trace_per_element}};
+      ++i;
     }
     ind.layers.push_back(std::move(e));
   }
