@@ -12,6 +12,7 @@
 
 #include "limpq/models/model.h"
 #include "limpq/models/quantized.h"
+#include "limpq/quant/lsq.h"
 #include "limpq/quant/policy.h"
 #include "limpq/util/runtime.h"
 
@@ -23,9 +24,10 @@ namespace F = torch::nn::functional;
 // (fixed layers at 8 bits) with the fused kernel, "W4A4-ref" with the
 // composed-op reference; a "-cl" suffix trains channels-last
 // (run.channels_last) instead of the default NCHW layout.
-void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels, int64_t size,
+void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels,
                   const std::string& precision) {
   const int64_t batch = state.range(0);
+  const int64_t size = state.range(1);
   const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
   state.counters["threads"] = static_cast<double>(limpq::util::set_threads(threads ? std::atoll(threads) : 0));
   torch::manual_seed(0);
@@ -60,10 +62,14 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
       benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
 }
 
-// Arg: batch. Threads come from $LIMPQ_THREADS (default: all cores).
-#define LIMPQ_TRAIN_STEP(name, precision)                                         \
-  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("resnet20"), 1, 28, std::string(precision)) \
-      ->Arg(128)                                                                   \
+// Args: batch, image side: 28 (Fashion-MNIST) and 32 (the CIFAR-sized input
+// the brief's step timings use). One input channel. Threads come from
+// $LIMPQ_THREADS (default: all cores).
+#define LIMPQ_TRAIN_STEP(name, precision)                                              \
+  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("resnet20"), 1, std::string(precision)) \
+      ->ArgNames({"batch", "side"})                                                    \
+      ->Args({128, 28})                                                                \
+      ->Args({128, 32})                                                                \
       ->Unit(benchmark::kMillisecond)                                              \
       ->UseRealTime()                                                              \
       ->MinTime(5.0)
@@ -73,6 +79,28 @@ LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
 LIMPQ_TRAIN_STEP(resnet20_fp32_cl, "fp32-cl");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_cl, "W4A4-cl");
+
+// One activation tensor of resnet20's first stage at 32x32 (128x16x32x32):
+// forward + backward of the fused LSQ kernel, and of ReLU for scale.
+void BM_ElementWise(benchmark::State& state, const std::string& op) {
+  const char* threads = std::getenv("LIMPQ_THREADS");
+  limpq::util::set_threads(threads ? std::atoll(threads) : 0);
+  auto x = torch::randn({128, 16, 32, 32}).requires_grad_();
+  auto step = torch::full({}, 0.1f).requires_grad_();
+  auto g = torch::randn({128, 16, 32, 32});
+  const auto range = limpq::quant::QuantRange::of(4, false);
+  for (auto _ : state) {
+    torch::Tensor y;
+    if (op == "lsq") y = limpq::quant::lsq_fake_quant(x, step, range, 0.01);
+    else if (op == "lsq_ref") y = limpq::quant::lsq_fake_quant_reference(x, step, range, 0.01);
+    else y = torch::relu(x);
+    y.backward(g);
+  }
+  state.SetBytesProcessed(state.iterations() * x.numel() * 4);
+}
+BENCHMARK_CAPTURE(BM_ElementWise, lsq, std::string("lsq"))->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, lsq_ref, std::string("lsq_ref"))->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, relu, std::string("relu"))->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

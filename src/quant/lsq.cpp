@@ -5,7 +5,10 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,22 +24,48 @@
 namespace limpq::quant {
 namespace {
 
-const kernels::LsqKernels& cpu_kernels() {
-  // A pointer, not a reference bound to the lambda's result: GCC 13 warns
-  // (wrongly) about a dangling reference there.
-  static const kernels::LsqKernels* const chosen = [] {
+// The variants this CPU can run, best first.
+std::vector<const kernels::LsqKernels*> runnable_kernels() {
+  std::vector<const kernels::LsqKernels*> out;
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-      return &kernels::avx512_kernels();
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kernels::avx2_kernels();
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+    out.push_back(&kernels::avx512_kernels());
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&kernels::avx2_kernels());
 #endif
-    return &kernels::generic_kernels();
-  }();
-  return *chosen;
+  out.push_back(&kernels::generic_kernels());
+  return out;
 }
+
+const kernels::LsqKernels* runnable_kernel(const std::string& isa) {
+  for (const auto* k : runnable_kernels()) {
+    if (isa == k->isa) return k;
+  }
+  return nullptr;
+}
+
+std::string runnable_isas() {
+  std::string names;
+  for (const auto* k : runnable_kernels()) names += std::string(names.empty() ? "" : ", ") + k->isa;
+  return names;
+}
+
+// The best variant, or the one $LIMPQ_CPU_CAPABILITY names (as ATen's
+// ATEN_CPU_CAPABILITY does), until lsq_use_cpu_kernel_isa changes it.
+std::atomic<const kernels::LsqKernels*>& chosen_kernels() {
+  static std::atomic<const kernels::LsqKernels*> chosen{[] {
+    const char* forced = std::getenv("LIMPQ_CPU_CAPABILITY");
+    if (forced == nullptr || *forced == '\0') return runnable_kernels().front();
+    const auto* k = runnable_kernel(forced);
+    TORCH_CHECK(k != nullptr, "LIMPQ_CPU_CAPABILITY=", forced, ": this CPU runs ", runnable_isas());
+    return k;
+  }()};
+  return chosen;
+}
+
+const kernels::LsqKernels& cpu_kernels() { return *chosen_kernels().load(std::memory_order_relaxed); }
 
 // Elements per parallel task: large enough to amortise scheduling.
 constexpr int64_t kGrain = 32768;
@@ -247,6 +276,18 @@ torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, 
 }
 
 const char* lsq_cpu_kernel_isa() { return cpu_kernels().isa; }
+
+std::vector<std::string> lsq_cpu_kernel_isas() {
+  std::vector<std::string> names;
+  for (const auto* k : runnable_kernels()) names.emplace_back(k->isa);
+  return names;
+}
+
+void lsq_use_cpu_kernel_isa(const std::string& isa) {
+  const auto* k = runnable_kernel(isa);
+  TORCH_CHECK(k != nullptr, "lsq_use_cpu_kernel_isa: '", isa, "' is not one this CPU runs (", runnable_isas(), ")");
+  chosen_kernels().store(k, std::memory_order_relaxed);
+}
 
 bool lsq_has_cuda_kernel() {
 #ifdef LIMPQ_WITH_CUDA

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "quant/lsq_test_util.h"
@@ -82,28 +83,36 @@ TEST_F(LsqTest, GradientScaleMultipliesOnlyTheStepGradient) {
 
 using testing::adversarial_input;
 
+// Every variant this CPU runs (AVX-512, AVX2, generic), not only the one the
+// dispatcher picks: CI machines differ, and each variant is compiled apart.
 TEST_F(LsqTest, FusedKernelMatchesReferenceOnManyShapes) {
+  const std::string chosen = lsq_cpu_kernel_isa();
   const std::vector<std::vector<int64_t>> shapes = {{1}, {7}, {33}, {4, 5}, {2, 3, 5, 7}, {16, 8, 3, 3},
                                                     {3, 17, 31}, {128, 16, 14, 14}, {70001}};
-  for (const auto& shape : shapes) {
-    for (int64_t bits = 2; bits <= 8; ++bits) {
-      for (bool is_signed : {true, false}) {
-        SCOPED_TRACE(::testing::Message() << "shape " << c10::IntArrayRef(shape) << " bits " << bits
-                                          << (is_signed ? " signed" : " unsigned"));
-        const QuantRange r = QuantRange::of(bits, is_signed);
-        const float sv = 0.05f + 0.01f * static_cast<float>(bits);
-        const auto x = adversarial_input(shape, sv, r);
-        const auto up = torch::randn(shape);
-        const double g = lsq_grad_scale(x.numel(), r);
-        const Grads ref = run(false, x, torch::tensor(sv), r, g, up);
-        const Grads fast = run(true, x, torch::tensor(sv), r, g, up);
-        ASSERT_TRUE(torch::equal(fast.y, ref.y)) << "forward must be bitwise equal";
-        ASSERT_TRUE(torch::allclose(fast.dx, ref.dx, kGradRelTol, kGradAbsTol));
-        ASSERT_NEAR(fast.ds.item<double>(), ref.ds.item<double>(),
-                    kGradAbsTol + kGradRelTol * 10 * std::abs(ref.ds.item<double>()));
+  for (const std::string& isa : lsq_cpu_kernel_isas()) {
+    lsq_use_cpu_kernel_isa(isa);
+    ASSERT_EQ(std::string(lsq_cpu_kernel_isa()), isa);
+    for (const auto& shape : shapes) {
+      for (int64_t bits = 2; bits <= 8; ++bits) {
+        for (bool is_signed : {true, false}) {
+          SCOPED_TRACE(::testing::Message() << isa << " shape " << c10::IntArrayRef(shape) << " bits " << bits
+                                            << (is_signed ? " signed" : " unsigned"));
+          const QuantRange r = QuantRange::of(bits, is_signed);
+          const float sv = 0.05f + 0.01f * static_cast<float>(bits);
+          const auto x = adversarial_input(shape, sv, r);
+          const auto up = torch::randn(shape);
+          const double g = lsq_grad_scale(x.numel(), r);
+          const Grads ref = run(false, x, torch::tensor(sv), r, g, up);
+          const Grads fast = run(true, x, torch::tensor(sv), r, g, up);
+          ASSERT_TRUE(torch::equal(fast.y, ref.y)) << "forward must be bitwise equal";
+          ASSERT_TRUE(torch::allclose(fast.dx, ref.dx, kGradRelTol, kGradAbsTol));
+          ASSERT_NEAR(fast.ds.item<double>(), ref.ds.item<double>(),
+                      kGradAbsTol + kGradRelTol * 10 * std::abs(ref.ds.item<double>()));
+        }
       }
     }
   }
+  lsq_use_cpu_kernel_isa(chosen);
 }
 
 TEST_F(LsqTest, PerChannelStepsMatchReference) {
@@ -143,9 +152,15 @@ TEST_F(LsqTest, RejectsBadStepShapes) {
               ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("one value per channel (4)")));
 }
 
-TEST_F(LsqTest, ReportsTheChosenKernel) {
+TEST_F(LsqTest, ReportsTheChosenKernelAndRefusesOthers) {
+  const auto isas = lsq_cpu_kernel_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "generic");  // runs everywhere, listed last
   const std::string isa = lsq_cpu_kernel_isa();
-  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "generic") << isa;
+  EXPECT_NE(std::find(isas.begin(), isas.end(), isa), isas.end()) << isa;
+  EXPECT_THAT([] { lsq_use_cpu_kernel_isa("neon"); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("'neon' is not one this CPU runs")));
+  EXPECT_EQ(std::string(lsq_cpu_kernel_isa()), isa);
 }
 
 }  // namespace

@@ -24,6 +24,8 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace limpq::quant {
 
@@ -46,9 +48,17 @@ torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, 
 torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tensor& step,
                                        const QuantRange& range, double grad_scale);
 
-// The name of the CPU kernel variant chosen for this machine ("avx512",
-// "avx2" or "generic"), for benchmarks and logs.
+// The name of the CPU kernel variant in use ("avx512", "avx2" or "generic"):
+// the best this CPU runs, or the one $LIMPQ_CPU_CAPABILITY names.
 const char* lsq_cpu_kernel_isa();
+
+// The variants this CPU can run, best first.
+std::vector<std::string> lsq_cpu_kernel_isas();
+
+// Switches every later call to the named variant (one of
+// lsq_cpu_kernel_isas(); anything else is an error). For tests and
+// benchmarks that compare the variants.
+void lsq_use_cpu_kernel_isa(const std::string& isa);
 
 // Whether this build carries the CUDA kernel (else CUDA tensors take the
 // reference path).
