@@ -13,6 +13,7 @@
 
 #include "limpq/dist/dist.h"
 #include "limpq/models/state_dict.h"
+#include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
 #include "limpq/nn/trace.h"
 #include "limpq/quant/indicators.h"
@@ -267,6 +268,75 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
   return r;
 }
 
+int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device,
+                               int64_t batches) {
+  TORCH_CHECK(batches > 0, "recalibrate_batch_norm: batches must be positive, got ", batches);
+  // Every model here normalises with SwitchableBatchNorm2d: its base set, and
+  // when switchable one torch BatchNorm2d per bit-width.
+  std::vector<nn::SwitchableBatchNorm2dImpl*> bases;
+  std::vector<torch::nn::BatchNorm2dImpl*> branches;
+  for (const auto& m : model.modules(/*include_self=*/false)) {
+    if (auto* base = m->as<nn::SwitchableBatchNorm2dImpl>()) bases.push_back(base);
+    if (auto* branch = m->as<torch::nn::BatchNorm2dImpl>()) branches.push_back(branch);
+  }
+  TORCH_CHECK(!bases.empty() || !branches.empty(), "recalibrate_batch_norm: the model has no batch norm");
+  struct Stats {
+    torch::Tensor mean, var, tracked;  // the module's buffers
+    torch::Tensor saved_mean, saved_var, saved_tracked;
+  };
+  std::vector<Stats> stats;
+  for (auto* b : bases) stats.push_back({b->running_mean, b->running_var, b->num_batches_tracked, {}, {}, {}});
+  for (auto* b : branches) stats.push_back({b->running_mean, b->running_var, b->num_batches_tracked, {}, {}, {}});
+  std::vector<double> base_momentum;
+  std::vector<c10::optional<double>> branch_momentum;
+  for (auto* b : bases) base_momentum.push_back(b->options.momentum());
+  for (auto* b : branches) branch_momentum.push_back(b->options.momentum());
+  auto set_momentum = [&](double m) {
+    for (auto* b : bases) b->options.momentum(m);
+    for (auto* b : branches) b->options.momentum(m);
+  };
+
+  torch::NoGradGuard no_grad;
+  for (auto& s : stats) {
+    s.saved_mean = s.mean.clone();
+    s.saved_var = s.var.clone();
+    s.saved_tracked = s.tracked.clone();
+    s.mean.zero_();
+    s.var.fill_(1);
+    s.tracked.zero_();
+  }
+  const bool was_training = model.is_training();
+  model.train();
+  const torch::MemoryFormat format = models::memory_format_of(model);
+  // Every worker runs the same number of batches (SyncBatchNorm's
+  // collectives pair up batch by batch).
+  const int64_t planned = std::min(batches, loader.batches_per_epoch());
+  loader.start_epoch(0);
+  int64_t used = 0;
+  while (used < planned) {
+    auto batch = loader.next();
+    TORCH_CHECK(batch, "recalibrate_batch_norm: the loader ended after ", used, " of ", planned, " batches");
+    // Batch k enters the running average with weight 1/k.
+    set_momentum(1.0 / static_cast<double>(used + 1));
+    model.forward(batch->images.to(device, /*non_blocking=*/true).contiguous(format));
+    ++used;
+  }
+  model.train(was_training);
+  for (size_t i = 0; i < bases.size(); ++i) bases[i]->options.momentum(base_momentum[i]);
+  for (size_t i = 0; i < branches.size(); ++i) branches[i]->options.momentum(branch_momentum[i]);
+  for (auto& s : stats) {
+    if (s.tracked.item<int64_t>() == 0) {  // no batch reached it
+      s.mean.copy_(s.saved_mean);
+      s.var.copy_(s.saved_var);
+      s.tracked.copy_(s.saved_tracked);
+    } else {
+      s.tracked.add_(s.saved_tracked);
+    }
+  }
+  if (!dist::sync_batch_norm_enabled()) dist::average_batch_norm_statistics(model);
+  return used;
+}
+
 std::vector<util::ConfigSection> TrainConfig::sections() {
   return {util::section("data", data), util::section("model", model), util::section("train", optim),
           util::section("run", run), util::section("quant", quant), util::section("indicators", indicators)};
@@ -306,6 +376,10 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
 
   const bool joint = config.joint_indicators;
   TORCH_CHECK(!(joint && config.quant.enabled()), "train: indicator training and fine-tuning under a policy exclude each other");
+  TORCH_CHECK(optim.bn_recalibration_batches() >= 0, "train: bn_recalibration_batches must be >= 0, got ",
+              optim.bn_recalibration_batches());
+  TORCH_CHECK(!(joint && optim.bn_recalibration_batches() > 0),
+              "indicators: train.bn_recalibration_batches applies to train and finetune, not to indicator training");
   data::DataBundle data = data::make_data(config.data, seed);
   if (joint) {
     const double fraction = config.indicators.fraction();
@@ -704,6 +778,21 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       // Evaluated at the largest candidate, uniformly.
       set_candidate(candidates.front());
     }
+    if (last && optim.bn_recalibration_batches() > 0) {
+      // Unaugmented training images, in an order of their own.
+      data::DataLoader calibration(data.train, data.eval_transform,
+                                   data::LoaderOptions()
+                                       .batch_size(config.data.batch_size())
+                                       .shuffle(true)
+                                       .workers(config.data.workers())
+                                       .seed(util::mix_seed(seed ^ 0xb7))
+                                       .rank(dist::rank())
+                                       .world_size(dist::world_size())
+                                       .pin_memory(cuda));
+      const int64_t used = recalibrate_batch_norm(*model, calibration, device, optim.bn_recalibration_batches());
+      entry["bn_recalibration_batches"] = used;
+      status += fmt::format(" | BN statistics from {} batches", used);
+    }
     if ((epoch + 1) % run.eval_every() == 0 || last) {
       last_eval = evaluate(*model, eval_loader, device);
       final_test_done = last && !use_val;
@@ -784,8 +873,9 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   const torch::Device device = util::resolve_device(options.device());
   const uint64_t seed = 0;
   const bool ptq = !options.policy().empty() || !options.uniform().empty();
-  data::DataBundle data = options.split() == "test" && !ptq ? data::make_test_data(data_options, seed)
-                                                             : data::make_data(data_options, seed);
+  const bool needs_train = ptq || options.bn_recalibration_batches() > 0;
+  data::DataBundle data = options.split() == "test" && !needs_train ? data::make_test_data(data_options, seed)
+                                                                     : data::make_data(data_options, seed);
   TORCH_CHECK(data.input_shape == checkpoint.input_shape && data.num_classes == checkpoint.num_classes,
               "eval: the checkpoint's model takes ", c10::IntArrayRef(checkpoint.input_shape), " inputs with ",
               checkpoint.num_classes, " classes, but dataset '", data_options.dataset(), "' gives ",
@@ -814,6 +904,20 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
     torch::NoGradGuard no_grad;
     model->eval();
     model->forward(batch->images.to(device));
+  }
+  TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
+              options.bn_recalibration_batches());
+  if (options.bn_recalibration_batches() > 0) {
+    data::DataLoader calibration(data.train, data.eval_transform,
+                                 data::LoaderOptions()
+                                     .batch_size(data_options.batch_size())
+                                     .shuffle(true)
+                                     .workers(data_options.workers())
+                                     .seed(util::mix_seed(seed ^ 0xb7))
+                                     .rank(dist::rank())
+                                     .world_size(dist::world_size())
+                                     .pin_memory(device.is_cuda()));
+    recalibrate_batch_norm(*model, calibration, device, options.bn_recalibration_batches());
   }
   data::DataLoader loader(dataset, data.eval_transform,
                           data::LoaderOptions()

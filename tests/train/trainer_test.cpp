@@ -5,7 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "limpq/nn/batch_norm.h"
+#include "limpq/nn/quant_conv.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/train/pipeline.h"
 #include "limpq/util/atomic_file.h"
@@ -114,6 +117,105 @@ TEST_F(TrainerTest, FinetunesUnderAPolicyAndResumesIt) {
   other.quant.uniform("W2A2");
   EXPECT_THAT([&] { run_train(other, true); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("trained under another quantization")));
+}
+
+TEST_F(TrainerTest, BatchNormRecalibrationWeighsEveryBatchEqually) {
+  TrainConfig c = tiny_config(temp_path("unused"));
+  data::DataBundle d = data::make_data(c.data, 0);
+  data::DataLoader loader(d.train, d.eval_transform, data::LoaderOptions().batch_size(16).workers(1));
+  auto model = models::make_model("resnet20", 1, 10);
+  auto named = model->named_modules();
+  auto& conv1 = *named["conv1"]->as<nn::QuantConv2dImpl>();
+  auto& bn1 = *named["bn1"]->as<nn::SwitchableBatchNorm2dImpl>();
+  // Two switchable branches: 4 bits in use, 2 bits reached by no batch.
+  auto& bn2 = *named["layer1.0.bn1"]->as<nn::SwitchableBatchNorm2dImpl>();
+  bn2.make_switchable({4, 2});
+  bn2.set_bits(4);
+  auto& unused = bn2.branches->at<torch::nn::BatchNorm2dImpl>("2");
+  {
+    torch::NoGradGuard no_grad;
+    unused.running_mean.fill_(7);
+  }
+  auto poison = [&](double mean, double var) {
+    torch::NoGradGuard no_grad;
+    for (auto& b : model->named_buffers()) {
+      if (b.key().find("branches.2.") != std::string::npos) continue;
+      if (b.key().size() > 12 && b.key().rfind("running_mean") == b.key().size() - 12) b.value().fill_(mean);
+      if (b.key().size() > 11 && b.key().rfind("running_var") == b.key().size() - 11) b.value().fill_(var);
+    }
+  };
+
+  poison(1e3, 1e-3);
+  EXPECT_EQ(recalibrate_batch_norm(*model, loader, torch::kCPU, 3), 3);
+  // bn1 by hand: the mean of the three batches' means and unbiased variances.
+  torch::Tensor want_mean = torch::zeros({16}), want_var = torch::zeros({16});
+  {
+    torch::NoGradGuard no_grad;
+    loader.start_epoch(0);
+    for (int i = 0; i < 3; ++i) {
+      const auto y = conv1.forward(loader.next()->images);
+      want_mean += y.mean({0, 2, 3}) / 3;
+      want_var += y.var({0, 2, 3}, /*unbiased=*/true) / 3;
+    }
+  }
+  EXPECT_TRUE(torch::allclose(bn1.running_mean, want_mean, 1e-4, 1e-6)) << bn1.running_mean << want_mean;
+  EXPECT_TRUE(torch::allclose(bn1.running_var, want_var, 1e-4, 1e-6));
+  EXPECT_EQ(bn1.num_batches_tracked.item<int64_t>(), 3);
+  EXPECT_DOUBLE_EQ(bn1.options.momentum(), 0.1) << "momentum restored";
+  EXPECT_DOUBLE_EQ(bn2.branches->at<torch::nn::BatchNorm2dImpl>("4").options.momentum().value(), 0.1);
+  EXPECT_TRUE(torch::all(unused.running_mean == 7).item<bool>()) << "an unreached branch keeps its statistics";
+  EXPECT_FALSE(torch::equal(bn2.branches->at<torch::nn::BatchNorm2dImpl>("4").running_mean, unused.running_mean));
+  EXPECT_TRUE(model->is_training());
+
+  // Nothing of the old statistics remains: other poison, same result.
+  std::map<std::string, torch::Tensor> first;
+  for (const auto& b : model->named_buffers()) first[b.key()] = b.value().clone();
+  poison(-5, 50);
+  model->eval();
+  recalibrate_batch_norm(*model, loader, torch::kCPU, 3);
+  EXPECT_FALSE(model->is_training()) << "the training flag is restored";
+  for (const auto& b : model->named_buffers()) {
+    if (b.key().find("num_batches_tracked") != std::string::npos) continue;
+    if (b.key() == "layer1.0.bn1.running_mean" || b.key() == "layer1.0.bn1.running_var") {
+      // The base set of a switchable batch norm running its 4-bit branch.
+      EXPECT_TRUE(torch::all(b.value() == (b.key().back() == 'n' ? -5 : 50)).item<bool>()) << "unreached";
+      continue;
+    }
+    EXPECT_TRUE(torch::equal(b.value(), first.at(b.key()))) << b.key();
+  }
+  EXPECT_THAT([&] { recalibrate_batch_norm(*model, loader, torch::kCPU, 0); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("batches must be positive")));
+}
+
+TEST_F(TrainerTest, FinetuneRecalibratesBatchNormAndEvalReproducesIt) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  fp.optim.epochs(1);
+  const TrainResult base = run_train(fp, false);
+
+  TrainConfig ft = tiny_config(temp_path("ft"));
+  ft.model.weights(base.checkpoint);
+  ft.quant.uniform("W2A2");
+  ft.optim.epochs(1).lr(0.01).bn_recalibration_batches(4);
+  const TrainResult r = run_train(ft, false);
+  std::ifstream log(temp_path("ft/metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(log, line)) last = line;
+  EXPECT_EQ(nlohmann::json::parse(last).at("bn_recalibration_batches").get<int>(), 4);
+
+  // The same batches give the same statistics: eval's recalibration of the
+  // saved checkpoint reproduces the run's accuracy; without it, too.
+  const Checkpoint ckpt = load_checkpoint(r.checkpoint);
+  const EvalResult plain = run_eval(ckpt, EvalOptions().threads(1), data_options_of(ckpt));
+  const EvalResult again = run_eval(ckpt, EvalOptions().threads(1).bn_recalibration_batches(4), data_options_of(ckpt));
+  EXPECT_DOUBLE_EQ(plain.loss, r.test.loss);
+  EXPECT_NEAR(again.loss, r.test.loss, 1e-6);
+
+  TrainConfig joint = tiny_config(temp_path("joint"));
+  joint.model.weights(base.checkpoint);
+  joint.joint_indicators = true;
+  joint.optim.bn_recalibration_batches(2);
+  EXPECT_THAT([&] { run_train(joint, false); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("not to indicator training")));
 }
 
 TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {

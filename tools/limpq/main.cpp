@@ -34,6 +34,7 @@
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
+#include "limpq/util/runtime.h"
 #include "limpq/util/signals.h"
 
 namespace {
@@ -162,6 +163,7 @@ struct EvalCommand {
   std::string device = "cpu";
   std::string policy, uniform;
   int64_t threads = 0;
+  int64_t bn_recalibration_batches = 0;
   bool json = false;
 
   void add_to(CLI::App& app) {
@@ -175,6 +177,9 @@ struct EvalCommand {
                                         "policy (initial steps, calibrated on one training batch)")
         ->check(CLI::ExistingFile);
     cmd->add_option("--uniform", uniform, "post-training quantization at uniform precision, e.g. W4A4");
+    cmd->add_option("--bn-recalibration-batches", bn_recalibration_batches,
+                    "first re-estimate batch-norm statistics over N training batches (0: the checkpoint's)")
+        ->default_str("0");
     // Data flags override the data options recorded in the checkpoint.
     flags.add(*cmd, data, "Data (default: as recorded in the checkpoint)");
     cmd->callback([this] { run(); });
@@ -186,7 +191,8 @@ struct EvalCommand {
                                                                  : limpq::train::load_checkpoint(checkpoint);
     data = limpq::train::data_options_of(ckpt);
     flags.apply();
-    options.split(split).device(device).threads(threads).policy(policy).uniform(uniform);
+    options.split(split).device(device).threads(threads).policy(policy).uniform(uniform).bn_recalibration_batches(
+        bn_recalibration_batches);
     const auto r = limpq::train::run_eval(ckpt, options, data);
     if (!limpq::dist::is_main()) return;
     if (json) {
@@ -716,6 +722,7 @@ struct LaunchCommand {
 }  // namespace
 
 int main(int argc, char** argv) {
+  limpq::util::retain_freed_memory();
   CLI::App app{"limpq: mixed-precision quantization from learned layer-wise importance"};
   app.require_subcommand(1);
   TrainCommand train(TrainKind::kTrain);

@@ -22,6 +22,9 @@ struct OptimOptions {
   TORCH_ARG(double, weight_decay) = 5e-4;
   TORCH_ARG(double, warmup_epochs) = 1.0;
   TORCH_ARG(double, label_smoothing) = 0.1;
+  // After the last epoch, re-estimate batch-norm running statistics over
+  // this many training batches (recalibrate_batch_norm); 0: off.
+  TORCH_ARG(int64_t, bn_recalibration_batches) = 0;
 
  public:
   template <typename V>
@@ -34,6 +37,8 @@ struct OptimOptions {
     v("weight_decay", weight_decay_, "L2 weight decay");
     v("warmup_epochs", warmup_epochs_, "linear warm-up length in epochs (fractions allowed)");
     v("label_smoothing", label_smoothing_, "label smoothing of the training loss");
+    v("bn_recalibration_batches", bn_recalibration_batches_,
+      "after the last epoch, re-estimate batch-norm statistics over N training batches (0: off)");
   }
 };
 

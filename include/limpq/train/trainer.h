@@ -43,6 +43,19 @@ int64_t worker_threads(int64_t requested);
 // Top-1/top-5 accuracy and loss of `model` over every batch of `loader`.
 EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device);
 
+// Re-estimates the running statistics of every batch norm the model uses
+// ("precise BN"): resets them, then runs up to `batches` batches of `loader`
+// forward in training mode without gradients, weighting every batch equally
+// (a cumulative average, not the momentum's exponential one, so nothing of
+// the old statistics remains). Batch norms that no batch reaches (switchable
+// branches of other bit-widths) keep their statistics; momentum settings are
+// restored. Data-parallel workers average their estimates (or share them
+// through SyncBatchNorm). Short quantization-aware runs need it: an early
+// outlier batch stays in momentum-averaged statistics for hundreds of steps.
+// Returns the number of batches used.
+int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device,
+                               int64_t batches);
+
 struct TrainConfig {
   data::DataOptions data;
   models::ModelOptions model;
@@ -101,6 +114,9 @@ struct EvalOptions {
   // training batch; no training.
   TORCH_ARG(std::string, policy) = "";
   TORCH_ARG(std::string, uniform) = "";
+  // Re-estimate batch-norm statistics over this many training batches (no
+  // augmentation) before evaluating; 0: use the checkpoint's.
+  TORCH_ARG(int64_t, bn_recalibration_batches) = 0;
 };
 
 // Builds the network a checkpoint holds (quantized as recorded) and loads
