@@ -7,9 +7,11 @@ With --quant W4A4, every conv and linear quantizes its weight and input with
 LSQ written in plain PyTorch (the usual grad-scale and round-pass
 formulation), searchable layers at W4A4 and the first conv and the classifier
 at 8 bits, as limpq's QAT step does.
+--channels-last converts the model and input to torch.channels_last, as
+limpq trains by default; without it the script is the plain NCHW baseline.
 Prints one JSON line: {"images_per_second": ..., "threads": ...}.
 
-    /usr/bin/python3 bench/pytorch_resnet20.py --threads 2 --steps 30 [--quant W4A4]
+    /usr/bin/python3 bench/pytorch_resnet20.py --threads 2 --steps 30 [--quant W4A4] [--channels-last]
 """
 import argparse
 import json
@@ -122,6 +124,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--quant", default="", help="e.g. W4A4: LSQ QAT (first conv and classifier at 8 bits)")
+    ap.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -135,6 +138,9 @@ def main():
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(args.batch, 1, args.size, args.size)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,))
 
     def step():
@@ -150,7 +156,8 @@ def main():
         step()
     elapsed = time.perf_counter() - start
     print(json.dumps({"images_per_second": args.batch * args.steps / elapsed, "threads": args.threads,
-                      "quant": args.quant or "fp32", "torch": torch.__version__}))
+                      "quant": args.quant or "fp32", "channels_last": args.channels_last,
+                      "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ namespace F = torch::nn::functional;
 
 // precision: "fp32", or "W4A4" etc. for LSQ QAT of every searchable layer
 // (fixed layers at 8 bits) with the fused kernel, "W4A4-ref" with the
-// composed-op reference; a "-cl" suffix trains channels-last
-// (run.channels_last) instead of the default NCHW layout.
+// composed-op reference. Channels-last, as limpq trains by default
+// (run.channels_last); a "-nchw" suffix trains in the NCHW layout.
 void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels,
                   const std::string& precision) {
   const int64_t batch = state.range(0);
@@ -34,8 +34,8 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
   auto ends_with = [](const std::string& s, const std::string& suffix) {
     return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
-  const bool channels_last = ends_with(precision, "-cl");
-  const std::string spec = channels_last ? precision.substr(0, precision.size() - 3) : precision;
+  const bool channels_last = !ends_with(precision, "-nchw");
+  const std::string spec = channels_last ? precision : precision.substr(0, precision.size() - 5);
   auto model = limpq::models::make_model(arch, channels, 10);
   if (spec != "fp32") {
     const bool reference = ends_with(spec, "-ref");
@@ -77,8 +77,8 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
 LIMPQ_TRAIN_STEP(resnet20_fp32, "fp32");
 LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
-LIMPQ_TRAIN_STEP(resnet20_fp32_cl, "fp32-cl");
-LIMPQ_TRAIN_STEP(resnet20_W4A4_cl, "W4A4-cl");
+LIMPQ_TRAIN_STEP(resnet20_fp32_nchw, "fp32-nchw");
+LIMPQ_TRAIN_STEP(resnet20_W4A4_nchw, "W4A4-nchw");
 
 // One activation tensor of resnet20's first stage at 32x32 (128x16x32x32):
 // forward + backward of the fused LSQ kernel, and of ReLU for scale.

@@ -865,6 +865,20 @@ data::DataOptions data_options_of(const Checkpoint& checkpoint) {
   return data;
 }
 
+namespace {
+
+// Whether the run that wrote the checkpoint trained channels-last. Evaluating
+// in the same layout reproduces its numbers exactly: a different summation
+// order in the convolutions can move a quantized activation by one step.
+bool trained_channels_last(const Checkpoint& checkpoint) {
+  const auto config = nlohmann::json::parse(checkpoint.config, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded() || !config.contains("run")) return false;
+  const auto& run = config["run"];
+  return run.contains("channels_last") && run["channels_last"].is_boolean() && run["channels_last"].get<bool>();
+}
+
+}  // namespace
+
 EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data_options) {
   TORCH_CHECK(options.split() == "test" || options.split() == "val", "eval: split must be test or val, got '",
               options.split(), "'");
@@ -895,6 +909,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
                                  from_file ? options.policy() : "--uniform " + options.uniform());
   }
   model->to(device);
+  if (trained_channels_last(checkpoint)) models::to_channels_last(*model);
   if (ptq) {
     // The lazily initialised activation steps take their rule from this batch.
     data::DataLoader calibration(data.train, data.eval_transform,
@@ -903,7 +918,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
     TORCH_CHECK(batch, "eval: the training set is empty; post-training quantization calibrates on it");
     torch::NoGradGuard no_grad;
     model->eval();
-    model->forward(batch->images.to(device));
+    model->forward(batch->images.to(device).contiguous(models::memory_format_of(*model)));
   }
   TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
               options.bn_recalibration_batches());

@@ -44,10 +44,13 @@ struct SearchStageOptions {
   }
 };
 
-// Section `finetune`: the QAT recipe and quantization settings.
+// Section `finetune`: the QAT recipe and quantization settings. Batch-norm
+// statistics are re-estimated after fine-tuning (50 batches): short QAT runs
+// can otherwise end with statistics spoiled by early steps (BENCHMARKS.md).
 struct FinetuneStageOptions {
   models::QuantizeOptions quantize;
-  OptimOptions optim = OptimOptions().epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4);
+  OptimOptions optim =
+      OptimOptions().epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4).bn_recalibration_batches(50);
   // Also fine-tune uniform precision at the budget (when it is WxAy).
   bool compare_uniform = true;
   template <typename V>
