@@ -104,12 +104,4 @@ BENCHMARK_CAPTURE(BM_ElementWise, relu, std::string("relu"))->Unit(benchmark::kM
 
 }  // namespace
 
-// As the limpq command does; LIMPQ_RETAIN_MEMORY=0 measures glibc's default.
-int main(int argc, char** argv) {
-  limpq::util::retain_freed_memory();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+BENCHMARK_MAIN();

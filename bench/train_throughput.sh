@@ -4,15 +4,11 @@
 #   limpq fp32            vs  PyTorch-Python fp32     (issue 2: limpq not slower)
 #   limpq W4A4 LSQ QAT    vs  limpq fp32              (QAT step cost, bar <= 1.3x)
 #   limpq W4A4 LSQ QAT    vs  PyTorch-Python LSQ QAT  (bar >= 1.4x faster)
-# limpq rows train as limpq does by default: channels-last, glibc keeping
-# freed memory (util::retain_freed_memory). The PyTorch-Python baseline is
-# the plain script: NCHW, default allocator. Extra rows separate the causes:
+# limpq rows train as limpq does by default, channels-last. The
+# PyTorch-Python baseline is the plain script, NCHW. Extra rows:
 #   limpq_*_nchw          limpq in the NCHW layout
-#   limpq_*_glibc         limpq with glibc's default allocator settings
 #   limpq_W4A4_reference  limpq with the composed-op LSQ instead of the kernel
-#   pytorch_W4A4_cl       PyTorch-Python LSQ in channels-last
-#   pytorch_W4A4_retain   PyTorch-Python LSQ with limpq's allocator settings
-#                         (glibc's environment variables)
+#   pytorch_W4A4_cl       PyTorch-Python LSQ in channels-last (like for like)
 # SIDE is 28 (Fashion-MNIST, the default) or 32 (the CIFAR-sized input of the
 # brief's step timings).
 #
@@ -29,34 +25,27 @@ BENCH=${LIMPQ_BUILD_DIR:-build}/bench/limpq_bench
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-limpq_rows() {  # FILTER SUFFIX [ENV...]
-  local filter=$1 suffix=$2
-  shift 2
-  env "$@" LIMPQ_THREADS="$THREADS" "$BENCH" --benchmark_filter="TrainStep/resnet20_($filter)/.*side:$SIDE/" \
+limpq_rows() {  # FILTER
+  LIMPQ_THREADS="$THREADS" "$BENCH" --benchmark_filter="TrainStep/resnet20_($1)/.*side:$SIDE/" \
       --benchmark_min_time=2 --benchmark_format=json 2>/dev/null |
     $PY -c "
 import json, sys
 for b in json.load(sys.stdin)['benchmarks']:
-    print('limpq_' + b['name'].split('/')[1].replace('resnet20_', '') + '$suffix', b['images_per_second'])" >> "$results"
+    print('limpq_' + b['name'].split('/')[1].replace('resnet20_', ''), b['images_per_second'])" >> "$results"
 }
 
-pytorch_row() {  # NAME [ENV...] -- ARGS...
+pytorch_row() {  # NAME ARGS...
   local name=$1
   shift
-  local envs=()
-  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
-  shift
-  env "${envs[@]}" $PY bench/pytorch_resnet20.py --threads "$THREADS" --size "$SIDE" --steps 16 "$@" |
+  $PY bench/pytorch_resnet20.py --threads "$THREADS" --size "$SIDE" --steps 16 "$@" |
     $PY -c "import json,sys; print('pytorch_$name', json.load(sys.stdin)['images_per_second'])" >> "$results"
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  limpq_rows 'fp32|W4A4|W4A4_reference|fp32_nchw|W4A4_nchw' ''
-  limpq_rows 'fp32|W4A4' _glibc LIMPQ_RETAIN_MEMORY=0
-  pytorch_row fp32 --
-  pytorch_row W4A4 -- --quant W4A4
-  pytorch_row W4A4_cl -- --quant W4A4 --channels-last
-  pytorch_row W4A4_retain MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 -- --quant W4A4
+  limpq_rows 'fp32|W4A4|W4A4_reference|fp32_nchw|W4A4_nchw'
+  pytorch_row fp32
+  pytorch_row W4A4 --quant W4A4
+  pytorch_row W4A4_cl --quant W4A4 --channels-last
   echo "round $r done" >&2
 done
 $PY - "$results" "$THREADS" "$SIDE" <<'PYEOF'
@@ -76,11 +65,8 @@ print(f"limpq W4A4 step cost / limpq fp32           = {m['limpq_fp32'] / m['limp
 print(f"limpq W4A4 / PyTorch LSQ W4A4               = {m['limpq_W4A4'] / m['pytorch_W4A4']:.3f}x  (>= 1.4 wanted); "
       f"per round {', '.join(f'{v:.2f}' for v in per_round)}")
 print(f"  like for like, both channels-last         = {m['limpq_W4A4'] / m['pytorch_W4A4_cl']:.3f}x")
-print(f"  like for like, both retaining memory      = {m['limpq_W4A4'] / m['pytorch_W4A4_retain']:.3f}x")
 print(f"  limpq in NCHW / PyTorch LSQ (NCHW)       = {m['limpq_W4A4_nchw'] / m['pytorch_W4A4']:.3f}x")
 print(f"limpq channels-last / NCHW                  = fp32 {m['limpq_fp32'] / m['limpq_fp32_nchw']:.3f}x, "
       f"W4A4 {m['limpq_W4A4'] / m['limpq_W4A4_nchw']:.3f}x")
-print(f"limpq retaining memory / glibc defaults     = fp32 {m['limpq_fp32'] / m['limpq_fp32_glibc']:.3f}x, "
-      f"W4A4 {m['limpq_W4A4'] / m['limpq_W4A4_glibc']:.3f}x")
 print(f"limpq W4A4 composed-op reference / fp32     = {m['limpq_fp32'] / m['limpq_W4A4_reference']:.3f}x")
 PYEOF

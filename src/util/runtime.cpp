@@ -5,14 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
-#include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <thread>
-
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 namespace limpq::util {
 
@@ -21,20 +14,6 @@ int64_t set_threads(int64_t threads) {
   if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(threads));
   return threads;
-}
-
-bool retain_freed_memory() {
-  const char* env = std::getenv("LIMPQ_RETAIN_MEMORY");
-  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-#if defined(__GLIBC__)
-  // Blocks above the mmap threshold are mapped and unmapped on every
-  // allocation; 32 MiB is the largest threshold glibc accepts on 64-bit.
-  const bool mmap_set = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
-  const bool trim_set = mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
-  return mmap_set && trim_set;
-#else
-  return false;
-#endif
 }
 
 torch::Device resolve_device(const std::string& name) {

@@ -34,7 +34,6 @@
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
-#include "limpq/util/runtime.h"
 #include "limpq/util/signals.h"
 
 namespace {
@@ -722,7 +721,6 @@ struct LaunchCommand {
 }  // namespace
 
 int main(int argc, char** argv) {
-  limpq::util::retain_freed_memory();
   CLI::App app{"limpq: mixed-precision quantization from learned layer-wise importance"};
   app.require_subcommand(1);
   TrainCommand train(TrainKind::kTrain);
