@@ -268,6 +268,25 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
   return r;
 }
 
+namespace {
+
+// Unaugmented training images for batch-norm recalibration, sharded like
+// training, in an order of their own.
+data::DataLoader calibration_loader(const data::DataBundle& data, const data::DataOptions& options, uint64_t seed,
+                                    bool pin_memory) {
+  return data::DataLoader(data.train, data.eval_transform,
+                          data::LoaderOptions()
+                              .batch_size(options.batch_size())
+                              .shuffle(true)
+                              .workers(options.workers())
+                              .seed(util::mix_seed(seed ^ 0xb7))
+                              .rank(dist::rank())
+                              .world_size(dist::world_size())
+                              .pin_memory(pin_memory));
+}
+
+}  // namespace
+
 int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device,
                                int64_t batches) {
   TORCH_CHECK(batches > 0, "recalibrate_batch_norm: batches must be positive, got ", batches);
@@ -280,13 +299,17 @@ int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loade
     if (auto* branch = m->as<torch::nn::BatchNorm2dImpl>()) branches.push_back(branch);
   }
   TORCH_CHECK(!bases.empty() || !branches.empty(), "recalibrate_batch_norm: the model has no batch norm");
+  torch::NoGradGuard no_grad;
   struct Stats {
     torch::Tensor mean, var, tracked;  // the module's buffers
     torch::Tensor saved_mean, saved_var, saved_tracked;
   };
   std::vector<Stats> stats;
-  for (auto* b : bases) stats.push_back({b->running_mean, b->running_var, b->num_batches_tracked, {}, {}, {}});
-  for (auto* b : branches) stats.push_back({b->running_mean, b->running_var, b->num_batches_tracked, {}, {}, {}});
+  auto snapshot = [&](torch::Tensor& mean, torch::Tensor& var, torch::Tensor& tracked) {
+    stats.push_back({mean, var, tracked, mean.clone(), var.clone(), tracked.clone()});
+  };
+  for (auto* b : bases) snapshot(b->running_mean, b->running_var, b->num_batches_tracked);
+  for (auto* b : branches) snapshot(b->running_mean, b->running_var, b->num_batches_tracked);
   std::vector<double> base_momentum;
   std::vector<c10::optional<double>> branch_momentum;
   for (auto* b : bases) base_momentum.push_back(b->options.momentum());
@@ -296,11 +319,7 @@ int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loade
     for (auto* b : branches) b->options.momentum(m);
   };
 
-  torch::NoGradGuard no_grad;
   for (auto& s : stats) {
-    s.saved_mean = s.mean.clone();
-    s.saved_var = s.var.clone();
-    s.saved_tracked = s.tracked.clone();
     s.mean.zero_();
     s.var.fill_(1);
     s.tracked.zero_();
@@ -779,16 +798,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
       set_candidate(candidates.front());
     }
     if (last && optim.bn_recalibration_batches() > 0) {
-      // Unaugmented training images, in an order of their own.
-      data::DataLoader calibration(data.train, data.eval_transform,
-                                   data::LoaderOptions()
-                                       .batch_size(config.data.batch_size())
-                                       .shuffle(true)
-                                       .workers(config.data.workers())
-                                       .seed(util::mix_seed(seed ^ 0xb7))
-                                       .rank(dist::rank())
-                                       .world_size(dist::world_size())
-                                       .pin_memory(cuda));
+      data::DataLoader calibration = calibration_loader(data, config.data, seed, cuda);
       const int64_t used = recalibrate_batch_norm(*model, calibration, device, optim.bn_recalibration_batches());
       entry["bn_recalibration_batches"] = used;
       status += fmt::format(" | BN statistics from {} batches", used);
@@ -923,15 +933,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
               options.bn_recalibration_batches());
   if (options.bn_recalibration_batches() > 0) {
-    data::DataLoader calibration(data.train, data.eval_transform,
-                                 data::LoaderOptions()
-                                     .batch_size(data_options.batch_size())
-                                     .shuffle(true)
-                                     .workers(data_options.workers())
-                                     .seed(util::mix_seed(seed ^ 0xb7))
-                                     .rank(dist::rank())
-                                     .world_size(dist::world_size())
-                                     .pin_memory(device.is_cuda()));
+    data::DataLoader calibration = calibration_loader(data, data_options, seed, device.is_cuda());
     recalibrate_batch_norm(*model, calibration, device, options.bn_recalibration_batches());
   }
   data::DataLoader loader(dataset, data.eval_transform,
