@@ -9,6 +9,8 @@ formulation), searchable layers at W4A4 and the first conv and the classifier
 at 8 bits, as limpq's QAT step does.
 --channels-last converts the model and input to torch.channels_last, as
 limpq trains by default; without it the script is the plain NCHW baseline.
+--device cuda trains on the GPU, each step ending in a device synchronize
+(as limpq_bench's "_cuda" rows do).
 Prints one JSON line: {"images_per_second": ..., "threads": ...}.
 
     /usr/bin/python3 bench/pytorch_resnet20.py --threads 2 --steps 30 [--quant W4A4] [--channels-last]
@@ -39,9 +41,12 @@ class LsqQuantizer(nn.Module):
         self.is_weight = is_weight
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self.initialized_host = False
 
     def forward(self, x):
-        if not self.initialized:
+        # A host-side flag, so that a GPU step never waits to read the buffer
+        # (limpq's quantizers cache it the same way).
+        if not self.initialized_host:
             with torch.no_grad():
                 if self.is_weight:
                     m, s = x.mean(), x.std()
@@ -49,6 +54,7 @@ class LsqQuantizer(nn.Module):
                 else:
                     self.step.copy_(2 * x.abs().mean() / self.qp ** 0.5)
                 self.initialized.fill_(1)
+            self.initialized_host = True
         g = 1.0 / (x.numel() * self.qp) ** 0.5
         s = grad_scale(self.step.clamp(min=1e-5), g)
         return round_pass(torch.clamp(x / s, self.qn, self.qp)) * s
@@ -125,7 +131,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--quant", default="", help="e.g. W4A4: LSQ QAT (first conv and classifier at 8 bits)")
     ap.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = ResNet20()
@@ -135,19 +143,21 @@ def main():
         for i, m in enumerate(layers):
             first, last = i == 0, i == len(layers) - 1
             m.quantize(8 if first or last else wbits, 8 if first or last else abits, signed_input=first)
-    model.train()
+    model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(args.batch, 1, args.size, args.size)
+    x = torch.randn(args.batch, 1, args.size, args.size).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch,))
+    y = torch.randint(0, 10, (args.batch,)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step():
         loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
 
     for _ in range(args.warmup):
         step()
@@ -157,7 +167,7 @@ def main():
     elapsed = time.perf_counter() - start
     print(json.dumps({"images_per_second": args.batch * args.steps / elapsed, "threads": args.threads,
                       "quant": args.quant or "fp32", "channels_last": args.channels_last,
-                      "torch": torch.__version__}))
+                      "device": args.device, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

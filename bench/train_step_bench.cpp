@@ -4,8 +4,11 @@
 //
 // Each benchmark runs forward, label-smoothed cross-entropy, backward and an
 // SGD step on a fixed batch, and reports images per second. The driver
-// bench/train_throughput.sh runs it next to the PyTorch-Python baseline.
+// bench/train_throughput.sh runs it next to the PyTorch-Python baseline
+// (bench/train_throughput_cuda.sh on a GPU: the "_cuda" rows, each step
+// ending in a device synchronize, as a loop that reads its loss does).
 #include <benchmark/benchmark.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -25,7 +28,11 @@ namespace F = torch::nn::functional;
 // composed-op reference. Channels-last, as limpq trains by default
 // (run.channels_last); a "-nchw" suffix trains in the NCHW layout.
 void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t channels,
-                  const std::string& precision) {
+                  const std::string& precision, const torch::Device& device) {
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
   const int64_t batch = state.range(0);
   const int64_t size = state.range(1);
   const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
@@ -44,16 +51,20 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
                                  limpq::models::QuantizeOptions().fused(!reference));
     qm.prepare_policy(qm.uniform_policy(limpq::quant::parse_uniform(bits)));
   }
+  model->to(device);
   model->train();
   if (channels_last) limpq::models::to_channels_last(*model);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
-  auto x = torch::randn({batch, channels, size, size}).contiguous(limpq::models::memory_format_of(*model));
-  auto y = torch::randint(0, 10, {batch});
+  auto x = torch::randn({batch, channels, size, size})
+               .to(device)
+               .contiguous(limpq::models::memory_format_of(*model));
+  auto y = torch::randint(0, 10, {batch}).to(device);
   auto step = [&] {
     auto loss = F::cross_entropy(model->forward(x), y, F::CrossEntropyFuncOptions().label_smoothing(0.1));
     opt.zero_grad();
     loss.backward();
     opt.step();
+    if (device.is_cuda()) torch::cuda::synchronize();
   };
   for (int i = 0; i < 5; ++i) step();  // warm-up: oneDNN primitive creation
   for (auto _ : state) step();
@@ -65,8 +76,9 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
 // Args: batch, image side: 28 (Fashion-MNIST) and 32 (the CIFAR-sized input
 // the brief's step timings use). One input channel. Threads come from
 // $LIMPQ_THREADS (default: all cores).
-#define LIMPQ_TRAIN_STEP(name, precision)                                              \
-  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("resnet20"), 1, std::string(precision)) \
+#define LIMPQ_TRAIN_STEP_ON(name, precision, device)                                   \
+  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("resnet20"), 1, std::string(precision), \
+                    torch::Device(device))                                             \
       ->ArgNames({"batch", "side"})                                                    \
       ->Args({128, 28})                                                                \
       ->Args({128, 32})                                                                \
@@ -74,11 +86,19 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
       ->UseRealTime()                                                              \
       ->MinTime(5.0)
 
+#define LIMPQ_TRAIN_STEP(name, precision) LIMPQ_TRAIN_STEP_ON(name, precision, torch::kCPU)
+
 LIMPQ_TRAIN_STEP(resnet20_fp32, "fp32");
 LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
 LIMPQ_TRAIN_STEP(resnet20_fp32_nchw, "fp32-nchw");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_nchw, "W4A4-nchw");
+// On the GPU (skipped without one): the same rows, the fused CUDA kernel.
+LIMPQ_TRAIN_STEP_ON(resnet20_fp32_cuda, "fp32", torch::kCUDA);
+LIMPQ_TRAIN_STEP_ON(resnet20_W4A4_cuda, "W4A4", torch::kCUDA);
+LIMPQ_TRAIN_STEP_ON(resnet20_W4A4_reference_cuda, "W4A4-ref", torch::kCUDA);
+LIMPQ_TRAIN_STEP_ON(resnet20_fp32_nchw_cuda, "fp32-nchw", torch::kCUDA);
+LIMPQ_TRAIN_STEP_ON(resnet20_W4A4_nchw_cuda, "W4A4-nchw", torch::kCUDA);
 
 // One activation tensor of resnet20's first stage at 32x32 (128x16x32x32):
 // forward + backward of the fused LSQ kernel, and of ReLU for scale.

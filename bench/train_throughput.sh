@@ -10,7 +10,11 @@
 #   limpq_W4A4_reference  limpq with the composed-op LSQ instead of the kernel
 #   pytorch_W4A4_cl       PyTorch-Python LSQ in channels-last (like for like)
 # SIDE is 28 (Fashion-MNIST, the default) or 32 (the CIFAR-sized input of the
-# brief's step timings).
+# brief's step timings). LIMPQ_BENCH_DEVICE=cuda measures the same rows on the
+# GPU (limpq_bench's "_cuda" rows, `pytorch_resnet20.py --device cuda`, each
+# step ending in a device synchronize); PYTHON picks the interpreter whose
+# torch runs the baseline (default /usr/bin/python3, Debian's), PY_STEPS its
+# timed steps per row.
 #
 #   bench/train_throughput.sh [THREADS] [ROUNDS] [SIDE]
 set -euo pipefail
@@ -18,7 +22,14 @@ cd "$(dirname "$0")/.."
 THREADS=${1:-$(nproc)}
 ROUNDS=${2:-5}
 SIDE=${3:-28}
-PY=/usr/bin/python3
+DEVICE=${LIMPQ_BENCH_DEVICE:-cpu}
+PY=${PYTHON:-/usr/bin/python3}
+PY_STEPS=${PY_STEPS:-16}
+case $DEVICE in
+  cpu) SUFFIX= ;;
+  cuda) SUFFIX=_cuda ;;
+  *) echo "LIMPQ_BENCH_DEVICE must be cpu or cuda, got '$DEVICE'" >&2; exit 2 ;;
+esac
 BENCH=${LIMPQ_BUILD_DIR:-build}/bench/limpq_bench
 [ -x "$BENCH" ] || { echo "build first: cmake --build build" >&2; exit 1; }
 
@@ -26,18 +37,19 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
 limpq_rows() {  # FILTER
-  LIMPQ_THREADS="$THREADS" "$BENCH" --benchmark_filter="TrainStep/resnet20_($1)/.*side:$SIDE/" \
+  LIMPQ_THREADS="$THREADS" "$BENCH" --benchmark_filter="TrainStep/resnet20_($1)$SUFFIX/.*side:$SIDE/" \
       --benchmark_min_time=2 --benchmark_format=json 2>/dev/null |
     $PY -c "
 import json, sys
 for b in json.load(sys.stdin)['benchmarks']:
-    print('limpq_' + b['name'].split('/')[1].replace('resnet20_', ''), b['images_per_second'])" >> "$results"
+    name = b['name'].split('/')[1].replace('resnet20_', '')
+    print('limpq_' + name.removesuffix('$SUFFIX'), b['images_per_second'])" >> "$results"
 }
 
 pytorch_row() {  # NAME ARGS...
   local name=$1
   shift
-  $PY bench/pytorch_resnet20.py --threads "$THREADS" --size "$SIDE" --steps 16 "$@" |
+  $PY bench/pytorch_resnet20.py --threads "$THREADS" --size "$SIDE" --steps "$PY_STEPS" --device "$DEVICE" "$@" |
     $PY -c "import json,sys; print('pytorch_$name', json.load(sys.stdin)['images_per_second'])" >> "$results"
 }
 
@@ -48,14 +60,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
   pytorch_row W4A4_cl --quant W4A4 --channels-last
   echo "round $r done" >&2
 done
-$PY - "$results" "$THREADS" "$SIDE" <<'PYEOF'
+$PY - "$results" "$THREADS" "$SIDE" "$DEVICE" <<'PYEOF'
 import collections, statistics, sys
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     name, value = line.split()
     runs[name].append(float(value))
 m = {k: statistics.median(v) for k, v in runs.items()}
-print(f"side {sys.argv[3]}, threads {sys.argv[2]}, medians of {len(runs['limpq_fp32'])} rounds (images/s):")
+print(f"{sys.argv[4]}, side {sys.argv[3]}, threads {sys.argv[2]}, medians of {len(runs['limpq_fp32'])} rounds (images/s):")
 for k in sorted(m):
     print(f"  {k:28s} {m[k]:8.1f}   ({', '.join(f'{v:.1f}' for v in runs[k])})")
 # Per-round ratios of the bar (the rounds share the machine's noise).

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Builds limpq's fake-quant kernels and its c10d layer against a CUDA
-# LibTorch and runs their GPU tests (kernel against reference; two-process
-# Gloo collectives and SyncBatchNorm; SyncBatchNorm on the GPU) and the
-# kernel benchmark. Needs only LibTorch, CUDA's nvcc, CMake, Ninja and a
-# GoogleTest source tree, so it runs on a bare GPU machine:
+# Builds limpq against a CUDA LibTorch on a bare GPU machine and runs its GPU
+# checks:
 #
-#   GLOO_INCLUDE_DIR=... scripts/cuda_check.sh [GTEST_SOURCE_DIR] [BUILD_DIR]
+#   GLOO_INCLUDE_DIR=... [LIMPQ_DEPS_PREFIX=...] scripts/cuda_check.sh [GTEST_SOURCE_DIR] [BUILD_DIR]
+#
+# Without LIMPQ_DEPS_PREFIX: the fake-quant kernels and the c10d layer
+# (LIMPQ_KERNELS_ONLY; needs only LibTorch, nvcc, CMake, Ninja and a
+# GoogleTest source tree), their tests (kernel against reference; two-process
+# Gloo collectives and SyncBatchNorm; SyncBatchNorm on the GPU) and the
+# kernel benchmark.
+#
+# With LIMPQ_DEPS_PREFIX (a prefix made by scripts/gpu_deps.sh): the training
+# core (LIMPQ_CORE_ONLY: quantizers, layers, models), the same tests plus the
+# quantized networks trained on the GPU against the CPU, the kernel benchmark
+# and the resnet20 train-step throughput on the GPU against PyTorch-Python
+# (bench/train_throughput.sh; ROUNDS rounds at each side in SIDES).
 #
 # LibTorch is found through CMAKE_PREFIX_PATH or, failing that, the Python
 # torch package. CUDA_ARCH (default: 90) picks the GPU architecture. The
@@ -22,12 +31,25 @@ if [ -n "${GLOO_INCLUDE_DIR:-}" ]; then export CXXFLAGS="${CXXFLAGS:-} -isystem 
 nccl_h=$(python3 -c 'import os, nvidia; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null | xargs -I{} find {} -name nccl.h 2>/dev/null | head -1 || true)
 if [ -n "$nccl_h" ]; then export CXXFLAGS="${CXXFLAGS:-} -isystem $(dirname "$nccl_h")"; fi
 
+config=-DLIMPQ_KERNELS_ONLY=ON
+if [ -n "${LIMPQ_DEPS_PREFIX:-}" ]; then
+  config=-DLIMPQ_CORE_ONLY=ON
+  prefix="$prefix;$LIMPQ_DEPS_PREFIX"
+fi
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-  -DLIMPQ_KERNELS_ONLY=ON -DLIMPQ_GTEST_SOURCE_DIR="$gtest" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}"
+  "$config" -DLIMPQ_GTEST_SOURCE_DIR="$gtest" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}"
 cmake --build "$build" -j "$(nproc)"
 status=0
 "$build/tests/quant_cuda_test" || status=$?
 "$build/tests/dist_smoke_test" || status=$?
+if [ -n "${LIMPQ_DEPS_PREFIX:-}" ]; then "$build/tests/models_cuda_test" || status=$?; fi
 "$build/bench/limpq_lsq_cuda_bench" "${BENCH_REPEATS:-50}" || status=$?
+if [ -n "${LIMPQ_DEPS_PREFIX:-}" ]; then
+  for side in ${SIDES:-28}; do
+    LIMPQ_BENCH_DEVICE=cuda PYTHON=python3 PY_STEPS=${PY_STEPS:-200} LIMPQ_BUILD_DIR="$build" \
+      "$here/bench/train_throughput.sh" "$(nproc)" "${ROUNDS:-3}" "$side" || status=$?
+  done
+fi
 exit $status
