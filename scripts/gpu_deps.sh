@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copies the few libraries the training core needs besides LibTorch
-# (yaml-cpp, CLI11, nlohmann-json, fmt, zlib, Google Benchmark) out of this
+# (yaml-cpp, CLI11, nlohmann-json, zlib, Google Benchmark) out of this
 # Debian machine's installed packages into one relocatable prefix, to carry to
 # a GPU machine that has LibTorch and CUDA but none of them:
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${1:-$here/.deps/prefix}
-packages=(libyaml-cpp-dev libyaml-cpp0.7 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev zlib1g-dev
+packages=(libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libcli11-dev zlib1g-dev
   libbenchmark-dev libbenchmark1debian)
 for p in "${packages[@]}"; do
   dpkg -s "$p" > /dev/null 2>&1 || { echo "gpu_deps: package $p is not installed (apt-get install $p)" >&2; exit 1; }

@@ -1,11 +1,11 @@
 #include "limpq/util/checksum.h"
 
 #include <c10/util/Exception.h>
-#include <fmt/core.h>
 #include <torch/torch.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
 namespace limpq::util {
@@ -31,7 +31,11 @@ Crc32& Crc32::update_int(int64_t value) {
   return update(bytes, sizeof(bytes));
 }
 
-std::string Crc32::str() const { return fmt::format("crc32:{:08x}", value_); }
+std::string Crc32::str() const {
+  char text[16];
+  std::snprintf(text, sizeof(text), "crc32:%08x", static_cast<unsigned>(value_));
+  return text;
+}
 
 std::string json_checksum(const nlohmann::ordered_json& json) {
   nlohmann::ordered_json copy = json;
