@@ -1,15 +1,21 @@
 // Quantized networks trained on the GPU against the same networks on the CPU:
 // fine-tuning under a policy (lazily initialised activation steps, the fused
 // CUDA kernel, SGD on every step size) and one joint indicator step
-// (switchable batch norm, one step per candidate). Builds in the
-// LIMPQ_CORE_ONLY configuration; skipped where no GPU is visible.
+// (switchable batch norm, one step per candidate), with the full-precision
+// network as the floor of what two devices can agree on, and the fused
+// kernel against the composed-op reference inside a network on each device.
+// Builds in the LIMPQ_CORE_ONLY configuration; the GPU cases skip where no
+// GPU is visible.
 
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +28,119 @@ namespace {
 
 namespace F = torch::nn::functional;
 
+using Named = std::map<std::string, torch::Tensor>;
+
+// Two sets of named tensors agree where |a - b| <= rtol * max|a| + atol for
+// each tensor. Returns how many do not, and a report of the worst ones, so
+// a failure says at once whether one layer or all of them disagree.
+struct Agreement {
+  int64_t checked = 0;
+  int64_t failing = 0;
+  std::string report;
+};
+
+Agreement compare(const Named& want, const Named& got, double rtol, double atol) {
+  Agreement a;
+  std::vector<std::pair<double, std::string>> worst;
+  for (const auto& [name, w] : want) {
+    const auto it = got.find(name);
+    if (it == got.end()) {
+      ++a.failing;
+      worst.emplace_back(1e30, name + ": missing");
+      continue;
+    }
+    ++a.checked;
+    const auto g = it->second.to(w.device(), w.scalar_type());
+    const double diff = (g - w).abs().max().item<double>();
+    const double scale = w.abs().max().item<double>();
+    const double ratio = diff / (rtol * scale + atol);
+    if (ratio > 1.0) ++a.failing;
+    std::ostringstream line;
+    line << name << ": max diff " << diff << ", max |want| " << scale;
+    worst.emplace_back(ratio, line.str());
+  }
+  std::sort(worst.begin(), worst.end(), [](const auto& l, const auto& r) { return l.first > r.first; });
+  std::ostringstream out;
+  out << a.failing << " of " << a.checked << " tensors disagree; worst:\n";
+  for (size_t i = 0; i < worst.size() && i < 6; ++i) out << "  " << worst[i].second << "\n";
+  a.report = out.str();
+  return a;
+}
+
+Named params(const Model& m) {
+  Named out;
+  for (const auto& p : m->named_parameters()) out[p.key()] = p.value().detach().cpu().clone();
+  return out;
+}
+
+Named grads(const Model& m) {
+  Named out;
+  for (const auto& p : m->named_parameters()) {
+    if (p.value().grad().defined()) out[p.key()] = p.value().grad().cpu().clone();
+  }
+  return out;
+}
+
+Named float_buffers(const Model& m) {
+  Named out;
+  for (const auto& b : m->named_buffers()) {
+    if (b.value().is_floating_point()) out[b.key()] = b.value().cpu().clone();
+  }
+  return out;
+}
+
+torch::Device device_of(const Model& model) { return model->parameters().front().device(); }
+
+torch::Tensor loss_of(const Model& model, const torch::Tensor& x, const torch::Tensor& y) {
+  return F::cross_entropy(model->forward(x.to(device_of(model))), y.to(device_of(model)));
+}
+
+Model fresh_model() {
+  torch::manual_seed(7);
+  return make_model("resnet20", 1, 10);
+}
+
+// A mixed policy, so that several ranges run: bits 2..4 by layer.
+quant::Policy mixed_policy(const QuantModel& qm) {
+  quant::Policy policy = qm.uniform_policy({4, 4});
+  for (size_t i = 0; i < policy.layers.size(); ++i) {
+    policy.layers[i].second = {2 + static_cast<int64_t>(i % 3), 2 + static_cast<int64_t>((i + 1) % 3)};
+  }
+  return policy;
+}
+
+std::pair<torch::Tensor, torch::Tensor> batch(uint64_t seed) {
+  torch::manual_seed(seed);
+  return {torch::randn({16, 1, 16, 16}), torch::randint(0, 10, {16})};
+}
+
+// The same policy-quantized network with the fused kernel and with the
+// composed-op reference agree on one training step's gradients: forward
+// bitwise, so only the float order of the step gradient's sum differs.
+void expect_fused_matches_reference(const torch::Device& device) {
+  Model fused = fresh_model();
+  Model reference = fresh_model();
+  QuantModel qf(fused, {1, 16, 16});
+  QuantModel qr(reference, {1, 16, 16}, QuantizeOptions().fused(false));
+  qf.prepare_policy(mixed_policy(qf));
+  qr.prepare_policy(mixed_policy(qr));
+  fused->to(device);
+  reference->to(device);
+  fused->train();
+  reference->train();
+  const auto [x, y] = batch(11);
+  const auto lf = loss_of(fused, x, y);
+  const auto lr = loss_of(reference, x, y);
+  EXPECT_EQ(lf.item<float>(), lr.item<float>()) << device;
+  lf.backward();
+  lr.backward();
+  const Agreement a = compare(grads(reference), grads(fused), 1e-4, 1e-7);
+  EXPECT_GT(a.checked, 40);
+  EXPECT_EQ(a.failing, 0) << device << ": fused against reference gradients\n" << a.report;
+}
+
+TEST(QuantizedNetworkTest, FusedKernelMatchesReferenceOnTheCpu) { expect_fused_matches_reference(torch::kCPU); }
+
 class QuantizedCudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -32,102 +151,84 @@ class QuantizedCudaTest : public ::testing::Test {
     at::globalContext().setAllowTF32CuDNN(false);
     at::globalContext().setAllowTF32CuBLAS(false);
   }
-
-  // Two identical resnet20s: one stays on the CPU, one goes to the GPU.
-  static Model fresh_model() {
-    torch::manual_seed(7);
-    return make_model("resnet20", 1, 10);
-  }
-
-  static torch::Tensor loss_of(const Model& model, const torch::Tensor& x, const torch::Tensor& y) {
-    return F::cross_entropy(model->forward(x.to(device_of(model))), y.to(device_of(model)));
-  }
-
-  static torch::Device device_of(const Model& model) { return model->parameters().front().device(); }
-
-  // Every parameter and buffer agrees within float summation-order noise.
-  // The quantizer steps, whose updates are small next to their values, are
-  // also held to how far they moved: a wrong or missing step gradient on the
-  // GPU fails here even when the absolute difference is tiny.
-  static void expect_same_state(const Model& cpu, const Model& gpu,
-                                const std::map<std::string, torch::Tensor>& initial) {
-    auto gpu_params = gpu->named_parameters();
-    for (const auto& p : cpu->named_parameters()) {
-      const auto want = p.value().detach();
-      const auto got = gpu_params[p.key()].detach().cpu();
-      const double diff = (got - want).abs().max().item<double>();
-      const double scale = want.abs().max().item<double>();
-      EXPECT_LE(diff, 1e-3 * scale + 1e-5) << p.key() << ": max |gpu - cpu| " << diff << ", max |cpu| " << scale;
-      const auto it = initial.find(p.key());
-      if (it != initial.end() && p.key().find("step") != std::string::npos) {
-        const double moved = (want - it->second).abs().max().item<double>();
-        EXPECT_GT(moved, 0.0) << p.key() << " never moved on the CPU";
-        EXPECT_LE(diff, 0.02 * moved + 1e-7) << p.key() << ": gpu and cpu updates differ (moved " << moved << ")";
-      }
-    }
-    auto gpu_buffers = gpu->named_buffers();
-    for (const auto& b : cpu->named_buffers()) {
-      if (!b.value().is_floating_point()) {
-        EXPECT_TRUE(torch::equal(gpu_buffers[b.key()].cpu(), b.value())) << b.key();
-        continue;
-      }
-      const double diff = (gpu_buffers[b.key()].cpu() - b.value()).abs().max().item<double>();
-      const double scale = b.value().abs().max().item<double>();
-      EXPECT_LE(diff, 1e-3 * scale + 1e-5) << b.key() << ": max |gpu - cpu| " << diff;
-    }
-  }
-
-  static std::map<std::string, torch::Tensor> snapshot(const Model& model) {
-    std::map<std::string, torch::Tensor> out;
-    for (const auto& p : model->named_parameters()) out[p.key()] = p.value().detach().cpu().clone();
-    return out;
-  }
 };
+
+TEST_F(QuantizedCudaTest, FusedKernelMatchesReferenceOnTheGpu) { expect_fused_matches_reference(torch::kCUDA); }
+
+// What two devices can agree on at all: the network without quantization.
+TEST_F(QuantizedCudaTest, FullPrecisionGradientsMatchTheCpu) {
+  Model cpu = fresh_model();
+  Model gpu = fresh_model();
+  gpu->to(torch::kCUDA);
+  cpu->train();
+  gpu->train();
+  const auto [x, y] = batch(11);
+  const auto lc = loss_of(cpu, x, y);
+  const auto lg = loss_of(gpu, x, y);
+  EXPECT_NEAR(lg.item<double>(), lc.item<double>(), 1e-5 * std::abs(lc.item<double>()));
+  lc.backward();
+  lg.backward();
+  const Agreement a = compare(grads(cpu), grads(gpu), 1e-3, 1e-7);
+  EXPECT_EQ(a.failing, 0) << "full-precision gradients\n" << a.report;
+}
 
 TEST_F(QuantizedCudaTest, PolicyFineTuningMatchesTheCpu) {
   Model cpu = fresh_model();
   Model gpu = fresh_model();
   QuantModel qcpu(cpu, {1, 16, 16});
   QuantModel qgpu(gpu, {1, 16, 16});
-  // Mixed bits, so more than one range runs on the device.
-  quant::Policy policy = qcpu.uniform_policy({4, 4});
-  for (size_t i = 0; i < policy.layers.size(); ++i) {
-    policy.layers[i].second = {2 + static_cast<int64_t>(i % 3), 2 + static_cast<int64_t>((i + 1) % 4)};
-  }
-  qcpu.prepare_policy(policy);
-  qgpu.prepare_policy(policy);
+  qcpu.prepare_policy(mixed_policy(qcpu));
+  qgpu.prepare_policy(mixed_policy(qgpu));
   gpu->to(torch::kCUDA);
+  const auto [x, y] = batch(11);
+  cpu->train();
+  gpu->train();
 
-  torch::manual_seed(11);
-  const auto x = torch::randn({16, 1, 16, 16});
-  const auto y = torch::randint(0, 10, {16});
-  std::map<std::string, torch::Tensor> initial;
+  // The first forward sets the activation steps from the batch.
+  const auto logits_cpu = cpu->forward(x);
+  const auto logits_gpu = gpu->forward(x.cuda());
+  const Agreement first = compare({{"logits", logits_cpu.detach()}}, {{"logits", logits_gpu.detach()}}, 1e-3, 1e-6);
+  EXPECT_EQ(first.failing, 0) << "first forward\n" << first.report;
+  const Named initial = params(cpu);
+  const Agreement init = compare(initial, params(gpu), 1e-5, 1e-9);
+  EXPECT_EQ(init.failing, 0) << "initial steps\n" << init.report;
+
   auto options = torch::optim::SGDOptions(0.05).momentum(0.9);
   torch::optim::SGD opt_cpu(cpu->parameters(), options);
   torch::optim::SGD opt_gpu(gpu->parameters(), options);
-  cpu->train();
-  gpu->train();
-  for (int step = 0; step < 3; ++step) {
-    const auto loss_cpu = loss_of(cpu, x, y);
-    const auto loss_gpu = loss_of(gpu, x, y);
-    // The activation steps are set by the first batch: snapshot after it.
-    if (step == 0) initial = snapshot(cpu);
-    const double want = loss_cpu.item<double>();
-    EXPECT_NEAR(loss_gpu.item<double>(), want, 1e-4 * std::abs(want)) << "step " << step;
-    for (auto* opt : {&opt_cpu, &opt_gpu}) opt->zero_grad();
-    loss_cpu.backward();
-    loss_gpu.backward();
+  F::cross_entropy(logits_cpu, y).backward();
+  F::cross_entropy(logits_gpu, y.cuda()).backward();
+  const Agreement g0 = compare(grads(cpu), grads(gpu), 1e-3, 1e-7);
+  EXPECT_EQ(g0.failing, 0) << "first step's gradients\n" << g0.report;
+  opt_cpu.step();
+  opt_gpu.step();
+  for (int step = 1; step < 3; ++step) {
+    opt_cpu.zero_grad();
+    opt_gpu.zero_grad();
+    const auto lc = loss_of(cpu, x, y);
+    const auto lg = loss_of(gpu, x, y);
+    EXPECT_NEAR(lg.item<double>(), lc.item<double>(), 1e-3 * std::abs(lc.item<double>())) << "step " << step;
+    lc.backward();
+    lg.backward();
     opt_cpu.step();
     opt_gpu.step();
   }
-  expect_same_state(cpu, gpu, initial);
-
-  cpu->eval();
-  gpu->eval();
-  torch::NoGradGuard no_grad;
-  const auto logits_cpu = cpu->forward(x);
-  const auto logits_gpu = gpu->forward(x.cuda()).cpu();
-  EXPECT_LE((logits_gpu - logits_cpu).abs().max().item<double>(), 1e-3 * logits_cpu.abs().max().item<double>());
+  const Agreement p = compare(params(cpu), params(gpu), 1e-3, 1e-6);
+  EXPECT_EQ(p.failing, 0) << "parameters after 3 steps\n" << p.report;
+  const Agreement b = compare(float_buffers(cpu), float_buffers(gpu), 1e-3, 1e-5);
+  EXPECT_EQ(b.failing, 0) << "batch-norm statistics after 3 steps\n" << b.report;
+  // The step sizes moved, and by the same amount on both devices.
+  Named moved_cpu, moved_gpu;
+  const Named after_cpu = params(cpu), after_gpu = params(gpu);
+  for (const auto& [name, t] : initial) {
+    if (name.find("steps") == std::string::npos) continue;
+    moved_cpu[name] = after_cpu.at(name) - t;
+    moved_gpu[name] = after_gpu.at(name) - t;
+    EXPECT_GT(moved_cpu[name].abs().max().item<double>(), 0.0) << name << " never moved";
+  }
+  const Agreement m = compare(moved_cpu, moved_gpu, 0.02, 1e-9);
+  EXPECT_GT(m.checked, 0);
+  EXPECT_EQ(m.failing, 0) << "step-size updates\n" << m.report;
 }
 
 TEST_F(QuantizedCudaTest, JointIndicatorStepMatchesTheCpu) {
@@ -139,10 +240,7 @@ TEST_F(QuantizedCudaTest, JointIndicatorStepMatchesTheCpu) {
   qcpu.prepare_indicators(candidates);
   qgpu.prepare_indicators(candidates);
   gpu->to(torch::kCUDA);
-
-  torch::manual_seed(13);
-  const auto x = torch::randn({16, 1, 16, 16});
-  const auto y = torch::randint(0, 10, {16});
+  const auto [x, y] = batch(13);
   cpu->train();
   gpu->train();
   // One joint step: every candidate's forward and backward into the same
@@ -153,25 +251,21 @@ TEST_F(QuantizedCudaTest, JointIndicatorStepMatchesTheCpu) {
     loss_of(cpu, x, y).backward();
     loss_of(gpu, x, y).backward();
   }
-  auto gpu_params = gpu->named_parameters();
+  const Named gc = grads(cpu);
   int64_t steps_checked = 0;
-  for (const auto& p : cpu->named_parameters()) {
-    const auto& want = p.value().grad();
-    const auto& got = gpu_params[p.key()].grad();
-    ASSERT_EQ(want.defined(), got.defined()) << p.key();
-    if (!want.defined()) continue;
-    const double diff = (got.cpu() - want).abs().max().item<double>();
-    const double scale = want.abs().max().item<double>();
-    EXPECT_LE(diff, 1e-3 * scale + 1e-6) << p.key() << ": max |gpu - cpu| grad " << diff << ", max |cpu| " << scale;
-    if (p.key().find("step") != std::string::npos) {
-      // One step per candidate, each with its own gradient.
-      EXPECT_EQ(want.numel(), static_cast<int64_t>(candidates.size())) << p.key();
-      EXPECT_GT((want != 0).sum().item<int64_t>(), 0) << p.key();
-      ++steps_checked;
-    }
+  for (const auto& [name, g] : gc) {
+    if (name.find("steps") == std::string::npos) continue;
+    // One step per candidate, each with its own gradient (zero where the
+    // step sits at the indicator clamp of 1.0).
+    EXPECT_EQ(g.numel(), static_cast<int64_t>(candidates.size())) << name;
+    EXPECT_GT((g != 0).sum().item<int64_t>(), 0) << name;
+    ++steps_checked;
   }
   EXPECT_EQ(steps_checked, 2 * static_cast<int64_t>(qcpu.searchable_names().size()));
-  expect_same_state(cpu, gpu, {});
+  const Agreement a = compare(gc, grads(gpu), 1e-3, 1e-7);
+  EXPECT_EQ(a.failing, 0) << "joint step's gradients\n" << a.report;
+  const Agreement b = compare(float_buffers(cpu), float_buffers(gpu), 1e-3, 1e-5);
+  EXPECT_EQ(b.failing, 0) << "batch-norm statistics\n" << b.report;
 }
 
 }  // namespace
