@@ -1,9 +1,20 @@
-// Quantized networks trained on the GPU against the same networks on the CPU:
-// fine-tuning under a policy (lazily initialised activation steps, the fused
-// CUDA kernel, SGD on every step size) and one joint indicator step
-// (switchable batch norm, one step per candidate), with the full-precision
-// network as the floor of what two devices can agree on, and the fused
-// kernel against the composed-op reference inside a network on each device.
+// Quantized networks on the GPU against the same networks on the CPU.
+//
+// A network quantized throughout is chaotic in float summation order: cuDNN
+// and oneDNN sum a convolution in different orders, an activation within
+// ~1e-7 of a rounding tie lands on the other level, and that one-step change
+// moves its neighbours in the next quantized layer across ties too. Its
+// gradients then differ by percents between devices, and by as much on the
+// CPU alone between the NCHW and channels-last layouts. So:
+//  - the whole low-bit network: the fused kernel against the composed-op
+//    reference on each device (forward bitwise, gradients 1e-4), and the
+//    first forward (logits, lazily initialised activation steps) across
+//    devices;
+//  - training across devices with quantized layers that no other quantized
+//    layer feeds, so no tie can cascade: one fine-tuning step under a policy
+//    (gradients, step-size updates), and one joint indicator step with
+//    switchable batch norm;
+//  - the full-precision network as the floor of what two devices agree on.
 // Builds in the LIMPQ_CORE_ONLY configuration; the GPU cases skip where no
 // GPU is visible.
 
@@ -22,6 +33,7 @@
 #include "limpq/models/model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/quant/lsq.h"
+#include "limpq/quant/lsq_quantizer.h"
 
 namespace limpq::models {
 namespace {
@@ -100,11 +112,24 @@ Model fresh_model() {
   return make_model("resnet20", 1, 10);
 }
 
-// A mixed policy, so that several ranges run: bits 2..4 by layer.
+// A mixed low-bit policy, so that several ranges run: bits 2..4 by layer.
 quant::Policy mixed_policy(const QuantModel& qm) {
   quant::Policy policy = qm.uniform_policy({4, 4});
   for (size_t i = 0; i < policy.layers.size(); ++i) {
     policy.layers[i].second = {2 + static_cast<int64_t>(i % 3), 2 + static_cast<int64_t>((i + 1) % 3)};
+  }
+  return policy;
+}
+
+// Every layer at full precision but `quantized`, at the given bits.
+quant::Policy sparse_policy(const QuantModel& qm, const std::map<std::string, quant::LayerBits>& quantized) {
+  const quant::LayerBits full{quant::kFullPrecisionBits, quant::kFullPrecisionBits};
+  quant::Policy policy = qm.uniform_policy(full);
+  for (auto* layers : {&policy.layers, &policy.fixed}) {
+    for (auto& [name, bits] : *layers) {
+      const auto it = quantized.find(name);
+      bits = it != quantized.end() ? it->second : full;
+    }
   }
   return policy;
 }
@@ -172,7 +197,7 @@ TEST_F(QuantizedCudaTest, FullPrecisionGradientsMatchTheCpu) {
   EXPECT_EQ(a.failing, 0) << "full-precision gradients\n" << a.report;
 }
 
-TEST_F(QuantizedCudaTest, PolicyFineTuningMatchesTheCpu) {
+TEST_F(QuantizedCudaTest, FirstForwardMatchesTheCpuAtLowBits) {
   Model cpu = fresh_model();
   Model gpu = fresh_model();
   QuantModel qcpu(cpu, {1, 16, 16});
@@ -183,59 +208,81 @@ TEST_F(QuantizedCudaTest, PolicyFineTuningMatchesTheCpu) {
   const auto [x, y] = batch(11);
   cpu->train();
   gpu->train();
-
-  // The first forward sets the activation steps from the batch.
+  // The first forward also sets the activation steps from the batch.
   const auto logits_cpu = cpu->forward(x);
   const auto logits_gpu = gpu->forward(x.cuda());
-  const Agreement first = compare({{"logits", logits_cpu.detach()}}, {{"logits", logits_gpu.detach()}}, 1e-3, 1e-6);
-  EXPECT_EQ(first.failing, 0) << "first forward\n" << first.report;
-  const Named initial = params(cpu);
-  const Agreement init = compare(initial, params(gpu), 1e-5, 1e-9);
-  EXPECT_EQ(init.failing, 0) << "initial steps\n" << init.report;
+  const Agreement logits = compare({{"logits", logits_cpu.detach()}}, {{"logits", logits_gpu.detach()}}, 1e-3, 1e-6);
+  EXPECT_EQ(logits.failing, 0) << "first forward\n" << logits.report;
+  const Agreement steps = compare(params(cpu), params(gpu), 1e-5, 1e-9);
+  EXPECT_EQ(steps.failing, 0) << "initial steps\n" << steps.report;
+}
 
-  auto options = torch::optim::SGDOptions(0.05).momentum(0.9);
-  torch::optim::SGD opt_cpu(cpu->parameters(), options);
-  torch::optim::SGD opt_gpu(gpu->parameters(), options);
-  F::cross_entropy(logits_cpu, y).backward();
-  F::cross_entropy(logits_gpu, y.cuda()).backward();
-  const Agreement g0 = compare(grads(cpu), grads(gpu), 1e-3, 1e-7);
-  EXPECT_EQ(g0.failing, 0) << "first step's gradients\n" << g0.report;
-  opt_cpu.step();
-  opt_gpu.step();
-  for (int step = 1; step < 3; ++step) {
-    opt_cpu.zero_grad();
-    opt_gpu.zero_grad();
-    const auto lc = loss_of(cpu, x, y);
-    const auto lg = loss_of(gpu, x, y);
-    EXPECT_NEAR(lg.item<double>(), lc.item<double>(), 1e-3 * std::abs(lc.item<double>())) << "step " << step;
-    lc.backward();
-    lg.backward();
-    opt_cpu.step();
-    opt_gpu.step();
-  }
-  const Agreement p = compare(params(cpu), params(gpu), 1e-3, 1e-6);
-  EXPECT_EQ(p.failing, 0) << "parameters after 3 steps\n" << p.report;
+// Tolerance of the training comparisons across devices: a tie that the other
+// device's summation order moves to the neighbouring level, at the input of
+// a quantized layer, moves the gradients by up to ~1% (measured on the CPU
+// between the NCHW and channels-last layouts, which sum in different orders);
+// a wrong mask, scale or step gradient moves them by their own size.
+constexpr double kTrainRtol = 2e-2;
+
+TEST_F(QuantizedCudaTest, PolicyFineTuningMatchesTheCpu) {
+  Model cpu = fresh_model();
+  Model gpu = fresh_model();
+  QuantModel qcpu(cpu, {1, 16, 16});
+  QuantModel qgpu(gpu, {1, 16, 16});
+  // Two ranges, a signed and an unsigned input; the layers between them
+  // stay at full precision so that ties cannot cascade.
+  const std::map<std::string, quant::LayerBits> quantized = {{"conv1", {8, 8}}, {"layer2.0.conv1", {3, 2}}};
+  qcpu.prepare_policy(sparse_policy(qcpu, quantized));
+  qgpu.prepare_policy(sparse_policy(qgpu, quantized));
+  gpu->to(torch::kCUDA);
+  const auto [x, y] = batch(11);
+  cpu->train();
+  gpu->train();
+
+  const auto lc = loss_of(cpu, x, y);
+  const auto lg = loss_of(gpu, x, y);
+  EXPECT_NEAR(lg.item<double>(), lc.item<double>(), 1e-4 * std::abs(lc.item<double>()));
+  // The activation steps were set by this first batch.
+  const Named initial = params(cpu);
+  const Named initial_gpu = params(gpu);
+  const Agreement init = compare(initial, initial_gpu, 1e-5, 1e-9);
+  EXPECT_EQ(init.failing, 0) << "initial parameters and steps\n" << init.report;
+  lc.backward();
+  lg.backward();
+  const Agreement g = compare(grads(cpu), grads(gpu), kTrainRtol, 1e-7);
+  EXPECT_EQ(g.failing, 0) << "gradients\n" << g.report;
   const Agreement b = compare(float_buffers(cpu), float_buffers(gpu), 1e-3, 1e-5);
-  EXPECT_EQ(b.failing, 0) << "batch-norm statistics after 3 steps\n" << b.report;
-  // The step sizes moved, and by the same amount on both devices.
+  EXPECT_EQ(b.failing, 0) << "batch-norm statistics\n" << b.report;
+
+  // One SGD step moves every step size, by the same amount on both devices.
+  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9);
+  torch::optim::SGD(cpu->parameters(), options).step();
+  torch::optim::SGD(gpu->parameters(), options).step();
   Named moved_cpu, moved_gpu;
   const Named after_cpu = params(cpu), after_gpu = params(gpu);
   for (const auto& [name, t] : initial) {
     if (name.find("steps") == std::string::npos) continue;
     moved_cpu[name] = after_cpu.at(name) - t;
-    moved_gpu[name] = after_gpu.at(name) - t;
+    moved_gpu[name] = after_gpu.at(name) - initial_gpu.at(name);
     EXPECT_GT(moved_cpu[name].abs().max().item<double>(), 0.0) << name << " never moved";
   }
-  const Agreement m = compare(moved_cpu, moved_gpu, 0.02, 1e-9);
-  EXPECT_GT(m.checked, 0);
+  EXPECT_EQ(moved_cpu.size(), 4u);
+  const Agreement m = compare(moved_cpu, moved_gpu, kTrainRtol, 1e-12);
   EXPECT_EQ(m.failing, 0) << "step-size updates\n" << m.report;
 }
 
 TEST_F(QuantizedCudaTest, JointIndicatorStepMatchesTheCpu) {
   Model cpu = fresh_model();
   Model gpu = fresh_model();
-  QuantModel qcpu(cpu, {1, 16, 16});
-  QuantModel qgpu(gpu, {1, 16, 16});
+  // One searchable layer (the others kept out of the search stay at full
+  // precision in indicator training), so that ties cannot cascade.
+  std::vector<std::string> fixed;
+  for (const auto& l : analyze_layers(*cpu, {1, 16, 16})) {
+    if (l.name != "layer2.1.conv2") fixed.push_back(l.name);
+  }
+  QuantModel qcpu(cpu, {1, 16, 16}, QuantizeOptions().fixed_layers(fixed));
+  QuantModel qgpu(gpu, {1, 16, 16}, QuantizeOptions().fixed_layers(fixed));
+  ASSERT_EQ(qcpu.searchable_names(), std::vector<std::string>{"layer2.1.conv2"});
   const std::vector<int64_t> candidates = {4, 3, 2};
   qcpu.prepare_indicators(candidates);
   qgpu.prepare_indicators(candidates);
@@ -255,14 +302,14 @@ TEST_F(QuantizedCudaTest, JointIndicatorStepMatchesTheCpu) {
   int64_t steps_checked = 0;
   for (const auto& [name, g] : gc) {
     if (name.find("steps") == std::string::npos) continue;
-    // One step per candidate, each with its own gradient (zero where the
-    // step sits at the indicator clamp of 1.0).
+    // One step per candidate, each with its own gradient (zero only where
+    // a step sits at the indicator clamp of 1.0).
     EXPECT_EQ(g.numel(), static_cast<int64_t>(candidates.size())) << name;
     EXPECT_GT((g != 0).sum().item<int64_t>(), 0) << name;
     ++steps_checked;
   }
   EXPECT_EQ(steps_checked, 2 * static_cast<int64_t>(qcpu.searchable_names().size()));
-  const Agreement a = compare(gc, grads(gpu), 1e-3, 1e-7);
+  const Agreement a = compare(gc, grads(gpu), kTrainRtol, 1e-7);
   EXPECT_EQ(a.failing, 0) << "joint step's gradients\n" << a.report;
   const Agreement b = compare(float_buffers(cpu), float_buffers(gpu), 1e-3, 1e-5);
   EXPECT_EQ(b.failing, 0) << "batch-norm statistics\n" << b.report;
