@@ -5,8 +5,8 @@
 // Each benchmark runs forward, label-smoothed cross-entropy, backward and an
 // SGD step on a fixed batch, and reports images per second. The driver
 // bench/train_throughput.sh runs it next to the PyTorch-Python baseline
-// (bench/train_throughput_cuda.sh on a GPU: the "_cuda" rows, each step
-// ending in a device synchronize, as a loop that reads its loss does).
+// (with LIMPQ_BENCH_DEVICE=cuda on a GPU: the "_cuda" rows, each step ending
+// in a device synchronize, as a loop that reads its loss does).
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>

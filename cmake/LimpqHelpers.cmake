@@ -23,9 +23,6 @@ function(limpq_set_warnings target)
   endif()
 endfunction()
 
-# limpq_add_test(NAME <name> SOURCES <files...> [LABELS <labels...>]
-#                [TIMEOUT <seconds>] [PROPERTIES <ctest properties...>])
-# One executable per area; every GoogleTest case becomes a ctest test.
 # Every test process sleeps in OpenMP barriers instead of spinning. ctest
 # runs tests side by side (-j), each with all cores: spinning threads then
 # hold the cores the other process's threads are waiting for, and every
@@ -34,6 +31,9 @@ endfunction()
 # 64-68 s sleeping; 37 s each alone.
 set(LIMPQ_TEST_ENVIRONMENT "OMP_WAIT_POLICY=set:passive")
 
+# limpq_add_test(NAME <name> SOURCES <files...> [LABELS <labels...>]
+#                [TIMEOUT <seconds>] [PROPERTIES <ctest properties...>])
+# One executable per area; every GoogleTest case becomes a ctest test.
 function(limpq_add_test)
   cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "SOURCES;LABELS;PROPERTIES" ${ARGN})
   add_executable(${ARG_NAME} ${ARG_SOURCES})
