@@ -15,6 +15,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${1:-$here/.deps/prefix}
 packages=(libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libcli11-dev zlib1g-dev
   libbenchmark-dev libbenchmark1debian)
+arch=$(dpkg --print-architecture)
+[ "$arch" = amd64 ] || { echo "gpu_deps: this copies amd64 libraries; this machine is $arch" >&2; exit 1; }
 for p in "${packages[@]}"; do
   dpkg -s "$p" > /dev/null 2>&1 || { echo "gpu_deps: package $p is not installed (apt-get install $p)" >&2; exit 1; }
 done
