@@ -892,6 +892,8 @@ bool trained_channels_last(const Checkpoint& checkpoint) {
 EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data_options) {
   TORCH_CHECK(options.split() == "test" || options.split() == "val", "eval: split must be test or val, got '",
               options.split(), "'");
+  TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
+              options.bn_recalibration_batches());
   dist::init_from_environment(std::chrono::seconds(300));
   util::set_threads(worker_threads(options.threads()));
   const torch::Device device = util::resolve_device(options.device());
@@ -930,8 +932,6 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
     model->eval();
     model->forward(batch->images.to(device).contiguous(models::memory_format_of(*model)));
   }
-  TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
-              options.bn_recalibration_batches());
   if (options.bn_recalibration_batches() > 0) {
     data::DataLoader calibration = calibration_loader(data, data_options, seed, device.is_cuda());
     recalibrate_batch_norm(*model, calibration, device, options.bn_recalibration_batches());
