@@ -101,7 +101,9 @@ LIMPQ_TRAIN_STEP_ON(resnet20_fp32_nchw_cuda, "fp32-nchw", torch::kCUDA);
 LIMPQ_TRAIN_STEP_ON(resnet20_W4A4_nchw_cuda, "W4A4-nchw", torch::kCUDA);
 
 // One activation tensor of resnet20's first stage at 32x32 (128x16x32x32):
-// forward + backward of the fused LSQ kernel, and of ReLU for scale.
+// forward + backward of the fused LSQ kernel, of the composed-op reference,
+// of ReLU for scale, and of a ReLU feeding the quantizer: ReLU then the
+// kernel, against the ReLU folded into the kernel (lsq_fake_quant_of_relu).
 void BM_ElementWise(benchmark::State& state, const std::string& op) {
   const char* threads = std::getenv("LIMPQ_THREADS");
   limpq::util::set_threads(threads ? std::atoll(threads) : 0);
@@ -113,6 +115,8 @@ void BM_ElementWise(benchmark::State& state, const std::string& op) {
     torch::Tensor y;
     if (op == "lsq") y = limpq::quant::lsq_fake_quant(x, step, range, 0.01);
     else if (op == "lsq_ref") y = limpq::quant::lsq_fake_quant_reference(x, step, range, 0.01);
+    else if (op == "relu_then_lsq") y = limpq::quant::lsq_fake_quant(torch::relu(x), step, range, 0.01);
+    else if (op == "lsq_of_relu") y = limpq::quant::lsq_fake_quant_of_relu(x, step, range, 0.01);
     else y = torch::relu(x);
     y.backward(g);
   }
@@ -121,6 +125,12 @@ void BM_ElementWise(benchmark::State& state, const std::string& op) {
 BENCHMARK_CAPTURE(BM_ElementWise, lsq, std::string("lsq"))->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_ElementWise, lsq_ref, std::string("lsq_ref"))->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_ElementWise, relu, std::string("relu"))->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, relu_then_lsq, std::string("relu_then_lsq"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, lsq_of_relu, std::string("lsq_of_relu"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

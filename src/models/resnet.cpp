@@ -53,8 +53,7 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor out = torch::relu(bn1(conv1(x)));
-  out = bn2(conv2(out));
+  torch::Tensor out = bn2(conv2->forward_after_relu(bn1(conv1(x))));
   out += downsample ? downsample->forward(x) : x;
   return torch::relu(out);
 }
@@ -79,9 +78,8 @@ BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  torch::Tensor out = torch::relu(bn1(conv1(x)));
-  out = torch::relu(bn2(conv2(out)));
-  out = bn3(conv3(out));
+  torch::Tensor out = conv2->forward_after_relu(bn1(conv1(x)));
+  out = bn3(conv3->forward_after_relu(bn2(out)));
   out += downsample ? downsample->forward(x) : x;
   return torch::relu(out);
 }

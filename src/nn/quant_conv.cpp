@@ -110,6 +110,15 @@ torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& input) {
   return out;
 }
 
+torch::Tensor QuantConv2dImpl::forward_after_relu(const torch::Tensor& pre_activation) {
+  // A tracer records the layer's actual input (its sign decides the input
+  // quantizer's range), so it sees the ReLU's output.
+  if (!quantized() || LayerTracer::active()) return forward(torch::relu(pre_activation));
+  const torch::Tensor x = input_quantizer->forward_after_relu(pre_activation);
+  return torch::conv2d(x, weight_quantizer(weight), bias, options.stride(), options.padding(), /*dilation=*/1,
+                       options.groups());
+}
+
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   stream << "limpq::nn::QuantConv2d(" << options.in_channels() << ", " << options.out_channels()
          << ", kernel_size=" << options.kernel_size() << ", stride=" << options.stride()

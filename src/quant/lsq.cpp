@@ -115,7 +115,7 @@ torch::Tensor cpu_forward(const torch::Tensor& x, const torch::Tensor& step, flo
 // Returns {dx (undefined unless need_dx), dstep (scaled, shaped like step)}.
 std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, const torch::Tensor& step,
                                                      const torch::Tensor& g, bool need_dx, float qn, float qp,
-                                                     double grad_scale) {
+                                                     double grad_scale, bool relu_input) {
   torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
   const auto& k = cpu_kernels();
   const float* xp = x.data_ptr<float>();
@@ -129,7 +129,8 @@ std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, con
     at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
       for (int64_t t = tb; t < te; ++t) {
         const int64_t begin = t * kGrain, end = std::min(n, begin + kGrain);
-        partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, qn, qp);
+        partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, qn, qp,
+                                relu_input);
       }
     });
     double sum = 0.0;
@@ -145,7 +146,7 @@ std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, con
                    [&](int64_t begin, int64_t end) {
                      for (int64_t c = begin; c < end; ++c) {
                        const double sum = k.backward(xp + c * inner, gp + c * inner, dxp ? dxp + c * inner : nullptr,
-                                                     inner, sp[c], qn, qp);
+                                                     inner, sp[c], qn, qp, relu_input);
                        dsp[c] = static_cast<float>(sum * grad_scale);
                      }
                    });
@@ -189,10 +190,13 @@ std::pair<torch::Tensor, torch::Tensor> cuda_backward(const torch::Tensor& x, co
 }
 #endif
 
+// relu_input: x is a ReLU's input and the function quantizes its output (CPU
+// only, qn = 0; see the kernels' kReluInput).
 class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
-                               const torch::Tensor& step_in, int64_t qn, int64_t qp, double grad_scale) {
+                               const torch::Tensor& step_in, int64_t qn, int64_t qp, double grad_scale,
+                               bool relu_input) {
     // Dense in its own memory format (NCHW or channels-last): the kernels are
     // element-wise over memory, and dY is laid out the same way below.
     const torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
@@ -201,6 +205,7 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
     ctx->saved_data["qn"] = qn;
     ctx->saved_data["qp"] = qp;
     ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["relu_input"] = relu_input;
     const float fqn = static_cast<float>(qn), fqp = static_cast<float>(qp);
 #ifdef LIMPQ_WITH_CUDA
     if (x.is_cuda()) return cuda_forward(x, step, fqn, fqp);
@@ -216,15 +221,17 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
     const float fqn = static_cast<float>(ctx->saved_data["qn"].toInt());
     const float fqp = static_cast<float>(ctx->saved_data["qp"].toInt());
     const double grad_scale = ctx->saved_data["grad_scale"].toDouble();
+    const bool relu_input = ctx->saved_data["relu_input"].toBool();
     const torch::Tensor g = grads[0].contiguous(x.suggest_memory_format());
     const bool need_dx = ctx->needs_input_grad(0);
 #ifdef LIMPQ_WITH_CUDA
+    TORCH_CHECK(!(x.is_cuda() && relu_input), "lsq_fake_quant: the ReLU-input kernel is CPU only");
     auto [dx, dstep] = x.is_cuda() ? cuda_backward(x, step, g, need_dx, fqn, fqp, grad_scale)
-                                   : cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale);
+                                   : cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale, relu_input);
 #else
-    auto [dx, dstep] = cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale);
+    auto [dx, dstep] = cpu_backward(x, step, g, need_dx, fqn, fqp, grad_scale, relu_input);
 #endif
-    return {dx, dstep, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dx, dstep, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -233,6 +240,12 @@ bool has_fused_kernel(const torch::Device& device) {
   if (device.is_cuda()) return true;
 #endif
   return device.is_cpu();
+}
+
+// The fused Function runs this tensor (else the composed-op reference).
+bool fused_kernel_applies(const torch::Tensor& x, const torch::Tensor& step) {
+  return has_fused_kernel(x.device()) && x.scalar_type() == torch::kFloat32 &&
+         step.scalar_type() == torch::kFloat32 && x.numel() > 0;
 }
 
 }  // namespace
@@ -268,11 +281,18 @@ torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tens
 torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
                              double grad_scale) {
   check_args(x, step, range);
-  if (!has_fused_kernel(x.device()) || x.scalar_type() != torch::kFloat32 ||
-      step.scalar_type() != torch::kFloat32 || x.numel() == 0) {
-    return lsq_fake_quant_reference(x, step, range, grad_scale);
-  }
-  return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale);
+  if (!fused_kernel_applies(x, step)) return lsq_fake_quant_reference(x, step, range, grad_scale);
+  return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale, /*relu_input=*/false);
+}
+
+torch::Tensor lsq_fake_quant_of_relu(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                                     double grad_scale) {
+  check_args(x, step, range);
+  TORCH_CHECK(range.qn == 0, "lsq_fake_quant_of_relu: needs an unsigned range, got [", range.qn, ", ", range.qp,
+              "]");
+  // The CUDA kernel has no ReLU-input variant yet: ReLU, then its kernel.
+  if (!x.is_cpu() || !fused_kernel_applies(x, step)) return lsq_fake_quant(torch::relu(x), step, range, grad_scale);
+  return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale, /*relu_input=*/true);
 }
 
 const char* lsq_cpu_kernel_isa() { return cpu_kernels().isa; }

@@ -11,8 +11,11 @@ struct LsqKernels {
   // y[i] = round(clamp(x[i] / step, qn, qp)) * step
   void (*forward)(const float* x, float* y, int64_t n, float step, float qn, float qp);
   // dx[i] = g[i] inside the range, else 0 (skipped when dx is null); returns
-  // sum_i g[i] * d y[i] / d step (before the gradient scale).
-  double (*backward)(const float* x, const float* g, float* dx, int64_t n, float step, float qn, float qp);
+  // sum_i g[i] * d y[i] / d step (before the gradient scale). relu_input:
+  // x is a ReLU's input and y quantizes its output (qn must be 0), so dx is
+  // also 0 where x <= 0.
+  double (*backward)(const float* x, const float* g, float* dx, int64_t n, float step, float qn, float qp,
+                     bool relu_input);
   const char* isa;
 };
 

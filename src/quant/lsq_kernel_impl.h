@@ -22,8 +22,14 @@ void forward(const float* __restrict x, float* __restrict y, int64_t n, float st
   }
 }
 
-double backward(const float* __restrict x, const float* __restrict g, float* __restrict dx, int64_t n, float step,
-                float qn, float qp) {
+// kReluInput: x is the input of a ReLU whose output is being quantized
+// (unsigned range, qn = 0). The forward is then unchanged, since the clamp
+// at 0 already zeroes negatives; the straight-through mask also drops
+// x <= 0, where ReLU's own gradient is 0. dS is unchanged: with qn = 0 the
+// elements at or below 0 contribute 0 either way.
+template <bool kReluInput>
+double backward_impl(const float* __restrict x, const float* __restrict g, float* __restrict dx, int64_t n,
+                     float step, float qn, float qp) {
   // Every quantity is computed for every element and then selected, with no
   // branch and no call under a condition: that is what lets the compiler
   // vectorise the loop with blends (with AVX2 too, not only with AVX-512's
@@ -38,26 +44,35 @@ double backward(const float* __restrict x, const float* __restrict g, float* __r
     if (dx != nullptr) {
 #pragma omp simd reduction(+ : acc)
       for (int64_t i = begin; i < end; ++i) {
-        const float v = x[i] / step;
+        const float xi = x[i], gi = g[i];
+        const float v = xi / step;
         const float clipped = v < qn ? qn : (v > qp ? qp : v);
         const float inside = __builtin_nearbyintf(v) - v;
         const bool outside = (v < qn) | (v > qp);
-        dx[i] = outside ? 0.0f : g[i];
-        acc += g[i] * (outside ? clipped : inside);
+        const bool passes = (!outside) & ((!kReluInput) | (xi > 0.0f));
+        dx[i] = passes ? gi : 0.0f;
+        acc += gi * (outside ? clipped : inside);
       }
     } else {
 #pragma omp simd reduction(+ : acc)
       for (int64_t i = begin; i < end; ++i) {
+        const float gi = g[i];
         const float v = x[i] / step;
         const float clipped = v < qn ? qn : (v > qp ? qp : v);
         const float inside = __builtin_nearbyintf(v) - v;
         const bool outside = (v < qn) | (v > qp);
-        acc += g[i] * (outside ? clipped : inside);
+        acc += gi * (outside ? clipped : inside);
       }
     }
     total += acc;
   }
   return total;
+}
+
+double backward(const float* x, const float* g, float* dx, int64_t n, float step, float qn, float qp,
+                bool relu_input) {
+  return relu_input ? backward_impl<true>(x, g, dx, n, step, qn, qp)
+                    : backward_impl<false>(x, g, dx, n, step, qn, qp);
 }
 
 }  // namespace

@@ -135,19 +135,30 @@ void LsqQuantizerImpl::init_activation_step(int64_t index, const torch::Tensor& 
   initialized_[index].fill_(1);
 }
 
-torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) { return quantize(x, /*relu_input=*/false); }
+
+torch::Tensor LsqQuantizerImpl::forward_after_relu(const torch::Tensor& x) {
+  return quantize(x, /*relu_input=*/true);
+}
+
+torch::Tensor LsqQuantizerImpl::quantize(const torch::Tensor& x_in, bool relu_input) {
+  // Only an unsigned range can take the ReLU into the kernel; otherwise (and
+  // for the reference) the ReLU runs on its own first.
+  const bool fold_relu = relu_input && options.fused() && !options.is_signed() && !full_precision();
+  const torch::Tensor x = relu_input && !fold_relu ? torch::relu(x_in) : x_in;
   if (full_precision()) return x;
   const int64_t i = index_of(bits_);
   // The host-side cache spares a device sync per call once a step is set.
   if (!initialized_cache_[i] && initialized_[i].item<uint8_t>() != 0) initialized_cache_[i] = true;
   if (!initialized_cache_[i]) {
+    const torch::Tensor seen = fold_relu ? torch::relu(x) : x;  // the tensor being quantized
     if (options.kind() == QuantizerKind::kWeight) {
       // Normally done from the pretrained weight at conversion; this keeps a
       // freshly built quantizer usable on its own (every bit-width gets the
       // weight rule from the tensor it first sees).
-      init_from_weight(x);
+      init_from_weight(seen);
     } else {
-      init_activation_step(i, x);
+      init_activation_step(i, seen);
     }
     initialized_cache_[i] = true;
   }
@@ -156,6 +167,7 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
   int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
   if (options.kind() == QuantizerKind::kActivation) covered *= data_parallel_workers();
   const double g = lsq_grad_scale(covered, r);
+  if (fold_relu) return lsq_fake_quant_of_relu(x, s, r, g);
   return options.fused() ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
 }
 

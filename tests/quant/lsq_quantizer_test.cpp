@@ -93,6 +93,40 @@ TEST_F(LsqQuantizerTest, StepClampAppliesInTheForwardPass) {
   EXPECT_FLOAT_EQ(q(torch::tensor({2.6f}))[0].item<float>(), 3.0f);
 }
 
+// forward_after_relu(x) is forward(relu(x)) in every setting: the ReLU folded
+// into the kernel (unsigned, fused), or run first (signed, reference); the
+// lazy step initialisation sees the ReLU's output either way.
+TEST_F(LsqQuantizerTest, ForwardAfterReluIsForwardOfRelu) {
+  const auto x = torch::randn({4, 8, 5, 5});
+  const auto up = torch::randn({4, 8, 5, 5});
+  for (bool is_signed : {false, true}) {
+    for (bool fused : {true, false}) {
+      for (int64_t bits : {32, 4, 2}) {
+        SCOPED_TRACE(::testing::Message() << (is_signed ? "signed" : "unsigned") << (fused ? " fused" : " reference")
+                                          << " bits " << bits);
+        const auto options = LsqQuantizerOptions({4, 2}).is_signed(is_signed).fused(fused);
+        LsqQuantizer after(options);
+        LsqQuantizer plain(options);
+        after->set_bits(bits);
+        plain->set_bits(bits);
+        auto xa = x.clone().requires_grad_(true);
+        auto xp = x.clone().requires_grad_(true);
+        const auto ya = after->forward_after_relu(xa);
+        const auto yp = plain(torch::relu(xp));
+        ASSERT_TRUE(torch::equal(ya, yp));
+        (ya * up).sum().backward();
+        (yp * up).sum().backward();
+        EXPECT_TRUE(torch::equal(xa.grad(), xp.grad()));
+        if (bits == 32) continue;
+        EXPECT_DOUBLE_EQ(after->step(bits).item<double>(), plain->step(bits).item<double>())
+            << "the step is initialised from relu(x)";
+        EXPECT_TRUE(torch::allclose(after->steps.grad(), plain->steps.grad(), 1e-5, 1e-7))
+            << after->steps.grad() << " against " << plain->steps.grad();
+      }
+    }
+  }
+}
+
 TEST_F(LsqQuantizerTest, StateSurvivesSaveAndLoadWithoutReinitialising) {
   LsqQuantizer a(LsqQuantizerOptions({4, 2}).is_signed(false));
   a->set_bits(4);

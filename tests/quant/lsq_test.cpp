@@ -147,6 +147,73 @@ TEST_F(LsqTest, ChannelsLastInputsGiveTheSameValuesAndGradients) {
   EXPECT_TRUE(torch::equal(plain.dx, mixed.dx));
 }
 
+// ---- The ReLU folded into the kernel: lsq_fake_quant_of_relu(x) against
+// lsq_fake_quant_reference(relu(x)) ------------------------------------------
+
+Grads run_after_relu(bool folded, const torch::Tensor& x0, const torch::Tensor& s0, const QuantRange& r, double g,
+                     const torch::Tensor& upstream) {
+  auto x = x0.clone().requires_grad_(true);
+  auto s = s0.clone().requires_grad_(true);
+  auto y = folded ? lsq_fake_quant_of_relu(x, s, r, g) : lsq_fake_quant_reference(torch::relu(x), s, r, g);
+  (y * upstream).sum().backward();
+  return {y.detach(), x.grad(), s.grad()};
+}
+
+TEST_F(LsqTest, ReluFoldedHandComputed) {
+  // s = 0.5, unsigned 2 bits: [0, 3]. x / s: -2 (ReLU: 0), -0, 0 (ReLU's
+  // gradient is 0 at 0), 0.5 (tie -> 0), 1.5 (tie -> 2), 3 (exactly Qp:
+  // inside), 4 (above).
+  const auto x = torch::tensor({-1.0f, -0.0f, 0.0f, 0.25f, 0.75f, 1.5f, 2.0f});
+  const QuantRange r = QuantRange::of(2, false);
+  const double g = 0.25;
+  const std::vector<float> want_y = {0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 1.5f, 1.5f};
+  const std::vector<float> want_dx = {0, 0, 0, 1, 1, 1, 0};
+  // d y / d s: 0 at and below 0 (Qn = 0, or q - x/s = 0 - 0); q - x/s inside; Qp above.
+  const double want_ds = (0.0 + 0.0 + 0.0 + (0 - 0.5) + (2 - 1.5) + (3 - 3) + 3) * g;
+  for (bool folded : {false, true}) {
+    SCOPED_TRACE(folded ? "folded" : "ReLU, then reference");
+    const Grads out = run_after_relu(folded, x, torch::tensor(0.5f), r, g, torch::ones_like(x));
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      EXPECT_EQ(out.y[i].item<float>(), want_y[i]) << "element " << i;
+      EXPECT_EQ(out.dx[i].item<float>(), want_dx[i]) << "element " << i;
+    }
+    EXPECT_NEAR(out.ds.item<double>(), want_ds, 1e-6);
+  }
+}
+
+TEST_F(LsqTest, ReluFoldedKernelMatchesReluThenReference) {
+  const std::string chosen = lsq_cpu_kernel_isa();
+  const std::vector<std::vector<int64_t>> shapes = {{1}, {33}, {2, 3, 5, 7}, {3, 17, 31}, {128, 16, 14, 14}};
+  for (const std::string& isa : lsq_cpu_kernel_isas()) {
+    lsq_use_cpu_kernel_isa(isa);
+    for (const auto& shape : shapes) {
+      for (int64_t bits = 2; bits <= 8; ++bits) {
+        SCOPED_TRACE(::testing::Message() << isa << " shape " << c10::IntArrayRef(shape) << " bits " << bits);
+        const QuantRange r = QuantRange::of(bits, false);
+        const float sv = 0.05f + 0.01f * static_cast<float>(bits);
+        // Ties, clip edges (0 among them) and values past them, and a
+        // negative half like a pre-activation's; every 7th element exactly 0.
+        auto x = adversarial_input(shape, sv, r) - 0.5f * sv * static_cast<float>(r.qp);
+        x.view({-1}).slice(0, 0, x.numel(), 7).zero_();
+        const auto up = torch::randn(shape);
+        const double g = lsq_grad_scale(x.numel(), r);
+        const Grads ref = run_after_relu(false, x, torch::tensor(sv), r, g, up);
+        const Grads fast = run_after_relu(true, x, torch::tensor(sv), r, g, up);
+        ASSERT_TRUE(torch::equal(fast.y, ref.y)) << "forward must be equal";
+        ASSERT_TRUE(torch::allclose(fast.dx, ref.dx, kGradRelTol, kGradAbsTol));
+        ASSERT_NEAR(fast.ds.item<double>(), ref.ds.item<double>(),
+                    kGradAbsTol + kGradRelTol * 10 * std::abs(ref.ds.item<double>()));
+      }
+    }
+  }
+  lsq_use_cpu_kernel_isa(chosen);
+}
+
+TEST_F(LsqTest, ReluFoldedNeedsAnUnsignedRange) {
+  EXPECT_THAT([] { lsq_fake_quant_of_relu(torch::ones({4}), torch::tensor(0.1f), QuantRange::of(4, true), 1.0); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("needs an unsigned range, got [-8, 7]")));
+}
+
 TEST_F(LsqTest, RejectsBadStepShapes) {
   EXPECT_THAT([] { lsq_fake_quant(torch::ones({4, 2}), torch::ones({3}), QuantRange::of(4, true), 1.0); },
               ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("one value per channel (4)")));

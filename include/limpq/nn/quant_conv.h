@@ -42,6 +42,10 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   // torch::nn::Conv2d's default initialisation (kaiming-uniform, a = sqrt(5)).
   void reset_parameters();
   torch::Tensor forward(const torch::Tensor& input);
+  // forward(relu(pre_activation)), the ReLU folded into the input quantizer
+  // when it can be (LsqQuantizer::forward_after_relu). For a ReLU whose
+  // output feeds only this layer, as inside a residual block.
+  torch::Tensor forward_after_relu(const torch::Tensor& pre_activation);
   void pretty_print(std::ostream& stream) const override;
 
   // Registers the weight and input quantizers (the weight steps are

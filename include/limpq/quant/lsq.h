@@ -48,6 +48,13 @@ torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, 
 torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tensor& step,
                                        const QuantRange& range, double grad_scale);
 
+// lsq_fake_quant(relu(x), ...), the ReLU folded into the kernel: no ReLU
+// output and no ReLU backward pass (the straight-through mask also drops
+// x <= 0). Same values and gradients; `range` must be unsigned. On the CPU;
+// other devices run ReLU and then lsq_fake_quant.
+torch::Tensor lsq_fake_quant_of_relu(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                                     double grad_scale);
+
 // The name of the CPU kernel variant in use ("avx512", "avx2" or "generic"):
 // the best this CPU runs, or the one $LIMPQ_CPU_CAPABILITY names.
 const char* lsq_cpu_kernel_isa();
