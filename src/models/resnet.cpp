@@ -28,6 +28,29 @@ torch::nn::Sequential make_stage(int64_t& in_planes, int64_t planes, int64_t blo
   return stage;
 }
 
+template <typename Block>
+bool block_to_preact(torch::nn::Module& module, torch::Tensor& t, bool input_is_preact) {
+  auto* block = module.as<Block>();
+  if (block == nullptr) return false;
+  t = input_is_preact ? block->forward_preact(t) : block->forward_to_preact(t);
+  return true;
+}
+
+// A stage's blocks, passing pre-activations (outputs before the final ReLU)
+// from one to the next, so that each block's final ReLU runs inside the next
+// block's first input quantizer (QuantConv2d::relu_and_forward). The result
+// is the last block's pre-activation. Same values and gradients as
+// stage->forward(input_is_preact ? relu(t) : t), followed by a ReLU.
+torch::Tensor stage_to_preact(const torch::nn::Sequential& stage, torch::Tensor t, bool input_is_preact) {
+  for (const auto& child : stage->children()) {
+    TORCH_CHECK(block_to_preact<BasicBlockImpl>(*child, t, input_is_preact) ||
+                    block_to_preact<BottleneckImpl>(*child, t, input_is_preact),
+                "ResNet: unexpected module in a stage: ", child->name());
+    input_is_preact = true;
+  }
+  return t;
+}
+
 }  // namespace
 
 void init_conv_bn(torch::nn::Module& model) {
@@ -52,10 +75,19 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   }
 }
 
-torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor out = bn2(conv2->forward_after_relu(bn1(conv1(x))));
+torch::Tensor BasicBlockImpl::forward(torch::Tensor x) { return torch::relu(forward_to_preact(x)); }
+
+torch::Tensor BasicBlockImpl::forward_to_preact(const torch::Tensor& x) { return residual(x, conv1(x)); }
+
+torch::Tensor BasicBlockImpl::forward_preact(const torch::Tensor& z) {
+  auto [x, conv1_out] = conv1->relu_and_forward(z);
+  return residual(x, conv1_out);
+}
+
+torch::Tensor BasicBlockImpl::residual(const torch::Tensor& x, const torch::Tensor& conv1_out) {
+  torch::Tensor out = bn2(conv2->forward_after_relu(bn1(conv1_out)));
   out += downsample ? downsample->forward(x) : x;
-  return torch::relu(out);
+  return out;
 }
 
 std::string BasicBlockImpl::write_graph(nn::GraphWriter& g, const std::string& x) {
@@ -77,11 +109,20 @@ BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride
   }
 }
 
-torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  torch::Tensor out = conv2->forward_after_relu(bn1(conv1(x)));
+torch::Tensor BottleneckImpl::forward(torch::Tensor x) { return torch::relu(forward_to_preact(x)); }
+
+torch::Tensor BottleneckImpl::forward_to_preact(const torch::Tensor& x) { return residual(x, conv1(x)); }
+
+torch::Tensor BottleneckImpl::forward_preact(const torch::Tensor& z) {
+  auto [x, conv1_out] = conv1->relu_and_forward(z);
+  return residual(x, conv1_out);
+}
+
+torch::Tensor BottleneckImpl::residual(const torch::Tensor& x, const torch::Tensor& conv1_out) {
+  torch::Tensor out = conv2->forward_after_relu(bn1(conv1_out));
   out = bn3(conv3->forward_after_relu(bn2(out)));
   out += downsample ? downsample->forward(x) : x;
-  return torch::relu(out);
+  return out;
 }
 
 std::string BottleneckImpl::write_graph(nn::GraphWriter& g, const std::string& x) {
@@ -107,9 +148,9 @@ CifarResNetImpl::CifarResNetImpl(int64_t depth, int64_t in_channels, int64_t num
 }
 
 torch::Tensor CifarResNetImpl::forward(torch::Tensor x) {
-  x = torch::relu(bn1(conv1(x)));
-  x = layer3->forward(layer2->forward(layer1->forward(x)));
-  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+  torch::Tensor z = bn1(conv1(x));
+  for (const auto* stage : {&layer1, &layer2, &layer3}) z = stage_to_preact(*stage, z, /*input_is_preact=*/true);
+  x = torch::adaptive_avg_pool2d(torch::relu(z), {1, 1}).flatten(1);
   return fc(x);
 }
 
@@ -145,8 +186,9 @@ ResNetImpl::ResNetImpl(int64_t depth, int64_t in_channels, int64_t num_classes)
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = torch::relu(bn1(conv1(x)));
   x = torch::max_pool2d(x, 3, 2, 1);
-  x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
-  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+  torch::Tensor z = stage_to_preact(layer1, x, /*input_is_preact=*/false);
+  for (const auto* stage : {&layer2, &layer3, &layer4}) z = stage_to_preact(*stage, z, /*input_is_preact=*/true);
+  x = torch::adaptive_avg_pool2d(torch::relu(z), {1, 1}).flatten(1);
   return fc(x);
 }
 

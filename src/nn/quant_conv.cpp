@@ -119,6 +119,17 @@ torch::Tensor QuantConv2dImpl::forward_after_relu(const torch::Tensor& pre_activ
                        options.groups());
 }
 
+std::pair<torch::Tensor, torch::Tensor> QuantConv2dImpl::relu_and_forward(const torch::Tensor& pre_activation) {
+  if (!quantized() || LayerTracer::active()) {
+    torch::Tensor x = torch::relu(pre_activation);
+    return {x, forward(x)};
+  }
+  auto [x, xq] = input_quantizer->relu_and_forward(pre_activation);
+  torch::Tensor out = torch::conv2d(xq, weight_quantizer(weight), bias, options.stride(), options.padding(),
+                                    /*dilation=*/1, options.groups());
+  return {std::move(x), std::move(out)};
+}
+
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   stream << "limpq::nn::QuantConv2d(" << options.in_channels() << ", " << options.out_channels()
          << ", kernel_size=" << options.kernel_size() << ", stride=" << options.stride()

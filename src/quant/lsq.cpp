@@ -88,38 +88,50 @@ torch::Tensor broadcast_step(const torch::Tensor& step, const torch::Tensor& x) 
 
 // ---- CPU: the vectorised kernels, parallel over cores ----------------------
 
-torch::Tensor cpu_forward(const torch::Tensor& x, const torch::Tensor& step, float qn, float qp) {
+// relu_out (when not null) also receives relu(x) (per-tensor steps only).
+torch::Tensor cpu_forward(const torch::Tensor& x, const torch::Tensor& step, float qn, float qp,
+                          torch::Tensor* relu_out = nullptr) {
   torch::Tensor y = torch::empty_like(x);
   const auto& k = cpu_kernels();
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   if (step.numel() == 1) {
+    float* rp = nullptr;
+    if (relu_out != nullptr) {
+      *relu_out = torch::empty_like(x);
+      rp = relu_out->data_ptr<float>();
+    }
     const float s = step.item<float>();
     at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      k.forward(xp + begin, yp + begin, end - begin, s, qn, qp);
+      k.forward(xp + begin, yp + begin, rp ? rp + begin : nullptr, end - begin, s, qn, qp);
     });
     return y;
   }
+  TORCH_CHECK(relu_out == nullptr, "lsq_fake_quant: a ReLU output needs a per-tensor step");
   const int64_t channels = step.numel();
   const int64_t inner = x.numel() / channels;
   const float* sp = step.data_ptr<float>();
   at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
                    [&](int64_t begin, int64_t end) {
                      for (int64_t c = begin; c < end; ++c) {
-                       k.forward(xp + c * inner, yp + c * inner, inner, sp[c], qn, qp);
+                       k.forward(xp + c * inner, yp + c * inner, nullptr, inner, sp[c], qn, qp);
                      }
                    });
   return y;
 }
 
 // Returns {dx (undefined unless need_dx), dstep (scaled, shaped like step)}.
+// relu_grad (relu_input only, per-tensor steps; may be undefined): the
+// gradient of the ReLU's output from its other uses, laid out like x.
 std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, const torch::Tensor& step,
                                                      const torch::Tensor& g, bool need_dx, float qn, float qp,
-                                                     double grad_scale, bool relu_input) {
+                                                     double grad_scale, bool relu_input,
+                                                     const torch::Tensor& relu_grad = {}) {
   torch::Tensor dx = need_dx ? torch::empty_like(x) : torch::Tensor();
   const auto& k = cpu_kernels();
   const float* xp = x.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
+  const float* rgp = relu_grad.defined() ? relu_grad.data_ptr<float>() : nullptr;
   float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
   if (step.numel() == 1) {
     const float s = step.item<float>();
@@ -129,14 +141,15 @@ std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, con
     at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
       for (int64_t t = tb; t < te; ++t) {
         const int64_t begin = t * kGrain, end = std::min(n, begin + kGrain);
-        partial[t] = k.backward(xp + begin, gp + begin, dxp ? dxp + begin : nullptr, end - begin, s, qn, qp,
-                                relu_input);
+        partial[t] = k.backward(xp + begin, gp + begin, rgp ? rgp + begin : nullptr, dxp ? dxp + begin : nullptr,
+                                end - begin, s, qn, qp, relu_input);
       }
     });
     double sum = 0.0;
     for (double p : partial) sum += p;  // fixed order: deterministic
     return {dx, torch::full(step.sizes(), sum * grad_scale, step.options())};
   }
+  TORCH_CHECK(rgp == nullptr, "lsq_fake_quant: a ReLU output needs a per-tensor step");
   const int64_t channels = step.numel();
   const int64_t inner = x.numel() / channels;
   const float* sp = step.data_ptr<float>();
@@ -145,8 +158,8 @@ std::pair<torch::Tensor, torch::Tensor> cpu_backward(const torch::Tensor& x, con
   at::parallel_for(0, channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
                    [&](int64_t begin, int64_t end) {
                      for (int64_t c = begin; c < end; ++c) {
-                       const double sum = k.backward(xp + c * inner, gp + c * inner, dxp ? dxp + c * inner : nullptr,
-                                                     inner, sp[c], qn, qp, relu_input);
+                       const double sum = k.backward(xp + c * inner, gp + c * inner, nullptr,
+                                                     dxp ? dxp + c * inner : nullptr, inner, sp[c], qn, qp, relu_input);
                        dsp[c] = static_cast<float>(sum * grad_scale);
                      }
                    });
@@ -235,6 +248,44 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
   }
 };
 
+// {relu(x), LSQ(relu(x))} from one pass over x, and one pass back (CPU,
+// per-tensor step, qn = 0): for a ReLU whose output is also used elsewhere,
+// such as a residual block's output feeding both the next convolution and
+// the shortcut.
+class ReluLsqFakeQuantFunction : public torch::autograd::Function<ReluLsqFakeQuantFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                                                const torch::Tensor& step_in, int64_t qn, int64_t qp,
+                                                double grad_scale) {
+    const torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
+    const torch::Tensor step = step_in.detach().contiguous();
+    ctx->save_for_backward({x, step});
+    ctx->saved_data["qn"] = qn;
+    ctx->saved_data["qp"] = qp;
+    ctx->saved_data["grad_scale"] = grad_scale;
+    // An unused output's gradient stays undefined instead of a tensor of zeros.
+    ctx->set_materialize_grads(false);
+    torch::Tensor relu_out;
+    torch::Tensor y = cpu_forward(x, step, static_cast<float>(qn), static_cast<float>(qp), &relu_out);
+    return {relu_out, y};
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& step = saved[1];
+    const auto format = x.suggest_memory_format();
+    const torch::Tensor relu_grad = grads[0].defined() ? grads[0].contiguous(format) : torch::Tensor();
+    const torch::Tensor g = grads[1].defined() ? grads[1].contiguous(format) : torch::zeros_like(x);
+    auto [dx, dstep] = cpu_backward(x, step, g, ctx->needs_input_grad(0),
+                                    static_cast<float>(ctx->saved_data["qn"].toInt()),
+                                    static_cast<float>(ctx->saved_data["qp"].toInt()),
+                                    ctx->saved_data["grad_scale"].toDouble(), /*relu_input=*/true, relu_grad);
+    return {dx, dstep, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 bool has_fused_kernel(const torch::Device& device) {
 #ifdef LIMPQ_WITH_CUDA
   if (device.is_cuda()) return true;
@@ -293,6 +344,19 @@ torch::Tensor lsq_fake_quant_of_relu(const torch::Tensor& x, const torch::Tensor
   // The CUDA kernel has no ReLU-input variant yet: ReLU, then its kernel.
   if (!x.is_cpu() || !fused_kernel_applies(x, step)) return lsq_fake_quant(torch::relu(x), step, range, grad_scale);
   return LsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale, /*relu_input=*/true);
+}
+
+ReluAndQuantized relu_and_lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                                         double grad_scale) {
+  check_args(x, step, range);
+  TORCH_CHECK(range.qn == 0, "relu_and_lsq_fake_quant: needs an unsigned range, got [", range.qn, ", ", range.qp,
+              "]");
+  if (!x.is_cpu() || step.numel() != 1 || !fused_kernel_applies(x, step)) {
+    torch::Tensor relu = torch::relu(x);
+    return {relu, lsq_fake_quant(relu, step, range, grad_scale)};
+  }
+  auto out = ReluLsqFakeQuantFunction::apply(x, step, range.qn, range.qp, grad_scale);
+  return {out[0], out[1]};
 }
 
 const char* lsq_cpu_kernel_isa() { return cpu_kernels().isa; }

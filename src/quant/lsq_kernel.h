@@ -8,14 +8,17 @@
 namespace limpq::quant::kernels {
 
 struct LsqKernels {
-  // y[i] = round(clamp(x[i] / step, qn, qp)) * step
-  void (*forward)(const float* x, float* y, int64_t n, float step, float qn, float qp);
+  // y[i] = round(clamp(x[i] / step, qn, qp)) * step; also relu_out[i] =
+  // max(x[i], 0) when relu_out is not null.
+  void (*forward)(const float* x, float* y, float* relu_out, int64_t n, float step, float qn, float qp);
   // dx[i] = g[i] inside the range, else 0 (skipped when dx is null); returns
   // sum_i g[i] * d y[i] / d step (before the gradient scale). relu_input:
   // x is a ReLU's input and y quantizes its output (qn must be 0), so dx is
-  // also 0 where x <= 0.
-  double (*backward)(const float* x, const float* g, float* dx, int64_t n, float step, float qn, float qp,
-                     bool relu_input);
+  // also 0 where x <= 0; relu_grad (relu_input only; may be null) is the
+  // gradient of the ReLU's output from its other uses: dx[i] = relu_grad[i]
+  // + the above where x > 0.
+  double (*backward)(const float* x, const float* g, const float* relu_grad, float* dx, int64_t n, float step,
+                     float qn, float qp, bool relu_input);
   const char* isa;
 };
 

@@ -12,13 +12,25 @@
 namespace limpq::quant::kernels::LIMPQ_KERNEL_NAMESPACE {
 namespace {
 
-void forward(const float* __restrict x, float* __restrict y, int64_t n, float step, float qn, float qp) {
+template <bool kReluOut>
+void forward_impl(const float* __restrict x, float* __restrict y, float* __restrict relu_out, int64_t n, float step,
+                  float qn, float qp) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] / step;
+    const float xi = x[i];
+    if (kReluOut) relu_out[i] = xi < 0.0f ? 0.0f : xi;
+    float v = xi / step;
     v = v < qn ? qn : v;
     v = v > qp ? qp : v;
     y[i] = __builtin_nearbyintf(v) * step;
+  }
+}
+
+void forward(const float* x, float* y, float* relu_out, int64_t n, float step, float qn, float qp) {
+  if (relu_out != nullptr) {
+    forward_impl<true>(x, y, relu_out, n, step, qn, qp);
+  } else {
+    forward_impl<false>(x, y, nullptr, n, step, qn, qp);
   }
 }
 
@@ -27,52 +39,62 @@ void forward(const float* __restrict x, float* __restrict y, int64_t n, float st
 // at 0 already zeroes negatives; the straight-through mask also drops
 // x <= 0, where ReLU's own gradient is 0. dS is unchanged: with qn = 0 the
 // elements at or below 0 contribute 0 either way.
-template <bool kReluInput>
-double backward_impl(const float* __restrict x, const float* __restrict g, float* __restrict dx, int64_t n,
-                     float step, float qn, float qp) {
+// kReluGrad (with kReluInput): the ReLU's output is used elsewhere too, and
+// relu_grad is its gradient from there, added before the ReLU's mask.
+// kDx: write dx (else only the step gradient is wanted).
+template <bool kReluInput, bool kReluGrad, bool kDx>
+double backward_impl(const float* __restrict x, const float* __restrict g, const float* __restrict relu_grad,
+                     float* __restrict dx, int64_t n, float step, float qn, float qp) {
   // Every quantity is computed for every element and then selected, with no
   // branch and no call under a condition: that is what lets the compiler
-  // vectorise the loop with blends (with AVX2 too, not only with AVX-512's
-  // masks). Branches here are unpredictable on real data and cost about 20x.
-  // Blocks of float partial sums folded into a double keep the reduction
-  // both vectorised and accurate on large tensors.
+  // vectorise the loops with blends (with AVX2 too, not only with AVX-512's
+  // masks). The inputs are loaded before any select: a load under a
+  // condition becomes masked loads and stores (slow on AMD) behind branches,
+  // with the accumulator kept in memory, about 5x slower. Blocks of float
+  // partial sums folded into a double keep the reduction both vectorised and
+  // accurate on large tensors.
   constexpr int64_t kBlock = 4096;
   double total = 0.0;
   for (int64_t begin = 0; begin < n; begin += kBlock) {
     const int64_t end = begin + kBlock < n ? begin + kBlock : n;
-    float acc = 0.0f;
-    if (dx != nullptr) {
-#pragma omp simd reduction(+ : acc)
+    if constexpr (kReluGrad) {
+      // dx in a loop of its own: GCC 12 does not vectorise a simd reduction
+      // over four arrays (20x slower). The block is still in cache for the
+      // reduction below.
+#pragma omp simd
       for (int64_t i = begin; i < end; ++i) {
-        const float xi = x[i], gi = g[i];
-        const float v = xi / step;
-        const float clipped = v < qn ? qn : (v > qp ? qp : v);
-        const float inside = __builtin_nearbyintf(v) - v;
-        const bool outside = (v < qn) | (v > qp);
+        const float xi = x[i], gi = g[i], gr = relu_grad[i];
+        const bool positive = xi > 0.0f;
+        // Where x > 0, x / step > qn = 0: only the upper clip can drop g.
+        const float through = (positive & (xi / step <= qp)) ? gi : 0.0f;
+        dx[i] = positive ? gr + through : 0.0f;
+      }
+    }
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = begin; i < end; ++i) {
+      const float xi = x[i], gi = g[i];
+      const float v = xi / step;
+      const float clipped = v < qn ? qn : (v > qp ? qp : v);
+      const float inside = __builtin_nearbyintf(v) - v;
+      const bool outside = (v < qn) | (v > qp);
+      if constexpr (kDx && !kReluGrad) {
         const bool passes = (!outside) & ((!kReluInput) | (xi > 0.0f));
         dx[i] = passes ? gi : 0.0f;
-        acc += gi * (outside ? clipped : inside);
       }
-    } else {
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = begin; i < end; ++i) {
-        const float gi = g[i];
-        const float v = x[i] / step;
-        const float clipped = v < qn ? qn : (v > qp ? qp : v);
-        const float inside = __builtin_nearbyintf(v) - v;
-        const bool outside = (v < qn) | (v > qp);
-        acc += gi * (outside ? clipped : inside);
-      }
+      acc += gi * (outside ? clipped : inside);
     }
     total += acc;
   }
   return total;
 }
 
-double backward(const float* x, const float* g, float* dx, int64_t n, float step, float qn, float qp,
-                bool relu_input) {
-  return relu_input ? backward_impl<true>(x, g, dx, n, step, qn, qp)
-                    : backward_impl<false>(x, g, dx, n, step, qn, qp);
+double backward(const float* x, const float* g, const float* relu_grad, float* dx, int64_t n, float step, float qn,
+                float qp, bool relu_input) {
+  if (dx == nullptr) return backward_impl<false, false, false>(x, g, nullptr, nullptr, n, step, qn, qp);
+  if (!relu_input) return backward_impl<false, false, true>(x, g, nullptr, dx, n, step, qn, qp);
+  if (relu_grad == nullptr) return backward_impl<true, false, true>(x, g, nullptr, dx, n, step, qn, qp);
+  return backward_impl<true, true, true>(x, g, relu_grad, dx, n, step, qn, qp);
 }
 
 }  // namespace

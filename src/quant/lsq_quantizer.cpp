@@ -135,23 +135,30 @@ void LsqQuantizerImpl::init_activation_step(int64_t index, const torch::Tensor& 
   initialized_[index].fill_(1);
 }
 
-torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) { return quantize(x, /*relu_input=*/false); }
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) { return quantize(x, ReluInput::kNone).quantized; }
 
 torch::Tensor LsqQuantizerImpl::forward_after_relu(const torch::Tensor& x) {
-  return quantize(x, /*relu_input=*/true);
+  return quantize(x, ReluInput::kFolded).quantized;
 }
 
-torch::Tensor LsqQuantizerImpl::quantize(const torch::Tensor& x_in, bool relu_input) {
-  // Only an unsigned range can take the ReLU into the kernel; otherwise (and
-  // for the reference) the ReLU runs on its own first.
-  const bool fold_relu = relu_input && options.fused() && !options.is_signed() && !full_precision();
-  const torch::Tensor x = relu_input && !fold_relu ? torch::relu(x_in) : x_in;
-  if (full_precision()) return x;
+ReluAndQuantized LsqQuantizerImpl::relu_and_forward(const torch::Tensor& x) {
+  return quantize(x, ReluInput::kFoldedAndKept);
+}
+
+ReluAndQuantized LsqQuantizerImpl::quantize(const torch::Tensor& x, ReluInput relu) {
+  // Only an unsigned per-tensor range can take the ReLU into the kernel;
+  // otherwise (and for the reference) the ReLU runs on its own first.
+  if (relu != ReluInput::kNone &&
+      !(options.fused() && !options.is_signed() && options.channels() == 0 && !full_precision())) {
+    const torch::Tensor r = torch::relu(x);
+    return {relu == ReluInput::kFoldedAndKept ? r : torch::Tensor(), quantize(r, ReluInput::kNone).quantized};
+  }
+  if (full_precision()) return {torch::Tensor(), x};
   const int64_t i = index_of(bits_);
   // The host-side cache spares a device sync per call once a step is set.
   if (!initialized_cache_[i] && initialized_[i].item<uint8_t>() != 0) initialized_cache_[i] = true;
   if (!initialized_cache_[i]) {
-    const torch::Tensor seen = fold_relu ? torch::relu(x) : x;  // the tensor being quantized
+    const torch::Tensor seen = relu == ReluInput::kNone ? x : torch::relu(x);  // the tensor being quantized
     if (options.kind() == QuantizerKind::kWeight) {
       // Normally done from the pretrained weight at conversion; this keeps a
       // freshly built quantizer usable on its own (every bit-width gets the
@@ -167,8 +174,15 @@ torch::Tensor LsqQuantizerImpl::quantize(const torch::Tensor& x_in, bool relu_in
   int64_t covered = options.channels() > 0 ? x.numel() / options.channels() : x.numel();
   if (options.kind() == QuantizerKind::kActivation) covered *= data_parallel_workers();
   const double g = lsq_grad_scale(covered, r);
-  if (fold_relu) return lsq_fake_quant_of_relu(x, s, r, g);
-  return options.fused() ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g);
+  switch (relu) {
+    case ReluInput::kFolded:
+      return {torch::Tensor(), lsq_fake_quant_of_relu(x, s, r, g)};
+    case ReluInput::kFoldedAndKept:
+      return relu_and_lsq_fake_quant(x, s, r, g);
+    case ReluInput::kNone:
+      break;
+  }
+  return {torch::Tensor(), options.fused() ? lsq_fake_quant(x, s, r, g) : lsq_fake_quant_reference(x, s, r, g)};
 }
 
 }  // namespace limpq::quant

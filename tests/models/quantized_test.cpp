@@ -6,6 +6,7 @@
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
+#include "limpq/quant/policy.h"
 #include "support/test_support.h"
 
 namespace limpq::models {
@@ -186,6 +187,48 @@ TEST_F(QuantizedTest, PolicyCostCountsMacsTimesBits) {
   }
   EXPECT_DOUBLE_EQ(cost.bitops, expect_bitops);
   EXPECT_DOUBLE_EQ(cost.size_bits, expect_size);
+}
+
+// The ReLUs folded into the input quantizers (inside blocks, and between
+// blocks with the ReLU's output kept for the shortcut) against ReLU plus the
+// composed-op reference: forward bitwise, gradients to float order.
+TEST_F(QuantizedTest, FoldedRelusMatchTheComposedNetwork) {
+  for (const std::string arch : {"resnet20", "resnet18", "resnet50"}) {
+    SCOPED_TRACE(arch);
+    torch::manual_seed(3);
+    Model fused = make_model(arch, 3, 10);
+    Model reference = make_model(arch, 3, 10);
+    load_state_dict(*reference, state_dict(*fused), "the fused model");
+    QuantModel qf(fused, {3, 32, 32});
+    QuantModel qr(reference, {3, 32, 32}, QuantizeOptions().fused(false));
+    qf.prepare_policy(qf.uniform_policy(quant::parse_uniform("W4A4")));
+    qr.prepare_policy(qr.uniform_policy(quant::parse_uniform("W4A4")));
+    fused->train();
+    reference->train();
+    const auto x = torch::randn({4, 3, 32, 32});
+    const auto y = torch::randint(0, 10, {4});
+    const auto lf = torch::nn::functional::cross_entropy(fused->forward(x), y);
+    const auto lr = torch::nn::functional::cross_entropy(reference->forward(x), y);
+    EXPECT_EQ(lf.item<float>(), lr.item<float>());
+    lf.backward();
+    lr.backward();
+    const auto fused_params = fused->named_parameters();
+    int64_t checked = 0;
+    for (const auto& p : reference->named_parameters()) {
+      if (!p.value().grad().defined()) continue;
+      const torch::Tensor want = p.value().grad();
+      const torch::Tensor got = fused_params[p.key()].grad();
+      ASSERT_TRUE(got.defined()) << p.key();
+      // A step's gradient is a sum over a whole activation whose terms
+      // largely cancel, so its float-order error is large relative to the
+      // sum (at most 1.6e-4 seen, on resnet50).
+      const bool step = p.key().size() > 6 && p.key().compare(p.key().size() - 6, 6, ".steps") == 0;
+      const double tol = (step ? 1e-3 : 1e-4) * want.abs().max().item<double>() + 1e-7;
+      EXPECT_LE((got - want).abs().max().item<double>(), tol) << p.key();
+      ++checked;
+    }
+    EXPECT_GT(checked, 40);
+  }
 }
 
 }  // namespace

@@ -209,6 +209,63 @@ TEST_F(LsqTest, ReluFoldedKernelMatchesReluThenReference) {
   lsq_use_cpu_kernel_isa(chosen);
 }
 
+// {relu(x), LSQ(relu(x))} with both outputs used, as a residual block's
+// output is (by the next convolution and the shortcut), or either alone.
+TEST_F(LsqTest, ReluAndQuantizedMatchesTheComposedOps) {
+  const std::string chosen = lsq_cpu_kernel_isa();
+  for (const std::string& isa : lsq_cpu_kernel_isas()) {
+    lsq_use_cpu_kernel_isa(isa);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{33}, {2, 3, 5, 7}, {128, 16, 14, 14}}) {
+      for (int64_t bits : {2, 4, 8}) {
+        for (const char* used : {"both", "relu", "quantized"}) {
+          SCOPED_TRACE(::testing::Message() << isa << " shape " << c10::IntArrayRef(shape) << " bits " << bits
+                                            << " uses " << used);
+          const QuantRange r = QuantRange::of(bits, false);
+          const float sv = 0.05f + 0.01f * static_cast<float>(bits);
+          auto x0 = adversarial_input(shape, sv, r) - 0.5f * sv * static_cast<float>(r.qp);
+          x0.view({-1}).slice(0, 0, x0.numel(), 7).zero_();
+          const auto up_relu = torch::randn(shape);
+          const auto up_q = torch::randn(shape);
+          const double g = lsq_grad_scale(x0.numel(), r);
+          const bool use_relu = std::string(used) != "quantized", use_q = std::string(used) != "relu";
+          auto run_one = [&](bool fused) {
+            auto x = x0.clone().requires_grad_(true);
+            auto s = torch::tensor(sv).requires_grad_(true);
+            torch::Tensor relu, q;
+            if (fused) {
+              auto out = relu_and_lsq_fake_quant(x, s, r, g);
+              relu = out.relu;
+              q = out.quantized;
+            } else {
+              relu = torch::relu(x);
+              q = lsq_fake_quant_reference(relu, s, r, g);
+            }
+            torch::Tensor loss = torch::zeros({});
+            if (use_relu) loss = loss + (relu * up_relu).sum();
+            if (use_q) loss = loss + (q * up_q).sum();
+            loss.backward();
+            return std::vector<torch::Tensor>{relu.detach(), q.detach(), x.grad(),
+                                              s.grad().defined() ? s.grad() : torch::zeros({})};
+          };
+          const auto ref = run_one(false);
+          const auto fast = run_one(true);
+          ASSERT_TRUE(torch::equal(fast[0], ref[0])) << "ReLU output";
+          ASSERT_TRUE(torch::equal(fast[1], ref[1])) << "quantized output";
+          ASSERT_TRUE(torch::allclose(fast[2], ref[2], kGradRelTol, kGradAbsTol)) << "dx";
+          ASSERT_NEAR(fast[3].item<double>(), ref[3].item<double>(),
+                      kGradAbsTol + kGradRelTol * 10 * std::abs(ref[3].item<double>()));
+        }
+      }
+    }
+  }
+  lsq_use_cpu_kernel_isa(chosen);
+}
+
+TEST_F(LsqTest, ReluAndQuantizedNeedsAnUnsignedRange) {
+  EXPECT_THAT([] { relu_and_lsq_fake_quant(torch::ones({4}), torch::tensor(0.1f), QuantRange::of(3, true), 1.0); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("needs an unsigned range, got [-4, 3]")));
+}
+
 TEST_F(LsqTest, ReluFoldedNeedsAnUnsignedRange) {
   EXPECT_THAT([] { lsq_fake_quant_of_relu(torch::ones({4}), torch::tensor(0.1f), QuantRange::of(4, true), 1.0); },
               ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("needs an unsigned range, got [-8, 7]")));

@@ -19,11 +19,21 @@ class BasicBlockImpl : public torch::nn::Module {
   static constexpr int64_t kExpansion = 1;
   BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride);
   torch::Tensor forward(torch::Tensor x);
+  // The output before the final ReLU (forward = relu(forward_to_preact)).
+  torch::Tensor forward_to_preact(const torch::Tensor& x);
+  // The same from the input's pre-activation z (the input is relu(z)): the
+  // ReLU runs inside conv1's input quantizer, which also hands relu(z) to
+  // the shortcut.
+  torch::Tensor forward_preact(const torch::Tensor& z);
   std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
   nn::QuantConv2d conv1{nullptr}, conv2{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
+
+ private:
+  // The rest of the block once conv1 has run on its input x.
+  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out);
 };
 TORCH_MODULE(BasicBlock);
 
@@ -32,11 +42,20 @@ class BottleneckImpl : public torch::nn::Module {
   static constexpr int64_t kExpansion = 4;
   BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride);
   torch::Tensor forward(torch::Tensor x);
+  // The output before the final ReLU (forward = relu(forward_to_preact)).
+  torch::Tensor forward_to_preact(const torch::Tensor& x);
+  // The same from the input's pre-activation z (the input is relu(z)): the
+  // ReLU runs inside conv1's input quantizer, which also hands relu(z) to
+  // the shortcut.
+  torch::Tensor forward_preact(const torch::Tensor& z);
   std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
   nn::QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
+
+ private:
+  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out);
 };
 TORCH_MODULE(Bottleneck);
 

@@ -19,6 +19,8 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <utility>
+
 #include "limpq/quant/lsq_quantizer.h"
 
 namespace limpq::nn {
@@ -46,6 +48,11 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   // when it can be (LsqQuantizer::forward_after_relu). For a ReLU whose
   // output feeds only this layer, as inside a residual block.
   torch::Tensor forward_after_relu(const torch::Tensor& pre_activation);
+  // {relu(pre_activation), forward(relu(pre_activation))}, the ReLU folded
+  // likewise and its output kept for other uses (LsqQuantizer::relu_and_forward):
+  // for a residual block's output, which feeds the next block's first
+  // convolution and its shortcut.
+  std::pair<torch::Tensor, torch::Tensor> relu_and_forward(const torch::Tensor& pre_activation);
   void pretty_print(std::ostream& stream) const override;
 
   // Registers the weight and input quantizers (the weight steps are

@@ -55,6 +55,18 @@ torch::Tensor lsq_fake_quant_reference(const torch::Tensor& x, const torch::Tens
 torch::Tensor lsq_fake_quant_of_relu(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
                                      double grad_scale);
 
+// {relu(x), lsq_fake_quant(relu(x), ...)} in one pass each way, for a ReLU
+// whose output is used elsewhere too (a residual block's output feeds the
+// next convolution and the shortcut). Same values and gradients as the
+// composed ops; `range` must be unsigned. On the CPU with a per-tensor
+// step; otherwise ReLU, then lsq_fake_quant.
+struct ReluAndQuantized {
+  torch::Tensor relu;
+  torch::Tensor quantized;
+};
+ReluAndQuantized relu_and_lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& step, const QuantRange& range,
+                                         double grad_scale);
+
 // The name of the CPU kernel variant in use ("avx512", "avx2" or "generic"):
 // the best this CPU runs, or the one $LIMPQ_CPU_CAPABILITY names.
 const char* lsq_cpu_kernel_isa();

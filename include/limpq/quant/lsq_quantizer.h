@@ -65,10 +65,13 @@ class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
   bool full_precision() const { return bits_ == kFullPrecisionBits; }
 
   torch::Tensor forward(const torch::Tensor& x);
-  // forward(relu(x)). With an unsigned range and the fused kernel the ReLU is
-  // folded into the kernel (lsq_fake_quant_of_relu): same values and
-  // gradients, one pass fewer each way.
+  // forward(relu(x)). With an unsigned per-tensor range and the fused kernel
+  // the ReLU is folded into the kernel (lsq_fake_quant_of_relu): same values
+  // and gradients, one pass fewer each way.
   torch::Tensor forward_after_relu(const torch::Tensor& x);
+  // {relu(x), forward(relu(x))}, for a ReLU whose output is used elsewhere
+  // too; folded likewise (relu_and_lsq_fake_quant).
+  ReluAndQuantized relu_and_forward(const torch::Tensor& x);
 
   // Weight rule for every candidate: max(|mean - 3 std|, |mean + 3 std|) / 2^(b-1)
   // (per channel when channels > 0).
@@ -87,7 +90,10 @@ class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
 
  private:
   int64_t index_of(int64_t bits) const;
-  torch::Tensor quantize(const torch::Tensor& x, bool relu_input);
+  // The ReLU before the quantizer, if any: none; folded in; folded in with
+  // its output returned too.
+  enum class ReluInput { kNone, kFolded, kFoldedAndKept };
+  ReluAndQuantized quantize(const torch::Tensor& x, ReluInput relu);
   void init_activation_step(int64_t index, const torch::Tensor& x);
   int64_t bits_ = kFullPrecisionBits;
   std::vector<bool> initialized_cache_;  // only ever caches "initialised"
