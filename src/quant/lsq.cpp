@@ -203,6 +203,22 @@ std::pair<torch::Tensor, torch::Tensor> cuda_backward(const torch::Tensor& x, co
 }
 #endif
 
+// Saves what the Functions' backward passes read. Returns x dense in its own
+// memory format (NCHW or channels-last: the kernels are element-wise over
+// memory, and dY is laid out the same way in backward) and the step.
+std::pair<torch::Tensor, torch::Tensor> save_for_lsq_backward(torch::autograd::AutogradContext* ctx,
+                                                              const torch::Tensor& x_in,
+                                                              const torch::Tensor& step_in, int64_t qn, int64_t qp,
+                                                              double grad_scale) {
+  torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
+  torch::Tensor step = step_in.detach().contiguous();
+  ctx->save_for_backward({x, step});
+  ctx->saved_data["qn"] = qn;
+  ctx->saved_data["qp"] = qp;
+  ctx->saved_data["grad_scale"] = grad_scale;
+  return {std::move(x), std::move(step)};
+}
+
 // relu_input: x is a ReLU's input and the function quantizes its output (CPU
 // only, qn = 0; see the kernels' kReluInput).
 class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFunction> {
@@ -210,14 +226,7 @@ class LsqFakeQuantFunction : public torch::autograd::Function<LsqFakeQuantFuncti
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
                                const torch::Tensor& step_in, int64_t qn, int64_t qp, double grad_scale,
                                bool relu_input) {
-    // Dense in its own memory format (NCHW or channels-last): the kernels are
-    // element-wise over memory, and dY is laid out the same way below.
-    const torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
-    const torch::Tensor step = step_in.detach().contiguous();
-    ctx->save_for_backward({x, step});
-    ctx->saved_data["qn"] = qn;
-    ctx->saved_data["qp"] = qp;
-    ctx->saved_data["grad_scale"] = grad_scale;
+    const auto [x, step] = save_for_lsq_backward(ctx, x_in, step_in, qn, qp, grad_scale);
     ctx->saved_data["relu_input"] = relu_input;
     const float fqn = static_cast<float>(qn), fqp = static_cast<float>(qp);
 #ifdef LIMPQ_WITH_CUDA
@@ -257,12 +266,7 @@ class ReluLsqFakeQuantFunction : public torch::autograd::Function<ReluLsqFakeQua
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
                                                 const torch::Tensor& step_in, int64_t qn, int64_t qp,
                                                 double grad_scale) {
-    const torch::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
-    const torch::Tensor step = step_in.detach().contiguous();
-    ctx->save_for_backward({x, step});
-    ctx->saved_data["qn"] = qn;
-    ctx->saved_data["qp"] = qp;
-    ctx->saved_data["grad_scale"] = grad_scale;
+    const auto [x, step] = save_for_lsq_backward(ctx, x_in, step_in, qn, qp, grad_scale);
     // An unused output's gradient stays undefined instead of a tensor of zeros.
     ctx->set_materialize_grads(false);
     torch::Tensor relu_out;
