@@ -103,9 +103,7 @@ torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& input) {
   // A tracer that keeps inputs gets this layer's own branch of the input, so
   // that derivatives by it cover this layer's use alone (not a shortcut's).
   const torch::Tensor own = tracer && tracer->keeps_inputs() ? input.view_as(input) : input;
-  const torch::Tensor x = quantized() ? input_quantizer(own) : own;
-  const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
-  torch::Tensor out = torch::conv2d(x, w, bias, options.stride(), options.padding(), /*dilation=*/1, options.groups());
+  torch::Tensor out = convolve(quantized() ? input_quantizer(own) : own);
   if (tracer) tracer->record(this, own, out);
   return out;
 }
@@ -114,9 +112,7 @@ torch::Tensor QuantConv2dImpl::forward_after_relu(const torch::Tensor& pre_activ
   // A tracer records the layer's actual input (its sign decides the input
   // quantizer's range), so it sees the ReLU's output.
   if (!quantized() || LayerTracer::active()) return forward(torch::relu(pre_activation));
-  const torch::Tensor x = input_quantizer->forward_after_relu(pre_activation);
-  return torch::conv2d(x, weight_quantizer(weight), bias, options.stride(), options.padding(), /*dilation=*/1,
-                       options.groups());
+  return convolve(input_quantizer->forward_after_relu(pre_activation));
 }
 
 std::pair<torch::Tensor, torch::Tensor> QuantConv2dImpl::relu_and_forward(const torch::Tensor& pre_activation) {
@@ -125,9 +121,12 @@ std::pair<torch::Tensor, torch::Tensor> QuantConv2dImpl::relu_and_forward(const 
     return {x, forward(x)};
   }
   auto [x, xq] = input_quantizer->relu_and_forward(pre_activation);
-  torch::Tensor out = torch::conv2d(xq, weight_quantizer(weight), bias, options.stride(), options.padding(),
-                                    /*dilation=*/1, options.groups());
-  return {std::move(x), std::move(out)};
+  return {std::move(x), convolve(xq)};
+}
+
+torch::Tensor QuantConv2dImpl::convolve(const torch::Tensor& x) {
+  const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
+  return torch::conv2d(x, w, bias, options.stride(), options.padding(), /*dilation=*/1, options.groups());
 }
 
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {

@@ -69,6 +69,10 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   quant::LsqQuantizer weight_quantizer{nullptr};
   quant::LsqQuantizer input_quantizer{nullptr};
   torch::Tensor bias;  // undefined when options.bias() is false
+
+ private:
+  // The convolution of an (already quantized) input with the quantized weight.
+  torch::Tensor convolve(const torch::Tensor& x);
 };
 TORCH_MODULE(QuantConv2d);
 
