@@ -37,6 +37,8 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
   const int64_t size = state.range(1);
   const char* threads = std::getenv("LIMPQ_THREADS");  // unset: all cores
   state.counters["threads"] = static_cast<double>(limpq::util::set_threads(threads ? std::atoll(threads) : 0));
+  // As the CLI trains (LIMPQ_HOST_ALLOCATOR=system measures glibc's defaults).
+  limpq::util::retain_freed_host_memory();
   torch::manual_seed(0);
   auto ends_with = [](const std::string& s, const std::string& suffix) {
     return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;

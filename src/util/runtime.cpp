@@ -5,7 +5,13 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <thread>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace limpq::util {
 
@@ -14,6 +20,29 @@ int64_t set_threads(int64_t threads) {
   if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(threads));
   return threads;
+}
+
+bool retain_freed_host_memory() {
+#if defined(__GLIBC__)
+  const char* choice = std::getenv("LIMPQ_HOST_ALLOCATOR");
+  if (choice != nullptr && *choice != '\0') {
+    TORCH_CHECK(std::strcmp(choice, "system") == 0 || std::strcmp(choice, "retain") == 0,
+                "LIMPQ_HOST_ALLOCATOR must be 'retain' (the default) or 'system', got '", choice, "'");
+    if (std::strcmp(choice, "system") == 0) return false;
+  }
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) return false;
+  for (const char* name : {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"}) {
+    if (std::getenv(name) != nullptr) return false;
+  }
+  // A fixed threshold (glibc's largest) also stops the dynamic one from
+  // sending the next buffer of an unseen size to mmap.
+  constexpr int kMmapThreshold = 32 << 20;
+  constexpr int kTrimThreshold = 1 << 30;
+  return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 && mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
+#else
+  return false;
+#endif
 }
 
 torch::Device resolve_device(const std::string& name) {

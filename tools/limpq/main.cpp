@@ -34,6 +34,7 @@
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/progress.h"
+#include "limpq/util/runtime.h"
 #include "limpq/util/signals.h"
 
 namespace {
@@ -749,6 +750,7 @@ int main(int argc, char** argv) {
   // Interrupted; a second signal exits at once.
   const limpq::util::StopOnSignal stop_on_signal;
   try {
+    limpq::util::retain_freed_host_memory();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
