@@ -119,7 +119,21 @@ void BM_ElementWise(benchmark::State& state, const std::string& op) {
     else if (op == "lsq_ref") y = limpq::quant::lsq_fake_quant_reference(x, step, range, 0.01);
     else if (op == "relu_then_lsq") y = limpq::quant::lsq_fake_quant(torch::relu(x), step, range, 0.01);
     else if (op == "lsq_of_relu") y = limpq::quant::lsq_fake_quant_of_relu(x, step, range, 0.01);
-    else y = torch::relu(x);
+    else if (op == "relu_and_lsq" || op == "relu_then_lsq_both") {
+      // A block's output: the ReLU feeds the shortcut, its quantized copy
+      // the next conv, and gradients come back along both.
+      torch::Tensor relu, quantized;
+      if (op == "relu_and_lsq") {
+        auto both = limpq::quant::relu_and_lsq_fake_quant(x, step, range, 0.01);
+        relu = both.relu;
+        quantized = both.quantized;
+      } else {
+        relu = torch::relu(x);
+        quantized = limpq::quant::lsq_fake_quant(relu, step, range, 0.01);
+      }
+      torch::autograd::backward({relu, quantized}, {g, g});
+      continue;
+    } else y = torch::relu(x);
     y.backward(g);
   }
   state.SetBytesProcessed(state.iterations() * x.numel() * 4);
@@ -131,6 +145,12 @@ BENCHMARK_CAPTURE(BM_ElementWise, relu_then_lsq, std::string("relu_then_lsq"))
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_ElementWise, lsq_of_relu, std::string("lsq_of_relu"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, relu_then_lsq_both, std::string("relu_then_lsq_both"))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_ElementWise, relu_and_lsq, std::string("relu_and_lsq"))
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -9,6 +9,12 @@
 #   limpq_*_nchw          limpq in the NCHW layout
 #   limpq_W4A4_reference  limpq with the composed-op LSQ instead of the kernel
 #   pytorch_W4A4_cl       PyTorch-Python LSQ in channels-last (like for like)
+#   limpq_W4A4_system     limpq with glibc's malloc defaults
+#                         (LIMPQ_HOST_ALLOCATOR=system): limpq otherwise
+#                         retains freed host memory instead of page-faulting
+#                         its buffers back in every step
+#   pytorch_W4A4*_retain  PyTorch-Python with glibc tuned the same way
+#                         (GLIBC_TUNABLES, $RETAIN_TUNABLES below)
 # SIDE is 28 (Fashion-MNIST, the default) or 32 (the CIFAR-sized input of the
 # brief's step timings). LIMPQ_BENCH_DEVICE=cuda measures the same rows on the
 # GPU (limpq_bench's "_cuda" rows, `pytorch_resnet20.py --device cuda`, each
@@ -36,14 +42,17 @@ BENCH=${LIMPQ_BUILD_DIR:-build}/bench/limpq_bench
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-limpq_rows() {  # FILTER
+# What limpq::util::retain_freed_host_memory() sets, as glibc tunables.
+RETAIN_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824
+
+limpq_rows() {  # FILTER [NAME_SUFFIX], environment passed through
   LIMPQ_THREADS="$THREADS" "$BENCH" --benchmark_filter="TrainStep/resnet20_($1)$SUFFIX/.*side:$SIDE/" \
       --benchmark_min_time=2 --benchmark_format=json 2>/dev/null |
     $PY -c "
 import json, sys
 for b in json.load(sys.stdin)['benchmarks']:
     name = b['name'].split('/')[1].replace('resnet20_', '')
-    print('limpq_' + name.removesuffix('$SUFFIX'), b['images_per_second'])" >> "$results"
+    print('limpq_' + name.removesuffix('$SUFFIX') + '${2:-}', b['images_per_second'])" >> "$results"
 }
 
 pytorch_row() {  # NAME ARGS...
@@ -58,6 +67,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
   pytorch_row fp32
   pytorch_row W4A4 --quant W4A4
   pytorch_row W4A4_cl --quant W4A4 --channels-last
+  if [ "$DEVICE" = cpu ]; then
+    LIMPQ_HOST_ALLOCATOR=system limpq_rows 'W4A4' _system
+    GLIBC_TUNABLES=$RETAIN_TUNABLES pytorch_row W4A4_retain --quant W4A4
+    GLIBC_TUNABLES=$RETAIN_TUNABLES pytorch_row W4A4_cl_retain --quant W4A4 --channels-last
+  fi
   echo "round $r done" >&2
 done
 $PY - "$results" "$THREADS" "$SIDE" "$DEVICE" <<'PYEOF'
@@ -78,6 +92,12 @@ print(f"limpq W4A4 / PyTorch LSQ W4A4               = {m['limpq_W4A4'] / m['pyto
       f"per round {', '.join(f'{v:.2f}' for v in per_round)}")
 print(f"  like for like, both channels-last         = {m['limpq_W4A4'] / m['pytorch_W4A4_cl']:.3f}x")
 print(f"  limpq in NCHW / PyTorch LSQ (NCHW)       = {m['limpq_W4A4_nchw'] / m['pytorch_W4A4']:.3f}x")
+if 'limpq_W4A4_system' in m:
+    print(f"  both with glibc's malloc defaults         = {m['limpq_W4A4_system'] / m['pytorch_W4A4']:.3f}x")
+    print(f"  both retaining freed memory               = {m['limpq_W4A4'] / m['pytorch_W4A4_retain']:.3f}x "
+          f"(channels-last both: {m['limpq_W4A4'] / m['pytorch_W4A4_cl_retain']:.3f}x)")
+    print(f"limpq retained / glibc-default malloc       = {m['limpq_W4A4'] / m['limpq_W4A4_system']:.3f}x (W4A4); "
+          f"PyTorch {m['pytorch_W4A4_retain'] / m['pytorch_W4A4']:.3f}x")
 print(f"limpq channels-last / NCHW                  = fp32 {m['limpq_fp32'] / m['limpq_fp32_nchw']:.3f}x, "
       f"W4A4 {m['limpq_W4A4'] / m['limpq_W4A4_nchw']:.3f}x")
 print(f"limpq W4A4 composed-op reference / fp32     = {m['limpq_fp32'] / m['limpq_W4A4_reference']:.3f}x")

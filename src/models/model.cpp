@@ -52,7 +52,15 @@ const std::vector<std::string>& model_names() {
 void to_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+    if (p.dim() != 4) continue;
+    // Not contiguous(ChannelsLast): where the input channels or the kernel
+    // are 1 (a grayscale stem, 1x1 convs) NCHW strides already count as
+    // channels-last and are kept, the layout stays ambiguous, and a grayscale
+    // stem (input and weight both ambiguous) computes in NCHW, handing every
+    // layer after it an NCHW tensor to copy. Writing the channels-last strides
+    // out makes the layout explicit.
+    auto nhwc = torch::empty(p.sizes(), p.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    p.set_data(nhwc.copy_(p.data()));
   }
 }
 

@@ -76,9 +76,21 @@ torch::Tensor initial_weight_step(const torch::Tensor& weight, int64_t bits) {
   return weight_bound(weight.detach().to(torch::kFloat32)) / std::ldexp(1.0, static_cast<int>(bits - 1));
 }
 
-torch::Tensor initial_activation_step(const torch::Tensor& x, const QuantRange& range) {
+namespace {
+// The activation rule in double. Averaged across equal shards, per-worker
+// means in double equal the global batch's mean far below float precision,
+// so one process and N workers start from the same float step. (In float
+// they differ in the last bit, which flips the rounding of a few elements
+// and sends the runs apart.)
+torch::Tensor initial_activation_step_f64(const torch::Tensor& x, const QuantRange& range) {
   torch::NoGradGuard no_grad;
-  return 2.0 * x.detach().abs().mean().to(torch::kFloat32) / std::sqrt(static_cast<double>(range.qp));
+  const torch::Tensor mean_abs = x.detach().abs().sum(torch::kFloat64) / static_cast<double>(x.numel());
+  return 2.0 * mean_abs / std::sqrt(static_cast<double>(range.qp));
+}
+}  // namespace
+
+torch::Tensor initial_activation_step(const torch::Tensor& x, const QuantRange& range) {
+  return initial_activation_step_f64(x, range).to(torch::kFloat32);
 }
 
 int64_t LsqQuantizerImpl::index_of(int64_t bits) const {
@@ -129,9 +141,9 @@ void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
 
 void LsqQuantizerImpl::init_activation_step(int64_t index, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
-  torch::Tensor s = initial_activation_step(x, range(options.bits()[index])).reshape({1});
+  torch::Tensor s = initial_activation_step_f64(x, range(options.bits()[index])).reshape({1});
   average_across_workers(s);
-  steps[index].copy_(s.clamp_min(options.min_step()).reshape(steps[index].sizes()));
+  steps[index].copy_(s.to(torch::kFloat32).clamp_min(options.min_step()).reshape(steps[index].sizes()));
   initialized_[index].fill_(1);
 }
 
