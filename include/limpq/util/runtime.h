@@ -18,7 +18,8 @@ int64_t set_threads(int64_t threads);
 // to the kernel. A training step frees and allocates the same activation-sized
 // buffers every step; with glibc's defaults the freed ones are unmapped or
 // trimmed and the next step page-faults them back in (5,000 faults a resnet20
-// W4A4 step, 13,000 in fp32, each 2.5 us on the 2-core VM: 4-10% of the step).
+// W4A4 step, 13,000 in fp32, each 2.5 us on the 2-core VM: 15-19 ms and 40 ms
+// of kernel time a step).
 // Allocations above 32 MiB (glibc's cap on the mmap threshold) are still
 // mapped and unmapped each time. The process keeps its peak heap until it
 // exits, as PyTorch's caching allocators do. A process-wide choice, so
