@@ -138,21 +138,15 @@ void BM_ElementWise(benchmark::State& state, const std::string& op) {
   }
   state.SetBytesProcessed(state.iterations() * x.numel() * 4);
 }
-BENCHMARK_CAPTURE(BM_ElementWise, lsq, std::string("lsq"))->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, lsq_ref, std::string("lsq_ref"))->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, relu, std::string("relu"))->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, relu_then_lsq, std::string("relu_then_lsq"))
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, lsq_of_relu, std::string("lsq_of_relu"))
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, relu_then_lsq_both, std::string("relu_then_lsq_both"))
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(BM_ElementWise, relu_and_lsq, std::string("relu_and_lsq"))
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+#define LIMPQ_ELEMENT_WISE(op) \
+  BENCHMARK_CAPTURE(BM_ElementWise, op, std::string(#op))->Unit(benchmark::kMillisecond)->UseRealTime()
+LIMPQ_ELEMENT_WISE(lsq);
+LIMPQ_ELEMENT_WISE(lsq_ref);
+LIMPQ_ELEMENT_WISE(relu);
+LIMPQ_ELEMENT_WISE(relu_then_lsq);
+LIMPQ_ELEMENT_WISE(lsq_of_relu);
+LIMPQ_ELEMENT_WISE(relu_then_lsq_both);
+LIMPQ_ELEMENT_WISE(relu_and_lsq);
 
 }  // namespace
 
