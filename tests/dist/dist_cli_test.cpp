@@ -99,10 +99,13 @@ TEST_F(DistCliTest, JointIndicatorStepMatchesOneProcess) {
   auto args = [&](const std::string& out, int64_t batch) {
     auto a = common("indicators", out, batch);
     // One joint step (every candidate, then the mixed policy, then one
-    // update). Over more steps, ulp-level differences between the two
-    // layouts eventually flip a rounding decision of the quantizers, and
-    // from then on the runs differ by more than float noise.
-    a.insert(a.end(), {"--weights", weights, "--candidates", "4,2", "--fraction", "1", "--limit", "16"});
+    // update). The activation steps start equal to the last bit (their
+    // initial mean|x| is taken in double); 8 bits, the finest rounding grid,
+    // is where a last-bit difference flipped roundings before. Over more
+    // steps, ulp-level differences between one batch of 16 and two of 8
+    // eventually flip a rounding decision of the quantizers, and from then
+    // on the runs differ by more than float noise.
+    a.insert(a.end(), {"--weights", weights, "--candidates", "8,4,2", "--fraction", "1", "--limit", "16"});
     return a;
   };
   run_one(args(temp_path("one"), 16), temp_path("one.log"));
