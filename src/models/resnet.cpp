@@ -28,24 +28,11 @@ torch::nn::Sequential make_stage(int64_t& in_planes, int64_t planes, int64_t blo
   return stage;
 }
 
-template <typename Block>
-bool block_to_preact(torch::nn::Module& module, torch::Tensor& t, bool input_is_preact) {
-  auto* block = module.as<Block>();
-  if (block == nullptr) return false;
-  t = input_is_preact ? block->forward_preact(t) : block->forward_to_preact(t);
-  return true;
-}
-
-// A stage's blocks, passing pre-activations (outputs before the final ReLU)
-// from one to the next, so that each block's final ReLU runs inside the next
-// block's first input quantizer (QuantConv2d::relu_and_forward). The result
-// is the last block's pre-activation. Same values and gradients as
-// stage->forward(input_is_preact ? relu(t) : t), followed by a ReLU.
 torch::Tensor stage_to_preact(const torch::nn::Sequential& stage, torch::Tensor t, bool input_is_preact) {
   for (const auto& child : stage->children()) {
-    TORCH_CHECK(block_to_preact<BasicBlockImpl>(*child, t, input_is_preact) ||
-                    block_to_preact<BottleneckImpl>(*child, t, input_is_preact),
-                "ResNet: unexpected module in a stage: ", child->name());
+    auto* block = child->as<ResidualBlockImpl>();
+    TORCH_CHECK(block != nullptr, "ResNet: unexpected module in a stage: ", child->name());
+    t = input_is_preact ? block->forward_preact(t) : block->forward_to_preact(t);
     input_is_preact = true;
   }
   return t;
@@ -65,6 +52,15 @@ void init_conv_bn(torch::nn::Module& model) {
   }
 }
 
+torch::Tensor ResidualBlockImpl::forward(torch::Tensor x) { return torch::relu(forward_to_preact(x)); }
+
+torch::Tensor ResidualBlockImpl::forward_to_preact(const torch::Tensor& x) { return residual(x, conv1(x)); }
+
+torch::Tensor ResidualBlockImpl::forward_preact(const torch::Tensor& z) {
+  auto [x, conv1_out] = conv1->relu_and_forward(z);
+  return residual(x, conv1_out);
+}
+
 BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride) {
   conv1 = register_module("conv1", conv3x3(in_planes, planes, stride));
   bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(planes));
@@ -73,15 +69,6 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   if (stride != 1 || in_planes != planes) {
     downsample = register_module("downsample", projection(in_planes, planes, stride));
   }
-}
-
-torch::Tensor BasicBlockImpl::forward(torch::Tensor x) { return torch::relu(forward_to_preact(x)); }
-
-torch::Tensor BasicBlockImpl::forward_to_preact(const torch::Tensor& x) { return residual(x, conv1(x)); }
-
-torch::Tensor BasicBlockImpl::forward_preact(const torch::Tensor& z) {
-  auto [x, conv1_out] = conv1->relu_and_forward(z);
-  return residual(x, conv1_out);
 }
 
 torch::Tensor BasicBlockImpl::residual(const torch::Tensor& x, const torch::Tensor& conv1_out) {
@@ -107,15 +94,6 @@ BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride
   if (stride != 1 || in_planes != out_planes) {
     downsample = register_module("downsample", projection(in_planes, out_planes, stride));
   }
-}
-
-torch::Tensor BottleneckImpl::forward(torch::Tensor x) { return torch::relu(forward_to_preact(x)); }
-
-torch::Tensor BottleneckImpl::forward_to_preact(const torch::Tensor& x) { return residual(x, conv1(x)); }
-
-torch::Tensor BottleneckImpl::forward_preact(const torch::Tensor& z) {
-  auto [x, conv1_out] = conv1->relu_and_forward(z);
-  return residual(x, conv1_out);
 }
 
 torch::Tensor BottleneckImpl::residual(const torch::Tensor& x, const torch::Tensor& conv1_out) {

@@ -14,48 +14,52 @@
 
 namespace limpq::models {
 
-class BasicBlockImpl : public torch::nn::Module {
+// What BasicBlock and Bottleneck share: conv1 on the input, the rest of the
+// block (`residual`), the shortcut added, and the final ReLU.
+class ResidualBlockImpl : public torch::nn::Module {
+ public:
+  torch::Tensor forward(torch::Tensor x);
+  // The output before the final ReLU (forward = relu(forward_to_preact)).
+  torch::Tensor forward_to_preact(const torch::Tensor& x);
+  // The same from the input's pre-activation z (the input is relu(z)): the
+  // ReLU runs inside conv1's input quantizer, which also hands relu(z) to
+  // the shortcut.
+  torch::Tensor forward_preact(const torch::Tensor& z);
+
+  nn::QuantConv2d conv1{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+
+ protected:
+  // The rest of the block once conv1 has run on its input x, up to and
+  // including the shortcut's addition.
+  virtual torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out) = 0;
+};
+
+class BasicBlockImpl : public ResidualBlockImpl {
  public:
   static constexpr int64_t kExpansion = 1;
   BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride);
-  torch::Tensor forward(torch::Tensor x);
-  // The output before the final ReLU (forward = relu(forward_to_preact)).
-  torch::Tensor forward_to_preact(const torch::Tensor& x);
-  // The same from the input's pre-activation z (the input is relu(z)): the
-  // ReLU runs inside conv1's input quantizer, which also hands relu(z) to
-  // the shortcut.
-  torch::Tensor forward_preact(const torch::Tensor& z);
   std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
-  nn::QuantConv2d conv1{nullptr}, conv2{nullptr};
+  nn::QuantConv2d conv2{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr};
-  torch::nn::Sequential downsample{nullptr};
 
- private:
-  // The rest of the block once conv1 has run on its input x.
-  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out);
+ protected:
+  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out) override;
 };
 TORCH_MODULE(BasicBlock);
 
-class BottleneckImpl : public torch::nn::Module {
+class BottleneckImpl : public ResidualBlockImpl {
  public:
   static constexpr int64_t kExpansion = 4;
   BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride);
-  torch::Tensor forward(torch::Tensor x);
-  // The output before the final ReLU (forward = relu(forward_to_preact)).
-  torch::Tensor forward_to_preact(const torch::Tensor& x);
-  // The same from the input's pre-activation z (the input is relu(z)): the
-  // ReLU runs inside conv1's input quantizer, which also hands relu(z) to
-  // the shortcut.
-  torch::Tensor forward_preact(const torch::Tensor& z);
   std::string write_graph(nn::GraphWriter& writer, const std::string& x);
 
-  nn::QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  nn::QuantConv2d conv2{nullptr}, conv3{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Sequential downsample{nullptr};
 
- private:
-  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out);
+ protected:
+  torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& conv1_out) override;
 };
 TORCH_MODULE(Bottleneck);
 
