@@ -49,6 +49,28 @@ std::map<int64_t, double> steps_from_json(const nlohmann::json& j, const char* k
   return steps;
 }
 
+nlohmann::ordered_json stats_to_json(const TensorStats& s) {
+  return {{"weight_rms", s.weight_rms}, {"act_rms", s.act_rms},         {"weight_fisher", s.weight_fisher},
+          {"act_fisher", s.act_fisher}, {"samples", s.samples}};
+}
+
+TensorStats stats_from_json(const nlohmann::json& j, const std::string& where) {
+  TORCH_CHECK(j.is_object(), where, ": 'stats' must be an object");
+  auto value = [&](const char* key) {
+    TORCH_CHECK(j.contains(key) && j[key].is_number(), where, ": stats.", key, " must be a number");
+    const double v = j[key].get<double>();
+    TORCH_CHECK(std::isfinite(v) && v >= 0, where, ": stats.", key, " must be finite and >= 0, got ", v);
+    return v;
+  };
+  TensorStats s;
+  s.weight_rms = value("weight_rms");
+  s.act_rms = value("act_rms");
+  s.weight_fisher = value("weight_fisher");
+  s.act_fisher = value("act_fisher");
+  s.samples = get<int64_t>(j, "samples", where + ": stats");
+  return s;
+}
+
 }  // namespace
 
 nlohmann::ordered_json indicators_to_json(const Indicators& ind) {
@@ -65,6 +87,7 @@ nlohmann::ordered_json indicators_to_json(const Indicators& ind) {
     if (l.searchable) {
       e["weight_steps"] = steps_to_json(ind.candidates, l.weight_steps);
       e["act_steps"] = steps_to_json(ind.candidates, l.act_steps);
+      if (l.stats) e["stats"] = stats_to_json(*l.stats);
     }
     layers.push_back(std::move(e));
   }
@@ -108,6 +131,7 @@ Indicators indicators_from_json(const nlohmann::json& j, const std::string& sour
     if (l.searchable) {
       l.weight_steps = steps_from_json(e, "weight_steps", ind.candidates, lwn);
       l.act_steps = steps_from_json(e, "act_steps", ind.candidates, lwn);
+      if (e.contains("stats")) l.stats = stats_from_json(e["stats"], lwn);
     }
     ind.layers.push_back(std::move(l));
   }

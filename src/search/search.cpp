@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "limpq/search/criterion.h"
 #include "limpq/util/atomic_file.h"
 
 namespace limpq::search {
@@ -80,10 +81,12 @@ ExtraConstraint read_constraint_csv(const std::string& path, double budget) {
 nlohmann::ordered_json SearchResult::to_json() const {
   nlohmann::ordered_json erased_json = nlohmann::ordered_json::array();
   for (const auto& e : erased) {
-    erased_json.push_back({{"layer", e.layer}, {"tensor", e.tensor}, {"bits", e.bits}, {"step", e.value}});
+    erased_json.push_back({{"layer", e.layer}, {"tensor", e.tensor}, {"bits", e.bits}, {"value", e.value}});
   }
   return {{"status", to_string(solve.status)},
           {"solver", solve.solver},
+          {"criterion", criterion},
+          {"alpha", alpha},
           {"objective", solve.objective},
           {"bound", solve.bound},
           {"gap", std::isfinite(solve.objective) ? solve.objective - solve.bound : 0.0},
@@ -100,8 +103,11 @@ nlohmann::ordered_json SearchResult::to_json() const {
           {"erased", erased_json}};
 }
 
-SearchResult run_search(const quant::Indicators& ind, const SearchOptions& options) {
-  TORCH_CHECK(options.alpha() >= 0, "search: alpha must be >= 0, got ", options.alpha());
+SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
+  const Criterion criterion = parse_criterion(options.criterion());
+  const quant::Indicators ind = apply_criterion(indicators, criterion);
+  const double alpha = options.alpha().value_or(default_alpha(criterion, ind));
+  TORCH_CHECK(alpha >= 0, "search: alpha must be >= 0, got ", alpha);
   TORCH_CHECK(options.fixed_bits() >= 2 && options.fixed_bits() <= 8, "search: fixed_bits must be in 2..8, got ",
               options.fixed_bits());
   TORCH_CHECK(options.size_mb() >= 0 && options.cr() >= 0, "search: size and compression ratio must be >= 0");
@@ -118,6 +124,8 @@ SearchResult run_search(const quant::Indicators& ind, const SearchOptions& optio
   const int64_t nb = static_cast<int64_t>(bits.size());
 
   SearchResult result;
+  result.criterion = to_string(criterion);
+  result.alpha = alpha;
   std::vector<const quant::IndicatorLayer*> searchable;
   int64_t fixed_macs = 0, fixed_params = 0, all_params = 0;
   for (const auto& l : ind.layers) {
@@ -155,7 +163,7 @@ SearchResult run_search(const quant::Indicators& ind, const SearchOptions& optio
     }
     std::vector<double> cost;
     for (int64_t wb : bits) {
-      for (int64_t ab : bits) cost.push_back(a.at(ab) + options.alpha() * w.at(wb));
+      for (int64_t ab : bits) cost.push_back(a.at(ab) + alpha * w.at(wb));
     }
     p.cost.push_back(std::move(cost));
   }

@@ -90,12 +90,14 @@ PipelineResult run_pipeline(PipelineConfig config) {
   so.bitops(config.search.bitops)
       .size_mb(config.search.size_mb)
       .cr(config.search.cr)
-      .alpha(config.search.alpha)
+      .criterion(config.search.criterion)
+      .alpha(config.search.alpha >= 0 ? std::optional<double>(config.search.alpha) : std::nullopt)
       .keep_nonmonotone(config.search.keep_nonmonotone)
       .fixed_bits(config.finetune.quantize.fixed_bits());
   result.search = search::run_search(indicators, so);
   result.policy = join(out, "policy.json");
   quant::write_policy(result.policy, result.search.policy);
+  fmt::print(stderr, "criterion {}, alpha {:g}: ", result.search.criterion, result.search.alpha);
   fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
              search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
              result.search.achieved_size_bits / 8e3, result.search.solve.objective, result.search.solve.seconds * 1e3,

@@ -1,10 +1,13 @@
 #include "limpq/train/sensitivity.h"
 
 #include <c10/util/Exception.h>
+#include <fmt/core.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <optional>
 
 #include "limpq/data/loader.h"
 #include "limpq/dist/dist.h"
@@ -15,6 +18,7 @@
 #include "limpq/quant/lsq.h"
 #include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/trainer.h"
+#include "limpq/util/progress.h"
 #include "limpq/util/runtime.h"
 
 namespace limpq::train {
@@ -68,38 +72,82 @@ std::vector<double> hutchinson_traces(const torch::Tensor& loss, const std::vect
   return traces;
 }
 
-quant::Indicators run_sensitivity(const SensitivityConfig& config) {
+namespace {
+
+// What both methods start from: the data, the full-precision weights and the
+// network's layers as analysed (network order).
+struct Setup {
+  Setup(data::DataBundle data_, torch::Device device_) : data(std::move(data_)), device(device_) {}
+  data::DataBundle data;
+  models::StateDict weights;
+  std::vector<models::LayerInfo> layers;
+  torch::Device device;
+
+  models::Model fresh_model(const SensitivityConfig& config) const {
+    models::Model model = models::make_model(config.model.arch(), data.input_shape[0], data.num_classes);
+    if (!weights.empty()) models::load_state_dict(*model, weights, config.model.weights());
+    return model;
+  }
+};
+
+Setup make_setup(const SensitivityConfig& config) {
   const SensitivityOptions& options = config.sensitivity;
-  TORCH_CHECK(options.method() == "hessian", "sensitivity: unknown method '", options.method(),
-              "' (expected hessian)");
-  TORCH_CHECK(options.batches() > 0, "sensitivity: batches must be positive, got ", options.batches());
-  TORCH_CHECK(options.probes() > 0, "sensitivity: probes must be positive, got ", options.probes());
   TORCH_CHECK(!options.candidates().empty(), "sensitivity: no candidate bit-widths");
   for (int64_t b : options.candidates()) {
     TORCH_CHECK(b >= 2 && b <= 8, "sensitivity: candidate bit-widths must be in 2..8, got ", b);
   }
-  dist::init_from_environment(std::chrono::seconds(300));
   util::set_threads(worker_threads(config.threads));
-  const torch::Device device = util::resolve_device(config.device);
-
-  data::DataBundle data = data::make_data(config.data, config.seed);
-  models::Model model = models::make_model(config.model.arch(), data.input_shape[0], data.num_classes);
+  Setup setup(data::make_data(config.data, config.seed), util::resolve_device(config.device));
   if (config.model.weights().empty()) {
     TORCH_WARN("sensitivity: no --weights given; the criterion of a randomly initialised network means little");
   } else {
-    models::load_state_dict(*model, models::read_state_dict_file(config.model.weights()), config.model.weights());
+    setup.weights = models::read_state_dict_file(config.model.weights());
   }
-  const models::QuantModel analysed(model, data.input_shape,
-                                    models::QuantizeOptions().fixed_layers(options.fixed_layers()));
+  models::Model model = setup.fresh_model(config);
+  setup.layers = models::QuantModel(model, setup.data.input_shape,
+                                    models::QuantizeOptions().fixed_layers(options.fixed_layers()))
+                     .layers();
+  TORCH_CHECK(std::any_of(setup.layers.begin(), setup.layers.end(), [](const auto& l) { return l.searchable; }),
+              "sensitivity: the model has no searchable layer");
+  return setup;
+}
+
+// The indicators skeleton: every layer with its costs, the searchable ones'
+// values filled by `fill(layer, entry)` in network order.
+template <typename Fill>
+quant::Indicators indicators_of(const SensitivityConfig& config, const Setup& setup, Fill&& fill) {
+  quant::Indicators ind;
+  ind.model = config.model.arch();
+  ind.input_shape = setup.data.input_shape;
+  ind.candidates = config.sensitivity.candidates();
+  for (const auto& l : setup.layers) {
+    quant::IndicatorLayer e;
+    e.name = l.name;
+    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
+    e.searchable = l.searchable;
+    e.macs = l.macs;
+    e.params = l.params;
+    if (l.searchable) fill(l, e);
+    ind.layers.push_back(std::move(e));
+  }
+  return ind;
+}
+
+quant::Indicators hessian_sensitivity(const SensitivityConfig& config, const Setup& setup) {
+  const SensitivityOptions& options = config.sensitivity;
+  TORCH_CHECK(options.batches() > 0, "sensitivity: batches must be positive, got ", options.batches());
+  TORCH_CHECK(options.probes() > 0, "sensitivity: probes must be positive, got ", options.probes());
+  const torch::Device device = setup.device;
+  models::Model model = setup.fresh_model(config);
   model->to(device);
   model->eval();
 
-  // The searchable layers in network order, as analysed.layers() lists them.
-  const auto modules = model->named_modules("", /*include_self=*/false);
+  // The searchable layers in network order.
+  auto modules = model->named_modules("", /*include_self=*/false);
   std::map<const torch::nn::Module*, size_t> index_of;  // searchable layer module -> position
   std::vector<const models::LayerInfo*> layers;
   std::vector<torch::Tensor> weights;
-  for (const auto& l : analysed.layers()) {
+  for (const auto& l : setup.layers) {
     if (!l.searchable) continue;
     const auto& module = modules[l.name];
     index_of[module.get()] = layers.size();
@@ -107,7 +155,6 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
     weights.push_back(layer_weight(*module));
   }
   const size_t n = layers.size();
-  TORCH_CHECK(n > 0, "sensitivity: the model has no searchable layer");
   const auto& candidates = options.candidates();
   const size_t nb = candidates.size();
 
@@ -122,7 +169,7 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
   // Every worker reads the same shuffled order and takes every world_size-th
   // batch; each batch's probes come from its own seed, so the estimate does
   // not depend on the number of workers.
-  data::DataLoader loader(data.train, data.eval_transform,
+  data::DataLoader loader(setup.data.train, setup.data.eval_transform,
                           data::LoaderOptions()
                               .batch_size(config.data.batch_size())
                               .shuffle(true)
@@ -168,10 +215,6 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
   const double count = sums[3].item<double>();
   TORCH_CHECK(count > 0, "sensitivity: the training set gave no calibration batch");
 
-  quant::Indicators ind;
-  ind.model = model->arch();
-  ind.input_shape = data.input_shape;
-  ind.candidates = candidates;
   nlohmann::ordered_json traces = nlohmann::ordered_json::object();
   int64_t floored = 0;
   auto positive = [&](double v) {
@@ -179,28 +222,19 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
     return std::isfinite(v) && v > kFloor ? v : kFloor;
   };
   size_t i = 0;  // position among the searchable layers (both in network order)
-  for (const auto& l : analysed.layers()) {
-    quant::IndicatorLayer e;
-    e.name = l.name;
-    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
-    e.searchable = l.searchable;
-    e.macs = l.macs;
-    e.params = l.params;
-    if (l.searchable) {
-      const torch::Tensor w = weights[i].detach();
-      const double weight_trace = sums[0][i].item<double>() / count;
-      const double act_trace_per_element = sums[1][i].item<double>() / count;
-      for (size_t k = 0; k < nb; ++k) {
-        const auto range = quant::QuantRange::of(candidates[k], /*is_signed=*/true);
-        const double err = squared_error(w, quant::initial_weight_step(w, candidates[k]), range);
-        e.weight_steps[candidates[k]] = positive(weight_trace / static_cast<double>(w.numel()) * err);
-        e.act_steps[candidates[k]] = positive(act_trace_per_element * sums[2][i][k].item<double>() / count);
-      }
-      traces[l.name] = {{"weight_trace", weight_trace}, {"act_trace_per_element", act_trace_per_element}};
-      ++i;
+  quant::Indicators ind = indicators_of(config, setup, [&](const models::LayerInfo& l, quant::IndicatorLayer& e) {
+    const torch::Tensor w = weights[i].detach();
+    const double weight_trace = sums[0][i].item<double>() / count;
+    const double act_trace_per_element = sums[1][i].item<double>() / count;
+    for (size_t k = 0; k < nb; ++k) {
+      const auto range = quant::QuantRange::of(candidates[k], /*is_signed=*/true);
+      const double err = squared_error(w, quant::initial_weight_step(w, candidates[k]), range);
+      e.weight_steps[candidates[k]] = positive(weight_trace / static_cast<double>(w.numel()) * err);
+      e.act_steps[candidates[k]] = positive(act_trace_per_element * sums[2][i][k].item<double>() / count);
     }
-    ind.layers.push_back(std::move(e));
-  }
+    traces[l.name] = {{"weight_trace", weight_trace}, {"act_trace_per_element", act_trace_per_element}};
+    ++i;
+  });
   ind.provenance = {{"method", "hessian"},
                     {"criterion", "Tr(H)/n * ||Q_b(x) - x||^2; activations: both factors averaged over the batches"},
                     {"search_alpha", 1.0},
@@ -213,6 +247,169 @@ quant::Indicators run_sensitivity(const SensitivityConfig& config) {
                     {"floored_values", floored},
                     {"traces", traces}};
   return ind;
+}
+
+// One measurement of the drop method: `layer` alone quantized, its weights
+// (`weight`) or its input activations at `bits`; every other layer, fixed
+// ones included, at full precision.
+struct Probe {
+  std::string layer;
+  bool weight = true;
+  int64_t bits = 0;
+};
+
+quant::Policy full_precision_policy(const std::string& arch, const std::vector<models::LayerInfo>& layers) {
+  quant::Policy policy;
+  policy.model = arch;
+  const quant::LayerBits fp{quant::kFullPrecisionBits, quant::kFullPrecisionBits};
+  for (const auto& l : layers) (l.searchable ? policy.layers : policy.fixed).emplace_back(l.name, fp);
+  return policy;
+}
+
+data::DataLoader shuffled_loader(const Setup& setup, const SensitivityConfig& config, bool augment,
+                                 uint64_t salt) {
+  return data::DataLoader(setup.data.train, augment ? setup.data.train_transform : setup.data.eval_transform,
+                          data::LoaderOptions()
+                              .batch_size(config.data.batch_size())
+                              .shuffle(true)
+                              .seed(util::mix_seed(config.seed ^ salt))
+                              .workers(config.data.workers())
+                              .pin_memory(setup.device.is_cuda()));
+}
+
+// A few quantization-aware steps (SGD, momentum 0.9, label smoothing 0.1) on
+// the training set: the short-QAT variant.
+void short_qat(models::ModelImpl& model, const SensitivityConfig& config, const Setup& setup) {
+  const SensitivityOptions& o = config.sensitivity;
+  data::DataLoader loader = shuffled_loader(setup, config, /*augment=*/true, 0x51);
+  torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(o.qat_lr()).momentum(0.9));
+  model.train();
+  const auto format = models::memory_format_of(model);
+  for (int64_t step = 0, epoch = 0; step < o.qat_steps();) {
+    auto batch = loader.next();
+    if (!batch) {
+      loader.start_epoch(++epoch);
+      continue;
+    }
+    const torch::Tensor logits = model.forward(batch->images.to(setup.device).contiguous(format));
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits, batch->labels.to(setup.device), torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+    ++step;
+  }
+  model.eval();
+}
+
+// The model under `probe` (none: full precision) after the variant's steps,
+// evaluated on the measurement split.
+EvalResult measure(const SensitivityConfig& config, const Setup& setup, const std::optional<Probe>& probe) {
+  const SensitivityOptions& o = config.sensitivity;
+  models::Model model = setup.fresh_model(config);
+  if (probe) {
+    models::QuantModel qm(model, setup.data.input_shape, models::QuantizeOptions().fixed_layers(o.fixed_layers()));
+    quant::Policy policy = full_precision_policy(config.model.arch(), setup.layers);
+    for (auto& [name, bits] : policy.layers) {
+      if (name == probe->layer) bits = {probe->bits, probe->bits};
+    }
+    qm.prepare_policy(policy, "sensitivity --method drop");
+    qm.set_layer_bits(probe->layer, probe->weight ? probe->bits : quant::kFullPrecisionBits,
+                      probe->weight ? quant::kFullPrecisionBits : probe->bits);
+  }
+  model->to(setup.device);
+  model->eval();
+  {
+    // The lazily initialised activation step takes its rule from this batch.
+    data::DataLoader calibration = shuffled_loader(setup, config, /*augment=*/false, 0);
+    auto batch = calibration.next();
+    TORCH_CHECK(batch, "sensitivity: the training set is empty; the drop method calibrates on it");
+    torch::NoGradGuard no_grad;
+    model->forward(batch->images.to(setup.device).contiguous(models::memory_format_of(*model)));
+  }
+  if (o.qat_steps() > 0) short_qat(*model, config, setup);
+  if (o.bn_batches() > 0) {
+    data::DataLoader calibration = shuffled_loader(setup, config, /*augment=*/false, 0xb7);
+    recalibrate_batch_norm(*model, calibration, setup.device, o.bn_batches());
+  }
+  const auto& split = o.split() == "val" ? setup.data.val : setup.data.test;
+  data::DataLoader loader(split, setup.data.eval_transform,
+                          data::LoaderOptions()
+                              .batch_size(config.data.eval_batch_size())
+                              .workers(config.data.workers())
+                              .pin_memory(setup.device.is_cuda()));
+  return evaluate(*model, loader, setup.device);
+}
+
+nlohmann::ordered_json measurement_json(const EvalResult& r) { return {{"loss", r.loss}, {"top1", r.top1}}; }
+
+quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup& setup) {
+  const SensitivityOptions& o = config.sensitivity;
+  TORCH_CHECK(!dist::is_distributed(), "sensitivity: --method drop runs in one process (launch it without workers)");
+  TORCH_CHECK(o.split() == "val" || o.split() == "test", "sensitivity: split must be val or test, got '", o.split(),
+              "'");
+  TORCH_CHECK(o.split() == "test" || setup.data.val != nullptr,
+              "sensitivity: --method drop measures on the validation split, but data.val_size is 0; hold out "
+              "training examples with --val-size N (or measure on --split test)");
+  TORCH_CHECK(o.metric() == "loss" || o.metric() == "top1", "sensitivity: metric must be loss or top1, got '",
+              o.metric(), "'");
+  TORCH_CHECK(o.bn_batches() >= 0 && o.qat_steps() >= 0, "sensitivity: bn_batches and qat_steps must be >= 0, got ",
+              o.bn_batches(), " and ", o.qat_steps());
+  util::Stopwatch clock;
+  const EvalResult base = measure(config, setup, std::nullopt);
+  auto drop = [&](const EvalResult& r) { return o.metric() == "loss" ? r.loss - base.loss : base.top1 - r.top1; };
+
+  nlohmann::ordered_json measured = nlohmann::ordered_json::object();
+  int64_t floored = 0;
+  quant::Indicators ind = indicators_of(config, setup, [&](const models::LayerInfo& l, quant::IndicatorLayer& e) {
+    nlohmann::ordered_json layer = {{"weight", nlohmann::ordered_json::object()},
+                                    {"act", nlohmann::ordered_json::object()}};
+    for (int64_t b : o.candidates()) {
+      for (const bool weight : {true, false}) {
+        const EvalResult r = measure(config, setup, Probe{l.name, weight, b});
+        const double d = drop(r);
+        if (!(d > kFloor)) ++floored;
+        (weight ? e.weight_steps : e.act_steps)[b] = std::isfinite(d) && d > kFloor ? d : kFloor;
+        layer[weight ? "weight" : "act"][std::to_string(b)] = measurement_json(r);
+      }
+    }
+    measured[l.name] = std::move(layer);
+    fmt::print(stderr, "sensitivity: {} measured ({}, {:.0f} s so far)\n", l.name,
+               fmt::format("W{0}: {1:.4g}, A{0}: {2:.4g}", o.candidates().back(), e.weight_steps.at(o.candidates().back()),
+                           e.act_steps.at(o.candidates().back())),
+               clock.seconds());
+  });
+  ind.provenance = {{"method", "drop"},
+                    {"variant", o.qat_steps() > 0 ? "short-qat" : "post-training"},
+                    {"criterion", o.metric() == "loss"
+                                      ? "loss increase with the tensor alone quantized (the rest full precision)"
+                                      : "top-1 drop (points) with the tensor alone quantized (the rest full precision)"},
+                    {"search_alpha", 1.0},
+                    {"checkpoint", config.model.weights()},
+                    {"dataset", config.data.dataset()},
+                    {"split", o.split()},
+                    {"examples", base.count},
+                    {"metric", o.metric()},
+                    {"bn_batches", o.bn_batches()},
+                    {"qat_steps", o.qat_steps()},
+                    {"qat_lr", o.qat_lr()},
+                    {"seed", config.seed},
+                    {"floored_values", floored},
+                    {"seconds", clock.seconds()},
+                    {"full_precision", measurement_json(base)},
+                    {"measured", measured}};
+  return ind;
+}
+
+}  // namespace
+
+quant::Indicators run_sensitivity(const SensitivityConfig& config) {
+  const std::string& method = config.sensitivity.method();
+  TORCH_CHECK(method == "hessian" || method == "drop", "sensitivity: unknown method '", method,
+              "' (expected hessian or drop)");
+  dist::init_from_environment(std::chrono::seconds(300));
+  const Setup setup = make_setup(config);
+  return method == "hessian" ? hessian_sensitivity(config, setup) : drop_sensitivity(config, setup);
 }
 
 }  // namespace limpq::train

@@ -18,6 +18,7 @@
 #include "limpq/nn/trace.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/quant/lsq_quantizer.h"
+#include "limpq/train/layer_stats.h"
 #include "limpq/train/schedule.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/progress.h"
@@ -165,7 +166,8 @@ std::string candidate_summary(const std::vector<int64_t>& candidates, const std:
   return out;
 }
 
-quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainConfig& config, int64_t epochs) {
+quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainConfig& config, int64_t epochs,
+                                     const std::map<std::string, quant::TensorStats>& stats) {
   quant::Indicators ind;
   ind.model = qm.model()->arch();
   ind.input_shape = qm.input_shape();
@@ -202,6 +204,8 @@ quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainCo
         e.weight_steps[b] = wq->effective_step(b).item<double>();
         e.act_steps[b] = aq->effective_step(b).item<double>();
       }
+      auto it = stats.find(l.name);
+      if (it != stats.end()) e.stats = it->second;
     }
     ind.layers.push_back(std::move(e));
   }
@@ -853,7 +857,13 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
     }
     result.test = result.per_candidate.front().second;
     result.indicators = (std::filesystem::path(run.out_dir()) / "indicators.json").string();
-    quant::Indicators ind = collect_indicators(*quantized, config, optim.epochs());
+    std::map<std::string, quant::TensorStats> stats;
+    if (config.indicators.stats_samples() > 0) {
+      set_candidate(*std::max_element(candidates.begin(), candidates.end()));
+      data::DataLoader stats_loader = calibration_loader(data, config.data, seed, cuda);
+      stats = measure_layer_stats(*quantized, stats_loader, device, config.indicators.stats_samples());
+    }
+    quant::Indicators ind = collect_indicators(*quantized, config, optim.epochs(), stats);
     if (main_rank) quant::write_indicators(result.indicators, ind);
   } else {
     result.test = final_test_done ? last_eval : evaluate(*model, test_loader, device);

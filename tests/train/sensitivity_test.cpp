@@ -111,8 +111,77 @@ TEST_F(StudyToolsTest, HessianCriterionShrinksWithBitsAndIsSearchable) {
   const auto r = search::run_search(quant::read_indicators(path), search::SearchOptions().bitops("W3A3").alpha(1));
   EXPECT_LE(r.achieved_bitops, r.target_bitops);
 
-  c.sensitivity.method("fisher");
-  EXPECT_THAT([&] { run_sensitivity(c); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("unknown method 'fisher'")));
+  c.sensitivity.method("curvature");
+  EXPECT_THAT([&] { run_sensitivity(c); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("unknown method 'curvature' (expected hessian or drop)")));
+}
+
+TEST_F(StudyToolsTest, MeasuredDropQuantizesOneTensorAtATimeOnTheValidationSplit) {
+  SensitivityConfig c;
+  c.data = tiny_data();
+  c.data.val_size(40);
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.sensitivity.method("drop").candidates({4, 2}).bn_batches(2);
+  c.threads = 1;
+  const quant::Indicators ind = run_sensitivity(c);
+  EXPECT_EQ(ind.provenance["method"], "drop");
+  EXPECT_EQ(ind.provenance["variant"], "post-training");
+  EXPECT_EQ(ind.provenance["split"], "val");
+  EXPECT_EQ(ind.provenance["examples"].get<int64_t>(), 40);
+  EXPECT_EQ(ind.provenance["search_alpha"].get<double>(), 1.0);
+  const double fp_loss = ind.provenance["full_precision"]["loss"].get<double>();
+  double drop4 = 0, drop2 = 0;
+  int searchable = 0;
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) continue;
+    ++searchable;
+    const auto& measured = ind.provenance["measured"][l.name];
+    for (const char* tensor : {"weight", "act"}) {
+      const auto& values = std::string(tensor) == "weight" ? l.weight_steps : l.act_steps;
+      for (int64_t b : {4, 2}) {
+        // The value is the measured loss increase, floored at a tiny positive.
+        const double loss = measured[tensor][std::to_string(b)]["loss"].get<double>();
+        EXPECT_NEAR(values.at(b), std::max(loss - fp_loss, 1e-30), 1e-12) << l.name << " " << tensor << b;
+      }
+      drop4 += values.at(4);
+      drop2 += values.at(2);
+    }
+  }
+  EXPECT_EQ(searchable, 20);
+  EXPECT_GT(drop2, drop4) << "2-bit tensors cost more loss than 4-bit ones, summed over the network";
+  // Searchable as it is (alpha 1 from the file).
+  const auto r = search::run_search(ind, search::SearchOptions().bitops("W3A3"));
+  EXPECT_EQ(r.alpha, 1.0);
+  EXPECT_LE(r.achieved_bitops, r.target_bitops);
+
+  // Without a validation split the default split cannot be measured.
+  c.data.val_size(0);
+  EXPECT_THAT([&] { run_sensitivity(c); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("--val-size N")));
+  c.sensitivity.split("train");
+  EXPECT_THAT([&] { run_sensitivity(c); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("split must be val or test, got 'train'")));
+}
+
+TEST_F(StudyToolsTest, ShortQatDropTrainsBeforeMeasuring) {
+  SensitivityConfig c;
+  c.data = tiny_data();
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.sensitivity.method("drop").candidates({2}).bn_batches(1).qat_steps(2).split("test").metric("top1");
+  c.sensitivity.fixed_layers({"conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
+                              "layer1.2.conv1", "layer1.2.conv2", "layer2.0.conv1", "layer2.0.conv2",
+                              "layer2.0.downsample.0", "layer2.1.conv1", "layer2.1.conv2", "layer2.2.conv1",
+                              "layer2.2.conv2", "layer3.0.conv1", "layer3.0.conv2", "layer3.0.downsample.0",
+                              "layer3.1.conv1", "layer3.1.conv2", "layer3.2.conv1", "fc"});
+  c.threads = 1;
+  const quant::Indicators ind = run_sensitivity(c);
+  EXPECT_EQ(ind.provenance["variant"], "short-qat");
+  EXPECT_EQ(ind.provenance["metric"], "top1");
+  EXPECT_EQ(ind.provenance["qat_steps"].get<int64_t>(), 2);
+  const auto& measured = ind.provenance["measured"]["layer3.2.conv2"];
+  const double fp_top1 = ind.provenance["full_precision"]["top1"].get<double>();
+  const auto& l = ind.layers[ind.layers.size() - 2];
+  ASSERT_EQ(l.name, "layer3.2.conv2");
+  EXPECT_NEAR(l.weight_steps.at(2), std::max(fp_top1 - measured["weight"]["2"]["top1"].get<double>(), 1e-30), 1e-9);
 }
 
 TEST_F(StudyToolsTest, OneAtATimeIndicatorsTrainOneLayerAtOneBitWidth) {

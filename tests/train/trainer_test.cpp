@@ -10,6 +10,7 @@
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
 #include "limpq/quant/indicators.h"
+#include "limpq/train/layer_stats.h"
 #include "limpq/train/pipeline.h"
 #include "limpq/util/atomic_file.h"
 #include "support/test_support.h"
@@ -245,6 +246,14 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
       EXPECT_TRUE(std::isfinite(l.act_steps.at(b)) && l.act_steps.at(b) > 0) << l.name;
     }
     monotone += l.weight_steps.at(4) < l.weight_steps.at(3) && l.weight_steps.at(3) < l.weight_steps.at(2);
+    // The statistics the scale-free criteria need: up to 256 examples, here
+    // all 80 of the half of the training set the run used.
+    ASSERT_TRUE(l.stats.has_value()) << l.name;
+    EXPECT_GT(l.stats->weight_rms, 0) << l.name;
+    EXPECT_GT(l.stats->act_rms, 0) << l.name;
+    EXPECT_GT(l.stats->weight_fisher, 0) << l.name;
+    EXPECT_GT(l.stats->act_fisher, 0) << l.name;
+    EXPECT_EQ(l.stats->samples, 80) << l.name;
   }
   EXPECT_GT(monotone, searchable * 3 / 4) << "steps shrink as bits grow for most layers";
 
@@ -252,6 +261,41 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
   TrainConfig again = c;
   again.optim.epochs(2);
   EXPECT_NO_THROW(run_train(again, /*resume=*/true));
+}
+
+TEST_F(TrainerTest, LayerStatsAreTheFisherTraceOfPerExampleGradients) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  const TrainResult base = run_train(fp, false);
+  const Checkpoint ckpt = load_checkpoint(base.checkpoint);
+  models::Model model = load_model(ckpt, "fp").model;
+  models::QuantModel qm(model, {1, 28, 28});
+  qm.prepare_indicators({4});
+  const data::DataBundle data = data::make_data(fp.data, 0);
+  auto loader = [&] {
+    return data::DataLoader(data.train, data.eval_transform, data::LoaderOptions().batch_size(16));
+  };
+  data::DataLoader two = loader();
+  const auto stats = measure_layer_stats(qm, two, torch::kCPU, 2);
+
+  // By hand: the two examples' gradients one at a time, squared and averaged.
+  data::DataLoader again = loader();
+  const auto batch = again.next();
+  auto* conv = model->named_modules()["layer2.1.conv1"]->as<nn::QuantConv2dImpl>();
+  double sum = 0;
+  for (int64_t i = 0; i < 2; ++i) {
+    model->zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(batch->images.slice(0, i, i + 1)),
+                                         batch->labels.slice(0, i, i + 1))
+        .backward();
+    sum += conv->weight.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+  }
+  const quant::TensorStats& s = stats.at("layer2.1.conv1");
+  EXPECT_EQ(s.samples, 2);
+  EXPECT_NEAR(s.weight_fisher, sum / 2, 1e-6 * sum);
+  EXPECT_NEAR(s.weight_rms, std::sqrt(conv->weight.detach().to(torch::kFloat64).pow(2).mean().item<double>()), 1e-12);
+  EXPECT_EQ(stats.size(), 20u) << "every searchable layer";
+  EXPECT_THAT([&] { measure_layer_stats(qm, two, torch::kCPU, 0); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("samples must be positive, got 0")));
 }
 
 TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {

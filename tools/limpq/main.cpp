@@ -27,6 +27,8 @@
 #include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
 #include "limpq/models/quantized.h"
+#include "limpq/search/compare.h"
+#include "limpq/search/criterion.h"
 #include "limpq/search/search.h"
 #include "limpq/train/pipeline.h"
 #include "limpq/train/sensitivity.h"
@@ -289,7 +291,9 @@ struct SearchCommand {
   std::string out = "policy.json";
   limpq::search::SearchOptions options;
   std::string bitops;
-  double size_mb = 0, cr = 0, alpha = 2.0, time_limit = 60.0;
+  double size_mb = 0, cr = 0, time_limit = 60.0;
+  std::optional<double> alpha;
+  std::string criterion = "step";
   std::vector<int64_t> candidates;
   bool keep_nonmonotone = false;
   int64_t fixed_bits = 8;
@@ -309,7 +313,13 @@ struct SearchCommand {
     cmd->add_option("--bitops", bitops, "BitOps budget: uniform-equivalent (W3A4) or GBitOps of the whole network");
     cmd->add_option("--size", size_mb, "weight-size budget of the whole network in MB");
     cmd->add_option("--cr", cr, "compression ratio of the weights against 32 bits");
-    cmd->add_option("--alpha", alpha, "weight of the weight indicators against the activation ones")->default_str("2");
+    cmd->add_option("--criterion", criterion,
+                    "form of the indicators minimised: step (the learned step, the paper's) | relative (step / "
+                    "tensor rms) | noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24)")
+        ->default_str(criterion);
+    cmd->add_option("--alpha", alpha,
+                    "weight of the weight indicators against the activation ones (default: 2 for step, 1 for the "
+                    "other criteria and for files from limpq sensitivity)");
     cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
     cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
@@ -357,7 +367,7 @@ struct SearchCommand {
   }
 
   void run() {
-    options.bitops(bitops).size_mb(size_mb).cr(cr).alpha(alpha).candidates(candidates)
+    options.bitops(bitops).size_mb(size_mb).cr(cr).criterion(criterion).alpha(alpha).candidates(candidates)
         .keep_nonmonotone(keep_nonmonotone).fixed_bits(fixed_bits).solver(solver).time_limit(time_limit);
     if (!constraint_csv.empty()) {
       options.extra({limpq::search::read_constraint_csv(constraint_csv, constraint_budget)});
@@ -379,7 +389,8 @@ struct SearchCommand {
     fmt::print("{:<28} {:>4} {:>4}\n", "layer", "W", "A");
     for (const auto& [name, b] : r.policy.layers) fmt::print("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
     for (const auto& [name, b] : r.policy.fixed) fmt::print("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
-    fmt::print("\n{} ({}): objective {:.6g}, proven gap {:.3g}, {} nodes, {:.2f} ms\n", to_string(r.solve.status),
+    fmt::print("\ncriterion {}, alpha {:g}\n", r.criterion, r.alpha);
+    fmt::print("{} ({}): objective {:.6g}, proven gap {:.3g}, {} nodes, {:.2f} ms\n", to_string(r.solve.status),
                r.solve.solver, r.solve.objective, r.solve.objective - r.solve.bound, r.solve.nodes,
                r.solve.seconds * 1e3);
     fmt::print("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
@@ -397,6 +408,53 @@ struct SearchCommand {
   }
 };
 
+// `limpq compare-indicators A.json B.json`: rank agreement of two criteria
+// across layers.
+struct CompareCommand {
+  std::string path_a, path_b;
+  std::string criterion_a = "step", criterion_b = "step";
+  std::optional<double> alpha_a, alpha_b;
+  bool json = false;
+
+  void add_to(CLI::App& app) {
+    auto* cmd = app.add_subcommand("compare-indicators",
+                                   "Rank correlations (Spearman, Kendall) across layers between two indicators files, "
+                                   "per bit-width, for weights, activations and I_a + alpha I_w");
+    cmd->add_option("a", path_a, "first indicators file")->required()->check(CLI::ExistingFile);
+    cmd->add_option("b", path_b, "second indicators file (e.g. from limpq sensitivity --method drop)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--criterion-a", criterion_a, "form of the first file's values (see limpq search --criterion)")
+        ->default_str(criterion_a);
+    cmd->add_option("--criterion-b", criterion_b, "form of the second file's values")->default_str(criterion_b);
+    cmd->add_option("--alpha-a", alpha_a, "alpha of the first file's combined score (default: its criterion's)");
+    cmd->add_option("--alpha-b", alpha_b, "alpha of the second file's combined score");
+    cmd->add_flag("--json", json, "print the result as one JSON line");
+    cmd->callback([this] { run(); });
+  }
+
+  void run() {
+    namespace search = limpq::search;
+    auto load = [](const std::string& path, const std::string& name, std::optional<double> alpha) {
+      const search::Criterion criterion = search::parse_criterion(name);
+      auto values = search::apply_criterion(limpq::quant::read_indicators(path), criterion);
+      return std::pair{values, alpha.value_or(search::default_alpha(criterion, values))};
+    };
+    const auto [a, alpha_a_used] = load(path_a, criterion_a, alpha_a);
+    const auto [b, alpha_b_used] = load(path_b, criterion_b, alpha_b);
+    const auto c = search::compare_indicators(a, b, alpha_a_used, alpha_b_used);
+    if (json) {
+      auto j = c.to_json();
+      j["a"] = {{"file", path_a}, {"criterion", criterion_a}};
+      j["b"] = {{"file", path_b}, {"criterion", criterion_b}};
+      std::cout << j.dump() << std::endl;
+      return;
+    }
+    fmt::print("{}", search::comparison_to_text(c, fmt::format("{} [{}]", path_a, criterion_a),
+                                                fmt::format("{} [{}]", path_b, criterion_b)));
+  }
+};
+
 // `limpq sensitivity --method hessian`: the Hessian-trace criterion per
 // layer and bit-width, written in the indicators format for `limpq search`.
 struct SensitivityCommand {
@@ -409,8 +467,10 @@ struct SensitivityCommand {
   void add_to(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "sensitivity",
-        "Per-layer sensitivity of a full-precision model (--method hessian: HAWQ-V3's Hessian trace times the "
-        "quantization error), written as an indicators file that limpq search reads (search it with --alpha 1)");
+        "Per-layer sensitivity of a full-precision model, written as an indicators file that limpq search and "
+        "limpq compare-indicators read (searched with alpha 1): --method drop measures the loss increase with each "
+        "tensor alone quantized (on --val-size held-out examples); --method hessian is HAWQ-V3's Hessian trace "
+        "times the quantization error");
     cmd->add_option("--out", out, "indicators-format file to write")->default_str(out);
     cmd->add_option("--device", config.device, "cpu | cuda | cuda:N")->default_str(config.device);
     cmd->add_option("--threads", config.threads, "compute threads (0: all cores)")->default_str("0");
@@ -433,13 +493,19 @@ struct SensitivityCommand {
       std::cout << nlohmann::ordered_json({{"indicators", out}, {"seconds", clock.seconds()}}).dump() << std::endl;
       return;
     }
-    fmt::print("{:<28} {:>12} {:>12}   criterion at {}..{} bits (weights | activations)\n", "layer", "Tr(H_W)",
-               "Tr(H_A)/n_A", ind.candidates.front(), ind.candidates.back());
-    const auto& traces = ind.provenance["traces"];
+    const bool hessian = config.sensitivity.method() == "hessian";
+    fmt::print("{:<28} {:>25}   criterion at {}..{} bits (weights | activations)\n", "layer",
+               hessian ? "    Tr(H_W)  Tr(H_A)/n_A" : "", ind.candidates.front(), ind.candidates.back());
     for (const auto& l : ind.layers) {
       if (!l.searchable) continue;
-      fmt::print("{:<28} {:>12.4g} {:>12.4g}  ", l.name, traces[l.name]["weight_trace"].get<double>(),
-                 traces[l.name]["act_trace_per_element"].get<double>());
+      fmt::print("{:<28} ", l.name);
+      if (hessian) {
+        const auto& traces = ind.provenance["traces"][l.name];
+        fmt::print("{:>12.4g} {:>12.4g}", traces["weight_trace"].get<double>(),
+                   traces["act_trace_per_element"].get<double>());
+      } else {
+        fmt::print("{:>25}", "");
+      }
       for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.weight_steps.at(b));
       fmt::print(" |");
       for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.act_steps.at(b));
@@ -731,6 +797,7 @@ int main(int argc, char** argv) {
   CostCommand cost;
   SearchCommand search;
   SensitivityCommand sensitivity;
+  CompareCommand compare;
   RunCommand run;
   LaunchCommand launch;
   ExportCommand export_command;
@@ -742,6 +809,7 @@ int main(int argc, char** argv) {
   cost.add_to(app);
   search.add_to(app);
   sensitivity.add_to(app);
+  compare.add_to(app);
   train.add_to(app);
   finetune.add_to(app);
   indicators.add_to(app);

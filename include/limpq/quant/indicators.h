@@ -10,20 +10,39 @@
 //    "layers": [
 //      {"name": "conv1", "kind": "conv", "searchable": false, "macs": 112896, "params": 144},
 //      {"name": "layer1.0.conv1", "kind": "conv", "searchable": true, "macs": ..., "params": ...,
-//       "weight_steps": {"6": 0.0224, ...}, "act_steps": {"6": 0.0963, ...}},
+//       "weight_steps": {"6": 0.0224, ...}, "act_steps": {"6": 0.0963, ...},
+//       "stats": {"weight_rms": 0.041, "act_rms": 0.52, "weight_fisher": 3.1e-3, "act_fisher": 7.4e-5,
+//                 "samples": 256}},
 //      ...]}
 // Layers are in network order; fixed layers carry only their costs.
+//
+// "stats" is optional (files written before it, or made elsewhere, lack it):
+// what the scale-free criteria (include/limpq/search/criterion.h) need
+// besides the steps, measured on the jointly trained network at the end of
+// the run: each tensor's root mean square and the trace of its empirical
+// Fisher information (the sum over its elements of the mean squared
+// per-example loss gradient; for activations per example).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace limpq::quant {
 
 inline constexpr const char* kIndicatorsFormat = "limpq.indicators/1";
+
+// Per-tensor statistics of a searchable layer (see "stats" above).
+struct TensorStats {
+  double weight_rms = 0;
+  double act_rms = 0;
+  double weight_fisher = 0;
+  double act_fisher = 0;
+  int64_t samples = 0;  // examples the statistics were measured on
+};
 
 struct IndicatorLayer {
   std::string name;
@@ -33,6 +52,7 @@ struct IndicatorLayer {
   int64_t params = 0;
   std::map<int64_t, double> weight_steps;  // bits -> learned step
   std::map<int64_t, double> act_steps;
+  std::optional<TensorStats> stats;
 };
 
 struct Indicators {

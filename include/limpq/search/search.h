@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,12 @@ struct SearchOptions {
   // compression ratio against 32-bit weights. 0: none.
   TORCH_ARG(double, size_mb) = 0;
   TORCH_ARG(double, cr) = 0;
-  TORCH_ARG(double, alpha) = 2.0;
+  // The form of the indicators minimised (include/limpq/search/criterion.h):
+  // step (the paper's) | relative | noise | fisher.
+  TORCH_ARG(std::string, criterion) = "step";
+  // Weight of the weight indicators; unset: the criterion's default
+  // (default_alpha: 2 for the paper's step, 1 for the other forms).
+  TORCH_ARG(std::optional<double>, alpha) = std::nullopt;
   // Bit-widths the search may use (a subset of the file's); empty: all.
   TORCH_ARG(std::vector<int64_t>, candidates) = {};
   // Keep non-monotone indicator points instead of erasing them.
@@ -68,11 +74,13 @@ struct ErasedPoint {
   std::string layer;
   std::string tensor;  // "weight" | "act"
   int64_t bits;
-  double value;        // the learned step that was erased
+  double value;        // the value erased, in the criterion's form (the learned step for "step")
 };
 
 struct SearchResult {
   quant::Policy policy;
+  std::string criterion;  // the form minimised
+  double alpha = 0;       // the alpha used
   MckpResult solve;
   double target_bitops = 0, achieved_bitops = 0;  // whole network; target 0: none
   double target_size_bits = 0, achieved_size_bits = 0;

@@ -114,6 +114,10 @@ struct IndicatorOptions {
   // this layer is quantized, at the single bit-width in `candidates`, the
   // others stay at full precision, and there is no mixed pass.
   TORCH_ARG(std::string, only_layer) = "";
+  // Examples (training set, no augmentation) on which the end of the run
+  // measures each tensor's rms and Fisher trace for the scale-free criteria
+  // (include/limpq/train/layer_stats.h); 0: none.
+  TORCH_ARG(int64_t, stats_samples) = 256;
 
  public:
   template <typename V>
@@ -123,6 +127,7 @@ struct IndicatorOptions {
     v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
     v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
     v("only_layer", only_layer_, "train this one layer's indicators alone at one bit-width (others full precision)");
+    v("stats_samples", stats_samples_, "examples for the tensors' rms and Fisher traces at the end (0: none)");
   }
 };
 

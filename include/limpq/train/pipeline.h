@@ -32,14 +32,19 @@ struct IndicatorStageOptions {
 // Section `search`: the budget.
 struct SearchStageOptions {
   std::string bitops = "W3A3";
-  double size_mb = 0, cr = 0, alpha = 2.0;
+  double size_mb = 0, cr = 0;
+  // The form of the indicators minimised (limpq search --criterion).
+  std::string criterion = "step";
+  // Negative: the criterion's default (2 for step, 1 for the others).
+  double alpha = -1;
   bool keep_nonmonotone = false;
   template <typename V>
   void visit(V&& v) {
     v("bitops", bitops, "BitOps budget: W3A3 (uniform-equivalent) or GBitOps; empty: none");
     v("size_mb", size_mb, "weight-size budget in MB (0: none)");
     v("cr", cr, "compression-ratio budget (0: none)");
-    v("alpha", alpha, "weight of the weight indicators");
+    v("criterion", criterion, "form of the indicators minimised: step | relative | noise | fisher");
+    v("alpha", alpha, "weight of the weight indicators (negative: the criterion's default)");
     v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
   }
 };

@@ -1,8 +1,20 @@
-// Layer sensitivity from second-order information: the Hessian-trace
-// criterion of HAWQ-V3, as an alternative to the learned indicators, written
-// in the indicators format so `limpq search` reads it unchanged
-// (`limpq sensitivity --method hessian`).
+// Layer sensitivity criteria other than the learned indicators, written in
+// the indicators format so `limpq search` and `limpq compare-indicators`
+// read them unchanged. Both are searched with alpha 1 (the file says so).
 //
+// --method drop: the measured single-layer sensitivity, the classic
+// one-at-a-time baseline and the ground truth that criteria are compared
+// with. For each searchable layer l, candidate b and tensor (weights, input
+// activations): that tensor alone quantized at b bits (initial LSQ steps,
+// activations calibrated on one training batch), every other layer at full
+// precision; batch-norm statistics re-estimated over bn_batches training
+// batches; the loss increase (or top-1 drop) on the validation split against
+// the full-precision network treated alike. Post-training by default;
+// qat_steps > 0 trains that many quantization-aware steps first (the
+// short-QAT variant, the full-precision baseline trained alike). Costs
+// 2 * layers * candidates evaluations.
+//
+// --method hessian: the Hessian-trace criterion of HAWQ-V3.
 // For each searchable layer l and candidate bit-width b:
 //   weights:     Tr(H_W) / n_W * ||Q_b(W) - W||^2
 //   activations: Tr(H_A) / n_A * E ||Q_b(A) - A||^2
@@ -45,20 +57,32 @@ std::vector<double> hutchinson_traces(const torch::Tensor& loss, const std::vect
 struct SensitivityOptions {
   TORCH_ARG(std::string, method) = "hessian";
   TORCH_ARG(std::vector<int64_t>, candidates) = std::vector<int64_t>{6, 5, 4, 3, 2};
-  // Calibration batches from the training set (eval transform, shuffled by
-  // the seed) and Hutchinson probes per batch.
+  // hessian: calibration batches from the training set (eval transform,
+  // shuffled by the seed) and Hutchinson probes per batch.
   TORCH_ARG(int64_t, batches) = 4;
   TORCH_ARG(int64_t, probes) = 16;
+  // drop: where and what is measured, batch-norm re-estimation, and the
+  // short-QAT variant's steps and learning rate.
+  TORCH_ARG(std::string, split) = "val";
+  TORCH_ARG(std::string, metric) = "loss";
+  TORCH_ARG(int64_t, bn_batches) = 20;
+  TORCH_ARG(int64_t, qat_steps) = 0;
+  TORCH_ARG(double, qat_lr) = 0.01;
   // Layers kept out of the search; empty: the first conv and the last layer.
   TORCH_ARG(std::vector<std::string>, fixed_layers) = {};
 
  public:
   template <typename V>
   void visit(V&& v) {
-    v("method", method_, "sensitivity criterion: hessian");
+    v("method", method_, "sensitivity criterion: drop (measured, one tensor at a time) | hessian");
     v("candidates", candidates_, "candidate bit-widths, e.g. 6,5,4,3,2");
-    v("batches", batches_, "calibration batches from the training set");
-    v("probes", probes_, "Hutchinson probes per batch");
+    v("batches", batches_, "hessian: calibration batches from the training set");
+    v("probes", probes_, "hessian: Hutchinson probes per batch");
+    v("split", split_, "drop: split the loss is measured on: val (needs --val-size) | test");
+    v("metric", metric_, "drop: loss (increase) | top1 (drop in points)");
+    v("bn_batches", bn_batches_, "drop: training batches to re-estimate batch-norm statistics (0: keep)");
+    v("qat_steps", qat_steps_, "drop: quantization-aware steps before measuring (0: post-training)");
+    v("qat_lr", qat_lr_, "drop: learning rate of those steps");
     v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
   }
 };

@@ -1,0 +1,56 @@
+// What the search minimises: forms of the learned indicators.
+//
+// The paper's criterion (LIMPQ.md section 6) is the learned step itself,
+// I_a(l, b_a) + alpha * I_w(l, b_w). A step is in the units of its tensor:
+// a layer whose weights are small has small steps at every bit-width, so the
+// raw step ranks layers partly by their tensors' scale. The other forms
+// divide that out, using the per-tensor statistics the joint run records
+// (include/limpq/quant/indicators.h, "stats"):
+//
+//   kStep      s                          the paper's indicator (alpha 2)
+//   kRelative  s / rms                    the step in units of its tensor's
+//                                         root mean square (alpha 1)
+//   kNoise     s^2 / (12 rms^2)           the relative power of the uniform
+//                                         rounding noise the step implies
+//                                         (alpha 1)
+//   kFisher    Tr(F) s^2 / 24             that noise weighted by the tensor's
+//                                         empirical Fisher trace: a second-
+//                                         order estimate of the loss increase
+//                                         the step's rounding noise causes
+//                                         (alpha 1: weights and activations in
+//                                         one unit, the loss)
+//
+// Every form is, per tensor, an increasing function of the step, so a
+// non-monotone point of the steps is a non-monotone point of every form.
+//
+//   Indicators values = apply_criterion(read_indicators("ind.json"), Criterion::kFisher);
+//   double alpha = default_alpha(Criterion::kFisher, values);   // 1
+#pragma once
+
+#include <string>
+
+#include "limpq/quant/indicators.h"
+
+namespace limpq::search {
+
+enum class Criterion { kStep, kRelative, kNoise, kFisher };
+
+// "step" | "relative" | "noise" | "fisher"; anything else is an error
+// listing them.
+Criterion parse_criterion(const std::string& name);
+std::string to_string(Criterion criterion);
+
+// The indicators with every searchable layer's weight_steps / act_steps
+// replaced by the criterion's values. kStep returns them unchanged; the
+// others need every searchable layer's "stats" (an error names the file's
+// first layer without them). The provenance records the criterion and keeps
+// the original provenance under "from".
+quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion criterion);
+
+// The alpha a search uses when none is given: the file's provenance
+// "search_alpha" when it has one (criteria written by `limpq sensitivity`),
+// else 2 for kStep (the authors' default) and 1 for the forms whose weights
+// and activations share a unit.
+double default_alpha(Criterion criterion, const quant::Indicators& indicators);
+
+}  // namespace limpq::search

@@ -1,0 +1,35 @@
+// Per-tensor statistics of the searchable layers that the scale-free
+// criteria need besides the learned steps (include/limpq/search/criterion.h):
+// each weight's and input activation's root mean square and the trace of
+// its empirical Fisher information, Tr(F) = sum over the tensor's elements
+// of E_n[(d loss_n / d t)^2], from per-example gradients (batches of one
+// example, batch norm in inference mode, plain cross-entropy). Activation
+// traces are per example: the sum over one example's activation elements.
+//
+// The joint indicator run measures them at its end, with every searchable
+// layer at the highest candidate bit-width (the straight-through gradients
+// of a nearly full-precision network), and writes them into indicators.json.
+//
+//   auto stats = measure_layer_stats(quantized, loader, device, /*samples=*/256);
+//   stats.at("layer1.0.conv1").act_fisher
+#pragma once
+
+#include <torch/types.h>
+
+#include <map>
+#include <string>
+
+#include "limpq/data/loader.h"
+#include "limpq/models/quantized.h"
+#include "limpq/quant/indicators.h"
+
+namespace limpq::train {
+
+// Statistics of every searchable layer of `model` (as currently quantized)
+// over the first `samples` examples `loader` gives this worker; data-parallel
+// workers sum their examples. The model is left in inference mode.
+std::map<std::string, quant::TensorStats> measure_layer_stats(const models::QuantModel& model,
+                                                             data::DataLoader& loader, const torch::Device& device,
+                                                             int64_t samples);
+
+}  // namespace limpq::train

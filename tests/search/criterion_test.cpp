@@ -1,0 +1,122 @@
+#include "limpq/search/criterion.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "limpq/search/search.h"
+#include "support/test_support.h"
+
+namespace limpq::search {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
+
+// Two searchable layers with steps ~ rms / 2^b and given Fisher traces.
+quant::Indicators with_stats(double scale_a = 1.0) {
+  quant::Indicators ind;
+  ind.model = "toy";
+  ind.candidates = {4, 3, 2};
+  ind.layers.push_back({"first", "conv", false, 1000, 10, {}, {}, {}});
+  for (const auto& [name, rms, fisher] : {std::tuple{"a", 0.1 * scale_a, 50.0 / (scale_a * scale_a)},
+                                          std::tuple{"b", 0.02, 4000.0}}) {
+    quant::IndicatorLayer l{name, "conv", true, 100000, 2000, {}, {}, {}};
+    for (int64_t b : ind.candidates) {
+      l.weight_steps[b] = 3 * rms / static_cast<double>(1 << (b - 1));
+      l.act_steps[b] = 4 * rms / static_cast<double>(1 << b);
+    }
+    l.stats = quant::TensorStats{rms, 2 * rms, fisher, fisher / 4, 64};
+    ind.layers.push_back(l);
+  }
+  ind.provenance = {{"epochs", 3}};
+  return ind;
+}
+
+class CriterionTest : public limpq::testing::SeededTest {};
+
+TEST_F(CriterionTest, NamesRoundTripAndUnknownOnesAreRejected) {
+  for (const char* name : {"step", "relative", "noise", "fisher"}) EXPECT_EQ(to_string(parse_criterion(name)), name);
+  EXPECT_THAT([] { parse_criterion("hessian"); },
+              ThrowsMessage<c10::Error>(HasSubstr("criterion must be one of step, relative, noise, fisher, got 'hessian'")));
+}
+
+TEST_F(CriterionTest, FormsByHand) {
+  const quant::Indicators ind = with_stats();
+  const auto& a = ind.layers[1];  // weight rms 0.1, act rms 0.2, Fisher 50 and 12.5
+  const double s = a.weight_steps.at(2), t = a.act_steps.at(2);
+  EXPECT_EQ(apply_criterion(ind, Criterion::kStep).layers[1].weight_steps.at(2), s);
+  EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kRelative).layers[1].weight_steps.at(2), s / 0.1);
+  EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kRelative).layers[1].act_steps.at(2), t / 0.2);
+  EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kNoise).layers[1].weight_steps.at(2), s * s / (12 * 0.01));
+  EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kFisher).layers[1].weight_steps.at(2), 50 * s * s / 24);
+  EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kFisher).layers[1].act_steps.at(2), 12.5 * t * t / 24);
+  const auto fisher = apply_criterion(ind, Criterion::kFisher);
+  EXPECT_EQ(fisher.provenance["criterion"], "fisher");
+  EXPECT_EQ(fisher.provenance["from"]["epochs"], 3);
+  EXPECT_TRUE(fisher.layers[0].weight_steps.empty()) << "fixed layers carry no values";
+}
+
+TEST_F(CriterionTest, ScaleFreeFormsIgnoreATensorsScale) {
+  // Layer a's tensors 100x larger: steps and rms scale with them, the Fisher
+  // trace with the inverse square. Only the paper's raw step sees it.
+  const quant::Indicators base = with_stats(1.0);
+  quant::Indicators scaled = with_stats(100.0);
+  for (Criterion c : {Criterion::kRelative, Criterion::kNoise, Criterion::kFisher}) {
+    const auto x = apply_criterion(base, c), y = apply_criterion(scaled, c);
+    for (int64_t b : base.candidates) {
+      EXPECT_NEAR(y.layers[1].weight_steps.at(b), x.layers[1].weight_steps.at(b), 1e-9 * x.layers[1].weight_steps.at(b))
+          << to_string(c);
+      EXPECT_NEAR(y.layers[1].act_steps.at(b), x.layers[1].act_steps.at(b), 1e-9 * x.layers[1].act_steps.at(b));
+    }
+  }
+  EXPECT_NE(apply_criterion(scaled, Criterion::kStep).layers[1].weight_steps.at(2),
+            apply_criterion(base, Criterion::kStep).layers[1].weight_steps.at(2));
+}
+
+TEST_F(CriterionTest, SearchUsesTheCriterionAndItsDefaultAlpha) {
+  const quant::Indicators ind = with_stats();
+  const SearchResult step = run_search(ind, SearchOptions().bitops("W3A3"));
+  EXPECT_EQ(step.criterion, "step");
+  EXPECT_EQ(step.alpha, 2.0);
+  const SearchResult fisher = run_search(ind, SearchOptions().bitops("W3A3").criterion("fisher"));
+  EXPECT_EQ(fisher.criterion, "fisher");
+  EXPECT_EQ(fisher.alpha, 1.0);
+  EXPECT_EQ(fisher.to_json()["criterion"], "fisher");
+  EXPECT_EQ(run_search(ind, SearchOptions().bitops("W3A3").criterion("fisher").alpha(3)).alpha, 3.0);
+  // Layer b: 80x the Fisher trace at a fifth of the rms; under the Fisher
+  // criterion it keeps more bits than layer a.
+  const auto* a = fisher.policy.find("a");
+  const auto* b = fisher.policy.find("b");
+  EXPECT_GT(b->weight + b->act, a->weight + a->act);
+}
+
+TEST_F(CriterionTest, ScaleFreeFormsNeedTheStatistics) {
+  quant::Indicators ind = with_stats();
+  ind.layers[2].stats.reset();
+  EXPECT_THAT([&] { apply_criterion(ind, Criterion::kNoise); },
+              ThrowsMessage<c10::Error>(HasSubstr("layer 'b' has no 'stats'")));
+  EXPECT_NO_THROW(apply_criterion(ind, Criterion::kStep));
+  ind = with_stats();
+  ind.layers[1].stats->act_rms = 0;
+  EXPECT_THAT([&] { apply_criterion(ind, Criterion::kRelative); },
+              ThrowsMessage<c10::Error>(HasSubstr("layer 'a' has weight_rms 0.1 and act_rms 0")));
+}
+
+TEST_F(CriterionTest, StatsSurviveTheFileAndBadOnesAreNamed) {
+  const quant::Indicators ind = with_stats();
+  const std::string path = temp_path("ind.json");
+  quant::write_indicators(path, ind);
+  const quant::Indicators back = quant::read_indicators(path);
+  ASSERT_TRUE(back.layers[1].stats.has_value());
+  EXPECT_DOUBLE_EQ(back.layers[1].stats->weight_fisher, 50.0);
+  EXPECT_EQ(back.layers[1].stats->samples, 64);
+  EXPECT_FALSE(back.layers[0].stats.has_value());
+
+  auto json = quant::indicators_to_json(ind);
+  json["layers"][1]["stats"]["act_fisher"] = -1.0;
+  EXPECT_THAT([&] { quant::indicators_from_json(json, "x.json"); },
+              ThrowsMessage<c10::Error>(HasSubstr("layer 'a': stats.act_fisher must be finite and >= 0, got -1")));
+}
+
+}  // namespace
+}  // namespace limpq::search
