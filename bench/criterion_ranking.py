@@ -84,13 +84,17 @@ class Study:
                       "--out-dir", str(d), "--resume", "--progress", "false", "--json"], self.out / f"{d.name}.log")
         return path
 
-    def compare(self, a, b, criterion):
+    def compare(self, a, b, criterion, alpha=None):
         key = f"{Path(a).parent.name}_{Path(a).stem}_{criterion}_vs_{Path(b).stem}"
+        if alpha is not None:
+            key += f"_alpha{alpha:g}"
         cache = self.out / "compare" / f"{key}.json"
         if not cache.exists():
             cache.parent.mkdir(parents=True, exist_ok=True)
-            result = self.run(["compare-indicators", str(a), str(b), "--criterion-a", criterion, "--json"],
-                              self.out / "compare.log")
+            argv = ["compare-indicators", str(a), str(b), "--criterion-a", criterion, "--json"]
+            if alpha is not None:
+                argv += ["--alpha-a", f"{alpha:g}"]
+            result = self.run(argv, self.out / "compare.log")
             cache.write_text(json.dumps(result))
         return json.loads(cache.read_text())
 
@@ -127,6 +131,8 @@ def main():
     p.add_argument("--bn-batches", type=int, default=20)
     p.add_argument("--lengths", nargs="+", default=["0.25x1"], help="joint runs as FRACTIONxEPOCHS")
     p.add_argument("--no-hessian", action="store_true")
+    p.add_argument("--alphas", nargs="+", type=float, default=[0.25, 0.5, 1, 2, 4, 8],
+                   help="alphas of the combined score I_a + alpha I_w swept for every criterion (alpha.csv)")
     args = p.parse_args()
 
     study = Study(args)
@@ -146,6 +152,23 @@ def main():
     if not args.no_hessian:
         rows.append(row_of("hessian", "", study.compare(study.hessian(fp), drop, "step")))
 
+    # alpha, measured: the combined score's agreement with the measured drop
+    # (whose weights and activations are both loss increases, alpha 1).
+    alpha_rows = []
+    for length in args.lengths:
+        fraction, epochs = length.split("x")
+        ind = study.indicators(fp, float(fraction), int(epochs))
+        for criterion in CRITERIA:
+            for alpha in args.alphas:
+                c = study.compare(ind, drop, criterion, alpha)
+                alpha_rows.append({"length": length, "criterion": criterion, "alpha": alpha,
+                                   "rho_combined_mean": c["mean"]["combined"]["spearman"],
+                                   "tau_combined_mean": c["mean"]["combined"]["kendall"]})
+    with open(study.out / "alpha.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(alpha_rows[0].keys()))
+        w.writeheader()
+        w.writerows(alpha_rows)
+
     header = list(rows[0].keys())
     out_csv = study.out / "ranking.csv"
     with open(out_csv, "w", newline="") as f:
@@ -158,7 +181,7 @@ def main():
     print("\n".join(md))
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    for name in ["ranking.csv", "ranking.md"]:
+    for name in ["ranking.csv", "ranking.md", "alpha.csv"]:
         shutil.copy(study.out / name, results / name)
     for name in ["drop.json", "hessian.json"]:
         if (study.out / name).exists():

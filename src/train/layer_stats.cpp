@@ -46,10 +46,12 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
 
   model.eval();
   const auto format = models::memory_format_of(model);
-  while (seen.item<double>() < static_cast<double>(samples)) {
+  // Data-parallel workers share the examples (each reads its own shard).
+  const double mine = std::ceil(static_cast<double>(samples) / static_cast<double>(dist::world_size()));
+  while (seen.item<double>() < mine) {
     auto batch = loader.next();
     if (!batch) break;
-    for (int64_t i = 0; i < batch->images.size(0) && seen.item<double>() < static_cast<double>(samples); ++i) {
+    for (int64_t i = 0; i < batch->images.size(0) && seen.item<double>() < mine; ++i) {
       const torch::Tensor image = batch->images.slice(0, i, i + 1).to(device).contiguous(format);
       const torch::Tensor label = batch->labels.slice(0, i, i + 1).to(device);
       nn::LayerTracer tracer(/*keep_inputs=*/true);
@@ -70,7 +72,12 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
       for (size_t k = 0; k < n; ++k) {
         auto row = sums[static_cast<int64_t>(k)];
         if (grads[k].defined()) row[kWeightGrad2] += grads[k].to(torch::kFloat64).pow(2).sum().item<double>();
-        if (grads[n + k].defined()) row[kActGrad2] += grads[n + k].to(torch::kFloat64).pow(2).sum().item<double>();
+        // Rounding noise only where the activation is not 0: a ReLU's zeros
+        // are represented exactly at every bit-width.
+        if (grads[n + k].defined()) {
+          const torch::Tensor g = grads[n + k].to(torch::kFloat64) * acts[k].detach().ne(0);
+          row[kActGrad2] += g.pow(2).sum().item<double>();
+        }
         row[kAct2] += acts[k].detach().to(torch::kFloat64).pow(2).sum().item<double>();
         row[kActCount] += static_cast<double>(acts[k].numel());
       }

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "limpq/quant/indicators.h"
+#include "limpq/train/sensitivity.h"
 #include "limpq/util/atomic_file.h"
 
 namespace limpq::train {
@@ -41,6 +42,42 @@ TrainResult run_stage(const std::string& title, TrainConfig config, const std::s
   return result;
 }
 
+// The criterion of `limpq sensitivity --method <method>` for the pipeline's
+// model, written to out/<method>.json unless a finished one with the same
+// inputs is there (a finished one with other inputs is an error, as for the
+// training stages).
+std::string sensitivity_stage(const PipelineConfig& config, const std::string& fp_checkpoint,
+                              const std::string& method) {
+  SensitivityConfig sc;
+  sc.data = config.data;
+  sc.model = config.model;
+  sc.model.weights(fp_checkpoint);
+  sc.sensitivity.method(method)
+      .candidates(config.indicators.indicators.candidates())
+      .fixed_layers(config.indicators.indicators.fixed_layers());
+  sc.device = config.run.device();
+  sc.threads = config.run.threads();
+  sc.seed = static_cast<uint64_t>(config.run.seed());
+  const std::string out = config.run.out_dir();
+  const std::string path = join(out, method + ".json");
+  const std::string done = join(out, method + ".done");
+  const std::string key = nlohmann::ordered_json{{"data", util::to_json(sc.data)},
+                                                 {"model", util::to_json(sc.model)},
+                                                 {"sensitivity", util::to_json(sc.sensitivity)},
+                                                 {"seed", sc.seed}}
+                              .dump(2) + "\n";
+  fmt::print(stderr, "\n== 2/4 sensitivity criterion ({})\n", method);
+  if (util::file_exists(done) && util::file_exists(path)) {
+    TORCH_CHECK(util::read_file(done) == key, "pipeline: the finished criterion '", path,
+                "' was measured with another configuration or input; delete it to redo it");
+    fmt::print(stderr, "reusing '{}'\n", path);
+    return path;
+  }
+  quant::write_indicators(path, run_sensitivity(sc));
+  util::write_file_atomic(done, key);
+  return path;
+}
+
 EvalResult evaluate_checkpoint(const std::string& path, const PipelineConfig& config) {
   const Checkpoint ckpt = load_checkpoint(path);
   return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
@@ -74,14 +111,23 @@ PipelineResult run_pipeline(PipelineConfig config) {
     fp_checkpoint = run_stage("1/4 full-precision training", fp).checkpoint;
   }
 
-  // 2. Indicators.
-  TrainConfig ind = base;
-  ind.model.weights(fp_checkpoint);
-  ind.optim = config.indicators.optim;
-  ind.indicators = config.indicators.indicators;
-  ind.joint_indicators = true;
-  ind.run.out_dir(join(out, "indicators"));
-  result.indicators = run_stage("2/4 joint indicator training", ind, fp_checkpoint).indicators;
+  // 2. Indicators, or a measured criterion (the baselines).
+  const std::string& criterion = config.search.criterion;
+  const bool measured = criterion == "drop" || criterion == "hessian";
+  if (measured) {
+    result.indicators = sensitivity_stage(config, fp_checkpoint, criterion);
+  } else {
+    TORCH_CHECK(criterion == "step" || criterion == "relative" || criterion == "noise" || criterion == "fisher",
+                "pipeline: search.criterion must be one of step, relative, noise, fisher, drop, hessian, got '",
+                criterion, "'");
+    TrainConfig ind = base;
+    ind.model.weights(fp_checkpoint);
+    ind.optim = config.indicators.optim;
+    ind.indicators = config.indicators.indicators;
+    ind.joint_indicators = true;
+    ind.run.out_dir(join(out, "indicators"));
+    result.indicators = run_stage("2/4 joint indicator training", ind, fp_checkpoint).indicators;
+  }
 
   // 3. Search.
   fmt::print(stderr, "\n== 3/4 policy search\n");
@@ -90,14 +136,14 @@ PipelineResult run_pipeline(PipelineConfig config) {
   so.bitops(config.search.bitops)
       .size_mb(config.search.size_mb)
       .cr(config.search.cr)
-      .criterion(config.search.criterion)
+      .criterion(measured ? "step" : criterion)
       .alpha(config.search.alpha >= 0 ? std::optional<double>(config.search.alpha) : std::nullopt)
       .keep_nonmonotone(config.search.keep_nonmonotone)
       .fixed_bits(config.finetune.quantize.fixed_bits());
   result.search = search::run_search(indicators, so);
   result.policy = join(out, "policy.json");
   quant::write_policy(result.policy, result.search.policy);
-  fmt::print(stderr, "criterion {}, alpha {:g}: ", result.search.criterion, result.search.alpha);
+  fmt::print(stderr, "criterion {}, alpha {:g}: ", criterion, result.search.alpha);
   fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
              search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
              result.search.achieved_size_bits / 8e3, result.search.solve.objective, result.search.solve.seconds * 1e3,
@@ -130,7 +176,8 @@ PipelineResult run_pipeline(PipelineConfig config) {
   if (!uniform_ckpt.empty()) {
     result.rows.push_back({"uniform " + config.search.bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config)});
   }
-  result.rows.push_back({"limpq policy", policy_ckpt, evaluate_checkpoint(policy_ckpt, config)});
+  result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_ckpt,
+                         evaluate_checkpoint(policy_ckpt, config)});
 
   nlohmann::ordered_json summary = nlohmann::ordered_json::array();
   for (const auto& row : result.rows) {

@@ -118,5 +118,23 @@ TEST_F(CriterionTest, StatsSurviveTheFileAndBadOnesAreNamed) {
               ThrowsMessage<c10::Error>(HasSubstr("layer 'a': stats.act_fisher must be finite and >= 0, got -1")));
 }
 
+TEST_F(CriterionTest, EveryCriterionSearchesALearnedFile) {
+  // resnet20 on Fashion-MNIST: 3 epochs of joint training on half the
+  // training set (bench/criterion_ranking.py), with its tensors' statistics.
+  const auto ind = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/resnet20_fashion_mnist_indicators.json");
+  int with_stats = 0;
+  for (const auto& l : ind.layers) with_stats += l.stats.has_value();
+  EXPECT_EQ(with_stats, 20);
+  for (const char* criterion : {"step", "relative", "noise", "fisher"}) {
+    const SearchResult r = run_search(ind, SearchOptions().bitops("W3A3").criterion(criterion));
+    EXPECT_EQ(r.solve.status, MckpStatus::kOptimal) << criterion;
+    EXPECT_LE(r.achieved_bitops, r.target_bitops) << criterion;
+    EXPECT_GT(r.achieved_bitops, 0.95 * r.target_bitops) << criterion << ": the budget is spent";
+  }
+  // The measured drop of the same network is searchable as it is, alpha 1.
+  const auto drop = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/resnet20_fashion_mnist_drop.json");
+  EXPECT_EQ(run_search(drop, SearchOptions().bitops("W3A3")).alpha, 1.0);
+}
+
 }  // namespace
 }  // namespace limpq::search

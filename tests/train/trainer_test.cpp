@@ -323,6 +323,21 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   // Another budget gives another policy: the finished fine-tuning stage is not reused silently.
   p.search.bitops = "W2A2";
   EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("finetune_policy' was run with another")));
+
+  // A measured criterion replaces the joint run (searched with its own alpha).
+  PipelineConfig h = p;
+  h.search.bitops = "W3A3";
+  h.search.criterion = "hessian";
+  h.model.weights(r.rows[0].checkpoint);
+  h.run.out_dir(temp_path("pipe_hessian"));
+  const PipelineResult rh = run_pipeline(h);
+  EXPECT_EQ(rh.rows.back().name, "hessian policy");
+  EXPECT_EQ(rh.search.alpha, 1.0);
+  EXPECT_TRUE(util::file_exists(temp_path("pipe_hessian/hessian.json")));
+  h.search.criterion = "curvature";
+  h.run.out_dir(temp_path("pipe_bad"));
+  EXPECT_THAT([&] { run_pipeline(h); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("criterion must be one of step, relative, noise, fisher")));
 }
 
 TEST_F(TrainerTest, ExistingCheckpointIsNeverOverwrittenWithoutResume) {

@@ -21,7 +21,8 @@
 // besides the steps, measured on the jointly trained network at the end of
 // the run: each tensor's root mean square and the trace of its empirical
 // Fisher information (the sum over its elements of the mean squared
-// per-example loss gradient; for activations per example).
+// per-example loss gradient; for activations per example, over the nonzero
+// elements; include/limpq/train/layer_stats.h).
 #pragma once
 
 #include <cstdint>

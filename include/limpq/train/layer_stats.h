@@ -4,7 +4,9 @@
 // its empirical Fisher information, Tr(F) = sum over the tensor's elements
 // of E_n[(d loss_n / d t)^2], from per-example gradients (batches of one
 // example, batch norm in inference mode, plain cross-entropy). Activation
-// traces are per example: the sum over one example's activation elements.
+// traces are per example (the sum over one example's activation elements)
+// and count only nonzero elements: zeros, such as a ReLU's, are represented
+// exactly at every bit-width and carry no rounding noise.
 //
 // The joint indicator run measures them at its end, with every searchable
 // layer at the highest candidate bit-width (the straight-through gradients
@@ -26,8 +28,9 @@
 namespace limpq::train {
 
 // Statistics of every searchable layer of `model` (as currently quantized)
-// over the first `samples` examples `loader` gives this worker; data-parallel
-// workers sum their examples. The model is left in inference mode.
+// over `samples` examples from `loader` (data-parallel workers each take
+// their share from their own shard and sum). The model is left in inference
+// mode.
 std::map<std::string, quant::TensorStats> measure_layer_stats(const models::QuantModel& model,
                                                              data::DataLoader& loader, const torch::Device& device,
                                                              int64_t samples);

@@ -1,5 +1,6 @@
 // The whole LIMPQ pipeline in one call (`limpq run CONFIG.yaml`):
-// full-precision training (or given weights) -> joint indicator training ->
+// full-precision training (or given weights) -> joint indicator training (or
+// a measured criterion, search.criterion drop | hessian) ->
 // policy search -> fine-tuning under the policy (and under uniform precision
 // at the same budget, for comparison) -> evaluation. Every stage writes into
 // its own folder under run.out_dir and is reused when it has finished, or
@@ -33,7 +34,9 @@ struct IndicatorStageOptions {
 struct SearchStageOptions {
   std::string bitops = "W3A3";
   double size_mb = 0, cr = 0;
-  // The form of the indicators minimised (limpq search --criterion).
+  // The form of the indicators minimised (limpq search --criterion), or a
+  // measured criterion that replaces the joint run: drop | hessian
+  // (limpq sensitivity --method; drop needs data.val_size > 0).
   std::string criterion = "step";
   // Negative: the criterion's default (2 for step, 1 for the others).
   double alpha = -1;
@@ -43,7 +46,9 @@ struct SearchStageOptions {
     v("bitops", bitops, "BitOps budget: W3A3 (uniform-equivalent) or GBitOps; empty: none");
     v("size_mb", size_mb, "weight-size budget in MB (0: none)");
     v("cr", cr, "compression-ratio budget (0: none)");
-    v("criterion", criterion, "form of the indicators minimised: step | relative | noise | fisher");
+    v("criterion", criterion,
+      "form of the indicators minimised: step | relative | noise | fisher; or drop | hessian (measured "
+      "criteria replacing the joint run)");
     v("alpha", alpha, "weight of the weight indicators (negative: the criterion's default)");
     v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
   }
