@@ -34,10 +34,10 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from limpq_cli import log, run_limpq
 
 CANDIDATES = [6, 5, 4, 3, 2]
 # Budgets: (name, search flags, uniform precision at that budget or None).
@@ -57,9 +57,6 @@ RANDOM_SEEDS = [1, 2, 3]
 ONE_AT_A_TIME_LAYERS = ["layer1.0.conv1", "layer2.0.conv2", "layer3.0.conv1", "layer3.2.conv2"]
 
 
-def log(msg):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
-
 
 class Study:
     def __init__(self, args):
@@ -76,16 +73,7 @@ class Study:
 
     def run(self, argv, log_path):
         """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
-        log("limpq " + " ".join(argv))
-        start = time.time()
-        with open(log_path, "w") as err:
-            proc = subprocess.run([self.limpq] + argv, stdout=subprocess.PIPE, stderr=err, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"accuracy_study: limpq {argv[0]} failed ({proc.returncode}); see {log_path}")
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-        result = json.loads(lines[-1]) if lines else {}
-        result["wall_seconds"] = time.time() - start
-        return result
+        return run_limpq(self.limpq, argv, log_path, "accuracy_study")
 
     def cached(self, path, make):
         """The JSON at path, or make() written there atomically."""

@@ -24,18 +24,13 @@ Only the Python standard library is needed; the work is done by build/limpq.
 import argparse
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from limpq_cli import log, run_limpq
 
 CRITERIA = ["step", "relative", "noise", "fisher"]
 
-
-def log(msg):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
 class Study:
@@ -47,13 +42,8 @@ class Study:
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
 
     def run(self, argv, log_path):
-        log("limpq " + " ".join(argv))
-        with open(log_path, "w") as err:
-            proc = subprocess.run([self.limpq] + argv, stdout=subprocess.PIPE, stderr=err, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"criterion_ranking: limpq {argv[0]} failed ({proc.returncode}); see {log_path}")
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
+        return run_limpq(self.limpq, argv, log_path, "criterion_ranking")
 
     def full_precision(self):
         fp = Path(self.args.fp) if self.args.fp else self.out / "fp" / "checkpoint.pt"

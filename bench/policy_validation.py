@@ -22,16 +22,12 @@ import hashlib
 import json
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from limpq_cli import log, run_limpq
 
 CRITERIA = ["step", "relative", "noise", "fisher"]
 
-
-def log(msg):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
 class Study:
@@ -43,13 +39,8 @@ class Study:
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
 
     def run(self, argv, log_path):
-        log("limpq " + " ".join(argv))
-        with open(log_path, "w") as err:
-            proc = subprocess.run([self.limpq] + argv, stdout=subprocess.PIPE, stderr=err, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"policy_validation: limpq {argv[0]} failed ({proc.returncode}); see {log_path}")
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
+        return run_limpq(self.limpq, argv, log_path, "policy_validation")
 
     def search(self, indicators, budget, name, extra):
         path = self.out / "policies" / budget / f"{name}.json"

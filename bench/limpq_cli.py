@@ -1,0 +1,29 @@
+"""Running build/limpq from the study scripts (bench/*.py): one logged call,
+its stderr kept in a file, its last JSON line of stdout returned."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def run_limpq(limpq, argv, log_path, caller):
+    """Runs `limpq argv`, stderr to log_path; the last JSON line of stdout (with
+    its wall time) or {} when there is none. A failure ends the study with the
+    command and the log to read."""
+    log("limpq " + " ".join(argv))
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log_path, "w") as err:
+        proc = subprocess.run([str(limpq)] + list(argv), stdout=subprocess.PIPE, stderr=err, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{caller}: limpq {argv[0]} failed ({proc.returncode}); see {log_path}")
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {}
+    result["wall_seconds"] = time.time() - start
+    return result
