@@ -64,7 +64,7 @@ quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion
   for (auto& l : out.layers) {
     if (!l.searchable) continue;
     TORCH_CHECK(l.stats.has_value(), "search: criterion '", to_string(criterion), "' needs the per-tensor statistics "
-                "that `limpq indicators` records, but layer '", l.name, "' has no 'stats' (use --criterion step, "
+                "that limpq indicators records, but layer '", l.name, "' has no 'stats' (use --criterion step, "
                 "or retrain the indicators)");
     const quant::TensorStats& s = *l.stats;
     TORCH_CHECK(criterion == Criterion::kFisher || (s.weight_rms > 0 && s.act_rms > 0), "search: criterion '",

@@ -152,6 +152,18 @@ del bad["checksum"]
 next(l for l in bad["layers"] if l["searchable"])["weight_steps"]["4"] = -1
 case("indicators with a negative step", ["search", "--indicators", write("neg.json", json.dumps(bad)),
      "--bitops", "W3A3"], "SearchTest.IndicatorsFileErrorsNameTheLayer")
+case("search criterion that does not exist", ["search", "--indicators", path("ind", "indicators.json"),
+     "--bitops", "W3A3", "--criterion", "curvature"], "CriterionTest.NamesRoundTripAndUnknownOnesAreRejected")
+no_stats = json.loads(ind_text)
+del no_stats["checksum"]
+for l in no_stats["layers"]:
+    l.pop("stats", None)
+case("scale-free criterion on indicators without statistics", ["search", "--indicators",
+     write("no_stats.json", json.dumps(no_stats)), "--bitops", "W3A3", "--criterion", "fisher"],
+     "CriterionTest.ScaleFreeFormsNeedTheStatistics")
+case("measured drop without a validation split", ["sensitivity", "--method", "drop", "--dataset", "mnist", "--root",
+     good, "--threads", "1", "--out", path("drop.json")],
+     "StudyToolsTest.MeasuredDropQuantizesOneTensorAtATimeOnTheValidationSplit")
 case("budget below what the candidates can reach", ["search", "--indicators", path("ind", "indicators.json"),
      "--bitops", "0.00001"], "SearchTest.InfeasibleBudgetStatesWhatIsReachable")
 case("budget spec that is not a number or WxAy", ["search", "--indicators", path("ind", "indicators.json"),
