@@ -37,7 +37,7 @@ import statistics
 import time
 from pathlib import Path
 
-from limpq_cli import log, run_limpq
+from limpq_cli import Study as StudyBase, log
 
 CANDIDATES = [6, 5, 4, 3, 2]
 # Budgets: (name, search flags, uniform precision at that budget or None).
@@ -57,23 +57,17 @@ RANDOM_SEEDS = [1, 2, 3]
 ONE_AT_A_TIME_LAYERS = ["layer1.0.conv1", "layer2.0.conv2", "layer3.0.conv1", "layer3.2.conv2"]
 
 
+class Study(StudyBase):
+    caller = "accuracy_study"
 
-class Study:
     def __init__(self, args):
-        self.args = args
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.limpq = str(Path(args.limpq).resolve())
+        super().__init__(args)
         self.fp = args.fp
         self.data = ["--dataset", "fashion-mnist"]
         if args.test_limit:
             self.data += ["--test-limit", str(args.test_limit)]
 
     # --- helpers ----------------------------------------------------------
-
-    def run(self, argv, log_path):
-        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
-        return run_limpq(self.limpq, argv, log_path, "accuracy_study")
 
     def cached(self, path, make):
         """The JSON at path, or make() written there atomically."""

@@ -27,23 +27,17 @@ import json
 import shutil
 from pathlib import Path
 
-from limpq_cli import log, run_limpq
+from limpq_cli import Study as StudyBase, log
 
 CRITERIA = ["step", "relative", "noise", "fisher"]
 
 
+class Study(StudyBase):
+    caller = "criterion_ranking"
 
-class Study:
     def __init__(self, args):
-        self.args = args
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.limpq = str(Path(args.limpq).resolve())
+        super().__init__(args)
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
-
-    def run(self, argv, log_path):
-        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
-        return run_limpq(self.limpq, argv, log_path, "criterion_ranking")
 
     def full_precision(self):
         fp = Path(self.args.fp) if self.args.fp else self.out / "fp" / "checkpoint.pt"

@@ -27,3 +27,20 @@ def run_limpq(limpq, argv, log_path, caller):
     result = json.loads(lines[-1]) if lines else {}
     result["wall_seconds"] = time.time() - start
     return result
+
+
+class Study:
+    """What every study script shares: its arguments, its output folder and
+    the limpq binary it drives. Subclasses add their stages."""
+
+    caller = "study"
+
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.limpq = str(Path(args.limpq).resolve())
+
+    def run(self, argv, log_path):
+        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
+        return run_limpq(self.limpq, argv, log_path, self.caller)

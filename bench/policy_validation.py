@@ -24,23 +24,17 @@ import shutil
 import statistics
 from pathlib import Path
 
-from limpq_cli import log, run_limpq
+from limpq_cli import Study as StudyBase, log
 
 CRITERIA = ["step", "relative", "noise", "fisher"]
 
 
+class Study(StudyBase):
+    caller = "policy_validation"
 
-class Study:
     def __init__(self, args):
-        self.args = args
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.limpq = str(Path(args.limpq).resolve())
+        super().__init__(args)
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
-
-    def run(self, argv, log_path):
-        """Runs limpq, logging to log_path; returns the last JSON line of stdout."""
-        return run_limpq(self.limpq, argv, log_path, "policy_validation")
 
     def search(self, indicators, budget, name, extra):
         path = self.out / "policies" / budget / f"{name}.json"
