@@ -10,14 +10,15 @@
 #include "limpq/nn/trace.h"
 
 namespace limpq::train {
-namespace {
 
-const torch::Tensor& weight_of(torch::nn::Module& m, const std::string& name) {
-  if (auto* conv = m.as<nn::QuantConv2dImpl>()) return conv->weight;
-  auto* linear = m.as<nn::QuantLinearImpl>();
-  TORCH_CHECK(linear != nullptr, "layer stats: '", name, "' is neither a QuantConv2d nor a QuantLinear");
+const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name) {
+  if (auto* conv = layer.as<nn::QuantConv2dImpl>()) return conv->weight;
+  auto* linear = layer.as<nn::QuantLinearImpl>();
+  TORCH_CHECK(linear != nullptr, "layer '", name, "' is neither a QuantConv2d nor a QuantLinear");
   return linear->weight;
 }
+
+namespace {
 
 // Sums over examples, per searchable layer (rows): squared weight gradients,
 // squared activation gradients, squared activations, activation elements.
@@ -37,21 +38,21 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
     if (!l.searchable) continue;
     index_of[modules[l.name].get()] = names.size();
     names.push_back(l.name);
-    weights.push_back(weight_of(*modules[l.name], l.name));
+    weights.push_back(quantizable_weight(*modules[l.name], l.name));
   }
   const size_t n = names.size();
   TORCH_CHECK(n > 0, "layer stats: the model has no searchable layer");
   torch::Tensor sums = torch::zeros({static_cast<int64_t>(n), kColumns}, torch::kFloat64);
-  torch::Tensor seen = torch::zeros({1}, torch::kFloat64);
+  int64_t seen = 0;
 
   model.eval();
   const auto format = models::memory_format_of(model);
   // Data-parallel workers share the examples (each reads its own shard).
-  const double mine = std::ceil(static_cast<double>(samples) / static_cast<double>(dist::world_size()));
-  while (seen.item<double>() < mine) {
+  const int64_t mine = (samples + dist::world_size() - 1) / dist::world_size();
+  while (seen < mine) {
     auto batch = loader.next();
     if (!batch) break;
-    for (int64_t i = 0; i < batch->images.size(0) && seen.item<double>() < mine; ++i) {
+    for (int64_t i = 0; i < batch->images.size(0) && seen < mine; ++i) {
       const torch::Tensor image = batch->images.slice(0, i, i + 1).to(device).contiguous(format);
       const torch::Tensor label = batch->labels.slice(0, i, i + 1).to(device);
       nn::LayerTracer tracer(/*keep_inputs=*/true);
@@ -81,10 +82,10 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
         row[kAct2] += acts[k].detach().to(torch::kFloat64).pow(2).sum().item<double>();
         row[kActCount] += static_cast<double>(acts[k].numel());
       }
-      seen[0] += 1;
+      ++seen;
     }
   }
-  std::vector<torch::Tensor> reduced = {sums, seen};
+  std::vector<torch::Tensor> reduced = {sums, torch::full({1}, static_cast<double>(seen), torch::kFloat64)};
   dist::allreduce_sum(reduced);
   const double count = reduced[1].item<double>();
   TORCH_CHECK(count > 0, "layer stats: the loader gave no example");

@@ -17,6 +17,7 @@
 #include "limpq/nn/trace.h"
 #include "limpq/quant/lsq.h"
 #include "limpq/quant/lsq_quantizer.h"
+#include "limpq/train/layer_stats.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/progress.h"
 #include "limpq/util/runtime.h"
@@ -35,13 +36,6 @@ double squared_error(const torch::Tensor& x, const torch::Tensor& step, const qu
   const torch::Tensor xf = x.detach().to(torch::kFloat32).contiguous();
   const torch::Tensor s = step.clamp_min(1e-12).to(xf.device());
   return (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).pow(2).sum().item<double>();
-}
-
-const torch::Tensor& layer_weight(torch::nn::Module& m) {
-  if (auto* conv = m.as<nn::QuantConv2dImpl>()) return conv->weight;
-  auto* linear = m.as<nn::QuantLinearImpl>();
-  TORCH_CHECK(linear != nullptr, "sensitivity: layer is neither a QuantConv2d nor a QuantLinear");
-  return linear->weight;
 }
 
 }  // namespace
@@ -152,7 +146,7 @@ quant::Indicators hessian_sensitivity(const SensitivityConfig& config, const Set
     const auto& module = modules[l.name];
     index_of[module.get()] = layers.size();
     layers.push_back(&l);
-    weights.push_back(layer_weight(*module));
+    weights.push_back(quantizable_weight(*module, l.name));
   }
   const size_t n = layers.size();
   const auto& candidates = options.candidates();

@@ -16,6 +16,7 @@
 //   stats.at("layer1.0.conv1").act_fisher
 #pragma once
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <map>
@@ -26,6 +27,10 @@
 #include "limpq/quant/indicators.h"
 
 namespace limpq::train {
+
+// The weight of a quantizable layer (QuantConv2d or QuantLinear); `name`
+// names it in the error for any other module.
+const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name);
 
 // Statistics of every searchable layer of `model` (as currently quantized)
 // over `samples` examples from `loader` (data-parallel workers each take
