@@ -1,86 +1,117 @@
-// Policy-search speed on ResNet-sized problems (LIMPQ.md section 6).
+// Policy-search speed and exactness on instances shaped like trained
+// indicators files (LIMPQ.md section 6).
 //
-//   build/bench/limpq_search_bench OUT_DIR [REPEATS]
+//   build/bench/limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [INDICATORS.json ...]
 //
-// For resnet18 and resnet50 at 224x224 (real per-layer MACs and parameters
-// from a traced forward pass, 25 (w, a) pairs per searchable layer) it writes
-// an indicators file with synthetic learned steps to OUT_DIR, solves the
-// W3A4-BitOps + CR-12.2 program REPEATS times with the exact branch and bound
-// and once with CBC, and prints one JSON line per model: the median solve time
-// and the objectives. bench/search_speed.sh runs the PuLP formulation on the
-// same files for comparison.
+// For resnet18, resnet50 and mobilenet_v2 at 224x224 (real per-layer MACs and
+// parameters, 25 (w, a) pairs per searchable layer) and SEEDS seeds it writes
+// a synthetic indicators file (include/limpq/search/synthetic.h) to OUT_DIR;
+// the files given after SEEDS are searched too. Each file is solved under
+// three budgets: W3A4 BitOps alone, CR 12.2 alone (7 for mobilenet_v2),
+// and both together; with limpq's exact solver (median of REPEATS solves)
+// and with CBC (once; its time includes limpq's certification of the
+// answer). One JSON line per (file, budget): times, states, status,
+// objectives, gaps, and the difference of the two answers. Then, per file, a
+// 25-budget Pareto sweep (W2A2 to W6A6 with CR as above) in one run_sweep
+// call. bench/search_speed.sh adds the authors' PuLP formulation on the
+// same files.
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <chrono>
 #include <iostream>
-#include <random>
+#include <vector>
 
-#include "limpq/models/quantized.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/search/search.h"
+#include "limpq/search/synthetic.h"
 
 namespace {
 
-limpq::quant::Indicators synthetic_indicators(const std::string& arch, uint64_t seed) {
-  auto model = limpq::models::make_model(arch, 3, 1000);
-  limpq::models::QuantModel qm(model, {3, 224, 224});
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> importance(0.3, 3.0), noise(0.97, 1.03);
-  limpq::quant::Indicators ind;
-  ind.model = arch;
-  ind.input_shape = {3, 224, 224};
-  ind.candidates = {6, 5, 4, 3, 2};
-  ind.provenance = {{"synthetic", true}, {"seed", seed}};
-  for (const auto& l : qm.layers()) {
-    limpq::quant::IndicatorLayer e{l.name, l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear",
-                                   l.searchable, l.macs, l.params, {}, {}};
-    if (l.searchable) {
-      const double wi = importance(rng), ai = importance(rng);
-      for (int64_t b : ind.candidates) {
-        e.weight_steps[b] = 0.05 * wi * std::pow(2.0, 2 - b) * noise(rng);
-        e.act_steps[b] = 0.2 * ai * std::pow(2.0, 2 - b) * noise(rng);
-      }
+using limpq::search::SearchOptions;
+using limpq::search::SearchResult;
+
+struct Budget {
+  std::string name;
+  SearchOptions options;
+};
+
+// The paper's ResNet-50 pair (W3A4-level BitOps, compression 12.2); 12.2 is
+// out of mobilenet_v2's reach with its first and last layers at 8 bits (7.66
+// at most), so it gets 7.
+std::vector<Budget> budgets(const std::string& model) {
+  const double cr = model == "mobilenet_v2" ? 7.0 : 12.2;
+  const std::string crs = fmt::format("CR{:g}", cr);
+  return {{"W3A4", SearchOptions().bitops("W3A4")},
+          {crs, SearchOptions().cr(cr)},
+          {"W3A4+" + crs, SearchOptions().bitops("W3A4").cr(cr)}};
+}
+
+void bench_file(const std::string& path, const limpq::quant::Indicators& ind, int repeats) {
+  for (const auto& budget : budgets(ind.model)) {
+    std::vector<double> ms;
+    SearchResult dp;
+    for (int i = 0; i < repeats; ++i) {
+      dp = limpq::search::run_search(ind, SearchOptions(budget.options).solver("dp"));
+      ms.push_back(dp.solve.seconds * 1e3);
     }
-    ind.layers.push_back(std::move(e));
+    std::sort(ms.begin(), ms.end());
+    const auto cbc = limpq::search::run_search(ind, SearchOptions(budget.options).solver("cbc"));
+    const double diff = cbc.solve.objective - dp.solve.objective;
+    std::cout << fmt::format(
+                     R"({{"indicators": "{}", "model": "{}", "budget": "{}", "dp_status": "{}", )"
+                     R"("dp_median_ms": {:.4f}, "dp_min_ms": {:.4f}, "dp_nodes": {}, "dp_objective": {:.15g}, )"
+                     R"("dp_gap": {:.3g}, "cbc_status": "{}", "cbc_ms": {:.3f}, "cbc_objective": {:.15g}, )"
+                     R"("cbc_gap": {:.3g}, "cbc_minus_dp": {:.3g}}})",
+                     path, ind.model, budget.name, to_string(dp.solve.status), ms[ms.size() / 2], ms.front(),
+                     dp.solve.nodes, dp.solve.objective, dp.solve.gap(), to_string(cbc.solve.status),
+                     cbc.solve.seconds * 1e3, cbc.solve.objective, cbc.solve.gap(), diff)
+              << std::endl;
   }
-  return ind;
+}
+
+// A 25-budget Pareto sweep (W2A2 to W6A6 BitOps, with the CR of the last
+// budget pair) in one run_sweep call.
+void bench_sweep(const std::string& path, const limpq::quant::Indicators& ind) {
+  const auto options = budgets(ind.model).back().options;
+  const auto start = std::chrono::steady_clock::now();
+  const auto sweep = limpq::search::run_sweep(ind, options, "W2A2", "W6A6", 25);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  int feasible = 0, optimal = 0;
+  for (const auto& point : sweep) {
+    feasible += point.feasible;
+    optimal += point.feasible && point.result.solve.status == limpq::search::MckpStatus::kOptimal;
+  }
+  std::cout << fmt::format(R"({{"indicators": "{}", "model": "{}", "sweep_points": {}, "feasible_points": {}, )"
+                           R"("optimal_points": {}, "sweep_ms": {:.3f}}})",
+                           path, ind.model, sweep.size(), feasible, optimal, ms)
+            << std::endl;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: limpq_search_bench OUT_DIR [REPEATS]\n";
+    std::cerr << "usage: limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [INDICATORS.json ...]\n";
     return 2;
   }
   const std::string out_dir = argv[1];
-  const int repeats = argc > 2 ? std::atoi(argv[2]) : 51;
+  const int repeats = argc > 2 ? std::max(1, std::atoi(argv[2])) : 11;
+  const int seeds = argc > 3 ? std::max(0, std::atoi(argv[3])) : 3;
   try {
-    for (const std::string arch : {"resnet18", "resnet50"}) {
-      const auto ind = synthetic_indicators(arch, 0);
-      const std::string path = out_dir + "/" + arch + "_indicators.json";
-      limpq::quant::write_indicators(path, ind);
-      auto options = limpq::search::SearchOptions().bitops("W3A4").cr(12.2);
-      std::vector<double> ms;
-      limpq::search::SearchResult r;
-      for (int i = 0; i < repeats; ++i) {
-        r = limpq::search::run_search(ind, options);
-        ms.push_back(r.solve.seconds * 1e3);
+    for (const std::string arch : {"resnet18", "resnet50", "mobilenet_v2"}) {
+      for (int seed = 0; seed < seeds; ++seed) {
+        const auto ind = limpq::search::synthetic_indicators(arch, static_cast<uint64_t>(seed));
+        const std::string path = fmt::format("{}/{}_seed{}_indicators.json", out_dir, arch, seed);
+        limpq::quant::write_indicators(path, ind);
+        bench_file(path, ind, repeats);
+        bench_sweep(path, ind);
       }
-      std::sort(ms.begin(), ms.end());
-      const std::string solver = r.solve.solver;
-      auto cbc_options = options;
-      cbc_options.solver("cbc");
-      const auto cbc = limpq::search::run_search(ind, cbc_options);
-      int64_t searchable = 0;
-      for (const auto& l : ind.layers) searchable += l.searchable;
-      std::cout << fmt::format(
-                       R"({{"model": "{}", "indicators": "{}", "searchable_layers": {}, "pairs": 25, )"
-                       R"("solver": "{}", "median_ms": {:.4f}, "min_ms": {:.4f}, "objective": {:.12g}, "nodes": {}, )"
-                       R"("cbc_ms": {:.3f}, "cbc_objective": {:.12g}}})",
-                       arch, path, searchable, solver, ms[ms.size() / 2], ms.front(), r.solve.objective, r.solve.nodes,
-                       cbc.solve.seconds * 1e3, cbc.solve.objective)
-                << std::endl;
+    }
+    for (int i = 4; i < argc; ++i) {
+      const auto ind = limpq::quant::read_indicators(argv[i]);
+      bench_file(argv[i], ind, repeats);
+      bench_sweep(argv[i], ind);
     }
   } catch (const std::exception& e) {
     std::cerr << "limpq_search_bench: " << e.what() << std::endl;

@@ -10,7 +10,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const limpq::quant::Indicators indicators = limpq::quant::read_indicators(path);
     if (indicators.layers.size() > 64) return;  // bound the work per input
     limpq::search::SearchOptions options;
-    options.bitops("W4A4").cr(8).solver("bnb").time_limit(1.0);
+    options.bitops("W4A4").cr(8).solver("dp").time_limit(1.0);
     limpq::search::run_search(indicators, options);
   });
   return 0;

@@ -46,15 +46,15 @@ torch::Tensor InvertedResidualImpl::forward(torch::Tensor x) {
   return use_residual ? x + conv->forward(x) : conv->forward(x);
 }
 
-MobileNetV2Impl::MobileNetV2Impl(int64_t in_channels, int64_t num_classes, double dropout)
-    : ModelImpl("mobilenet_v2") {
+MobileNetV2Impl::MobileNetV2Impl(int64_t in_channels, int64_t num_classes, bool stem_stride_1, double dropout)
+    : ModelImpl(stem_stride_1 ? "mobilenet_v2_stem1" : "mobilenet_v2") {
   struct Stage {
     int64_t t, c, n, s;
   };
   const Stage stages[] = {{1, 16, 1, 1},  {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
                           {6, 96, 3, 1},  {6, 160, 3, 2}, {6, 320, 1, 1}};
   features = torch::nn::Sequential();
-  features->push_back(conv_bn_act(in_channels, 32, 3, 2, 1, true));
+  features->push_back(conv_bn_act(in_channels, 32, 3, stem_stride_1 ? 1 : 2, 1, true));
   int64_t in = 32;
   for (const auto& st : stages) {
     for (int64_t i = 0; i < st.n; ++i) {

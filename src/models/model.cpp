@@ -45,7 +45,8 @@ std::string write_sequential_graph(nn::GraphWriter& writer, const torch::nn::Seq
 
 const std::vector<std::string>& model_names() {
   static const std::vector<std::string> kNames = {"resnet20", "resnet32",     "resnet56",    "resnet18",
-                                                  "resnet50", "mobilenet_v1", "mobilenet_v2"};
+                                                  "resnet50", "mobilenet_v1", "mobilenet_v2",
+                                                  "mobilenet_v2_stem1"};
   return kNames;
 }
 
@@ -83,6 +84,9 @@ Model make_model(const std::string& arch, int64_t in_channels, int64_t num_class
   if (arch == "resnet50") return std::make_shared<ResNetImpl>(50, in_channels, num_classes);
   if (arch == "mobilenet_v1") return std::make_shared<MobileNetV1Impl>(in_channels, num_classes);
   if (arch == "mobilenet_v2") return std::make_shared<MobileNetV2Impl>(in_channels, num_classes);
+  if (arch == "mobilenet_v2_stem1") {
+    return std::make_shared<MobileNetV2Impl>(in_channels, num_classes, /*stem_stride_1=*/true);
+  }
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   TORCH_CHECK(false, "model: unknown architecture '", arch, "' (known: ", known, ")");

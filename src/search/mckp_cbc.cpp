@@ -1,14 +1,20 @@
 // The multiple-choice knapsack as a general MILP for COIN-OR CBC: binary
 // x[g][j], one choice per group, one row per resource. CBC works in floating
-// point with absolute tolerances, so rows are scaled by their capacity and
-// every answer is re-checked in integers; a solution that only fits within
-// CBC's tolerance is cut off by tightening that row and solving again.
+// point with absolute tolerances, so the rows are scaled by their capacity
+// and the objective to unit magnitude, the cutoff increment (by default CBC
+// drops nodes that cannot improve the incumbent by 1e-5) is set to zero, and
+// every answer's resources are re-checked in integers (a solution that only
+// fits within CBC's tolerance is cut off by tightening that row and solving
+// again). CBC's own claim of optimality is not taken (its bound is computed
+// in floating point with tolerances): the answer comes back as feasible, for
+// certify() to prove.
 #include <CbcModel.hpp>
 #include <CoinPackedMatrix.hpp>
 #include <CoinPackedVector.hpp>
 #include <OsiClpSolverInterface.hpp>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -30,6 +36,12 @@ MckpResult solve_mckp_cbc(const MckpProblem& problem, const MckpOptions& options
   for (int64_t k = 0; k < K; ++k) scale[k] = problem.capacity[k] > 0 ? 1.0 / problem.capacity[k] : 1.0;
   std::vector<double> row_upper(K);
   for (int64_t k = 0; k < K; ++k) row_upper[k] = problem.capacity[k] * scale[k];
+
+  // The objective's unit: the summed cheapest costs, the size of an answer
+  // (the largest cost would be an erased point's 1e8).
+  double cost_scale = 0;
+  for (const auto& group : problem.cost) cost_scale += std::abs(*std::min_element(group.begin(), group.end()));
+  if (!(cost_scale > 0)) cost_scale = 1;
 
   for (int attempt = 0; attempt < 20; ++attempt) {
     CoinPackedMatrix matrix(false, 0, 0);
@@ -56,7 +68,7 @@ MckpResult solve_mckp_cbc(const MckpProblem& problem, const MckpOptions& options
     }
     std::vector<double> obj(n), col_lo(n, 0.0), col_hi(n, 1.0);
     for (int64_t g = 0; g < G; ++g) {
-      for (int64_t j = offset[g]; j < offset[g + 1]; ++j) obj[j] = problem.cost[g][j - offset[g]];
+      for (int64_t j = offset[g]; j < offset[g + 1]; ++j) obj[j] = problem.cost[g][j - offset[g]] / cost_scale;
     }
     OsiClpSolverInterface solver;
     solver.loadProblem(matrix, col_lo.data(), col_hi.data(), obj.data(), row_lo.data(), row_hi.data());
@@ -68,6 +80,7 @@ MckpResult solve_mckp_cbc(const MckpProblem& problem, const MckpOptions& options
     model.setMaximumSeconds(options.time_limit_seconds);
     model.setAllowableFractionGap(options.relative_gap);
     model.setAllowableGap(0.0);
+    model.setCutoffIncrement(0.0);
     model.branchAndBound();
 
     result.nodes += model.getNodeCount();
@@ -102,8 +115,7 @@ MckpResult solve_mckp_cbc(const MckpProblem& problem, const MckpOptions& options
     result.choice = choice;
     result.used = used;
     result.objective = assignment_cost(problem, choice);
-    result.bound = model.getBestPossibleObjValue();
-    result.status = model.isProvenOptimal() ? MckpStatus::kOptimal : MckpStatus::kLimitReached;
+    result.status = MckpStatus::kFeasible;  // optimal only once certify() proves it
     break;
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

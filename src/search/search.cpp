@@ -89,7 +89,7 @@ nlohmann::ordered_json SearchResult::to_json() const {
           {"alpha", alpha},
           {"objective", solve.objective},
           {"bound", solve.bound},
-          {"gap", std::isfinite(solve.objective) ? solve.objective - solve.bound : 0.0},
+          {"gap", solve.gap()},
           {"target_bitops", target_bitops},
           {"achieved_bitops", achieved_bitops},
           {"target_size_bytes", target_size_bits / 8},
@@ -103,6 +103,34 @@ nlohmann::ordered_json SearchResult::to_json() const {
           {"erased", erased_json}};
 }
 
+namespace {
+
+// The solver the options name. "auto" is limpq's exact solver; when
+// auto_node_limit stops it before a proof, CBC is asked too and the better
+// answer kept, with limpq's bound. "cbc" is CBC's answer, certified.
+MckpResult solve(const MckpProblem& p, const SearchOptions& options, const MckpOptions& mo) {
+  if (options.solver() == "cbc") return certify(p, solve_mckp_cbc(p, mo), mo);
+  MckpOptions first = mo;
+  if (options.solver() == "auto") first.node_limit = options.auto_node_limit();
+  MckpResult exact = solve_mckp(p, first);
+  if (options.solver() == "dp" || exact.status == MckpStatus::kOptimal || exact.status == MckpStatus::kInfeasible) {
+    return exact;
+  }
+  MckpResult cbc = solve_mckp_cbc(p, mo);
+  MckpResult out = !cbc.choice.empty() && (exact.choice.empty() || cbc.objective < exact.objective) ? cbc : exact;
+  out.solver = "limpq-dp+cbc";
+  out.seconds = exact.seconds + cbc.seconds;
+  out.nodes = exact.nodes + cbc.nodes;
+  out.bound = exact.bound;
+  if (!out.choice.empty()) {
+    out.bound = std::min(out.bound, out.objective);
+    out.status = out.gap() <= mo.relative_gap ? MckpStatus::kOptimal : MckpStatus::kFeasible;
+  }
+  return out;
+}
+
+}  // namespace
+
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
   const Criterion criterion = parse_criterion(options.criterion());
   const quant::Indicators ind = apply_criterion(indicators, criterion);
@@ -111,8 +139,8 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   TORCH_CHECK(options.fixed_bits() >= 2 && options.fixed_bits() <= 8, "search: fixed_bits must be in 2..8, got ",
               options.fixed_bits());
   TORCH_CHECK(options.size_mb() >= 0 && options.cr() >= 0, "search: size and compression ratio must be >= 0");
-  TORCH_CHECK(options.solver() == "auto" || options.solver() == "bnb" || options.solver() == "cbc",
-              "search: solver must be auto, bnb or cbc, got '", options.solver(), "'");
+  TORCH_CHECK(options.solver() == "auto" || options.solver() == "dp" || options.solver() == "cbc",
+              "search: solver must be auto, dp or cbc, got '", options.solver(), "'");
   std::vector<int64_t> bits = options.candidates().empty() ? ind.candidates : options.candidates();
   for (int64_t b : bits) {
     TORCH_CHECK(std::find(ind.candidates.begin(), ind.candidates.end(), b) != ind.candidates.end(), "search: bit-width ",
@@ -243,30 +271,7 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   mo.time_limit_seconds = options.time_limit();
   bool negative = false;
   for (int64_t c : p.capacity) negative |= c < 0;
-  if (!negative) {
-    if (options.solver() == "cbc") {
-      result.solve = solve_mckp_cbc(p, mo);
-    } else if (options.solver() == "bnb") {
-      result.solve = solve_mckp(p, mo);
-    } else {
-      MckpOptions quick = mo;
-      quick.node_limit = options.auto_node_limit();
-      result.solve = solve_mckp(p, quick);
-      if (result.solve.status == MckpStatus::kLimitReached) {
-        MckpResult cbc = solve_mckp_cbc(p, mo);
-        cbc.seconds += result.solve.seconds;
-        cbc.nodes += result.solve.nodes;
-        cbc.solver = "limpq-bnb+cbc";
-        if (cbc.choice.empty() || (!result.solve.choice.empty() && result.solve.objective < cbc.objective)) {
-          // Keep the better incumbent; CBC's bound still holds.
-          cbc.choice = result.solve.choice;
-          cbc.objective = result.solve.objective;
-          cbc.used = result.solve.used;
-        }
-        result.solve = cbc;
-      }
-    }
-  }
+  if (!negative) result.solve = solve(p, options, mo);
   if (negative || result.solve.status == MckpStatus::kInfeasible) {
     int64_t min_bitops = fixed_bitops, min_size = fixed_size;
     for (const auto* l : searchable) {
@@ -310,6 +315,7 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   result.average_act_bits = weighted_a / total_macs;
   return result;
 }
+
 
 double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
   int64_t w = 0, a = 0;

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "limpq/models/mobilenet.h"
 #include "limpq/models/state_dict.h"
 #include "support/test_support.h"
 
@@ -29,6 +30,7 @@ TEST_F(ModelsTest, ParameterCountsMatchTheReferenceArchitectures) {
   const ArchCase cases[] = {{"resnet18", 3, 1000, 0, 11689512},
                             {"resnet50", 3, 1000, 0, 25557032},
                             {"mobilenet_v2", 3, 1000, 0, 3504872},
+                            {"mobilenet_v2_stem1", 3, 1000, 0, 3504872},
                             {"mobilenet_v1", 3, 1000, 0, 4231976}};
   for (const auto& c : cases) {
     EXPECT_EQ(count_parameters(*make_model(c.arch, c.in_channels, c.classes)), c.parameters) << c.arch;
@@ -43,7 +45,7 @@ TEST_F(ModelsTest, ForwardShapesForEveryArchitecture) {
   const ArchCase cases[] = {{"resnet20", 1, 10, 28, 0},     {"resnet32", 3, 100, 32, 0},
                             {"resnet56", 3, 10, 16, 0},     {"resnet18", 3, 7, 64, 0},
                             {"resnet50", 3, 5, 64, 0},      {"mobilenet_v2", 3, 10, 64, 0},
-                            {"mobilenet_v1", 1, 10, 64, 0}};
+                            {"mobilenet_v1", 1, 10, 64, 0},  {"mobilenet_v2_stem1", 1, 10, 28, 0}};
   for (const auto& c : cases) {
     auto model = make_model(c.arch, c.in_channels, c.classes);
     model->eval();
@@ -52,6 +54,26 @@ TEST_F(ModelsTest, ForwardShapesForEveryArchitecture) {
     EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, c.classes})) << c.arch;
     EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << c.arch;
   }
+}
+
+TEST_F(ModelsTest, MobilenetV2Stem1KeepsFourTimesTheSpatialSize) {
+  // The same layers and names; only the stem's stride differs, so every
+  // feature map is 2x wider and higher: 28x28 ends at 2x2 instead of 1x1.
+  auto original = make_model("mobilenet_v2", 1, 10);
+  auto stem1 = make_model("mobilenet_v2_stem1", 1, 10);
+  EXPECT_EQ(stem1->arch(), "mobilenet_v2_stem1");
+  const StateDict a = state_dict(*original), b = state_dict(*stem1);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_EQ(b.at(name).sizes(), t.sizes()) << name;
+  torch::NoGradGuard no_grad;
+  auto* o = dynamic_cast<MobileNetV2Impl*>(original.get());
+  auto* s = dynamic_cast<MobileNetV2Impl*>(stem1.get());
+  ASSERT_TRUE(o && s);
+  o->eval();
+  s->eval();
+  const auto x = torch::randn({1, 1, 28, 28});
+  EXPECT_EQ(o->features->forward(x).sizes(), (std::vector<int64_t>{1, 1280, 1, 1}));
+  EXPECT_EQ(s->features->forward(x).sizes(), (std::vector<int64_t>{1, 1280, 2, 2}));
 }
 
 TEST_F(ModelsTest, NamesFollowTorchvision) {

@@ -111,9 +111,82 @@ TEST(MckpTest, TightBudgetAtPartsPerMillionIsRespectedExactly) {
   ASSERT_EQ(r.status, MckpStatus::kOptimal);
   EXPECT_DOUBLE_EQ(r.objective, 1.0);
   const auto c = solve_mckp_cbc(p);
-  ASSERT_EQ(c.status, MckpStatus::kOptimal);
+  ASSERT_EQ(c.status, MckpStatus::kFeasible) << "CBC's answers are not optimal until certified";
   expect_feasible(p, c);
   EXPECT_DOUBLE_EQ(c.objective, 1.0);
+  EXPECT_EQ(certify(p, c).status, MckpStatus::kOptimal);
+}
+
+TEST(MckpTest, ThreeResourcesMatchBruteForce) {
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<int64_t> use(0, 20);
+  std::uniform_real_distribution<double> cost(0.0, 1.0);
+  for (int trial = 0; trial < 100; ++trial) {
+    MckpProblem p;
+    const int64_t groups = 1 + trial % 6, choices = 1 + trial % 4;
+    p.use.assign(3, {});
+    for (int64_t g = 0; g < groups; ++g) {
+      p.cost.emplace_back();
+      for (auto& u : p.use) u.emplace_back();
+      for (int64_t j = 0; j < choices; ++j) {
+        p.cost.back().push_back(cost(rng));
+        for (auto& u : p.use) u.back().push_back(use(rng));
+      }
+    }
+    for (int64_t k = 0; k < 3; ++k) p.capacity.push_back(groups * (4 + trial % 9));
+    const auto brute = solve_mckp_brute_force(p);
+    const auto fast = solve_mckp(p);
+    ASSERT_EQ(fast.status, brute.status) << "trial " << trial;
+    if (brute.status == MckpStatus::kOptimal) {
+      expect_feasible(p, fast);
+      EXPECT_NEAR(fast.objective, brute.objective, 1e-12) << "trial " << trial;
+    }
+  }
+}
+
+// A hard instance: 60 layers, both constraints binding.
+MckpProblem hard_problem() {
+  std::mt19937_64 rng(11);
+  return random_problem(rng, 60, {6, 5, 4, 3, 2}, /*two_constraints=*/true, 0.2, 0.3, 3'000'000'000);
+}
+
+TEST(MckpTest, AStoppedSolveReportsAnHonestBound) {
+  const MckpProblem p = hard_problem();
+  const auto exact = solve_mckp(p);
+  ASSERT_EQ(exact.status, MckpStatus::kOptimal);
+  EXPECT_LE(exact.gap(), 1e-9);
+  MckpOptions tiny;
+  tiny.node_limit = 50;
+  const auto stopped = solve_mckp(p, tiny);
+  ASSERT_EQ(stopped.status, MckpStatus::kFeasible) << "50 states cannot prove a 60-layer optimum";
+  expect_feasible(p, stopped);
+  EXPECT_GE(stopped.objective, exact.objective - 1e-12);
+  EXPECT_LE(stopped.bound, exact.objective + 1e-12) << "the bound of a stopped solve still holds";
+  EXPECT_GT(stopped.gap(), 0.0);
+}
+
+TEST(MckpTest, AKnownAnswerStartsTheSearchAndCertifyProvesOrBounds) {
+  const MckpProblem p = hard_problem();
+  const auto exact = solve_mckp(p);
+  MckpOptions warm;
+  warm.incumbent = exact.choice;
+  const auto again = solve_mckp(p, warm);
+  ASSERT_EQ(again.status, MckpStatus::kOptimal);
+  EXPECT_NEAR(again.objective, exact.objective, 1e-12);
+  EXPECT_LE(again.nodes, exact.nodes) << "starting from the optimum never needs more states";
+
+  EXPECT_EQ(certify(p, exact).status, MckpStatus::kOptimal);
+  // A worse answer: the cheapest assignment that meets both budgets at the
+  // smallest bit-widths (choice 24 = W2A2) in every group.
+  MckpResult poor;
+  poor.choice.assign(p.num_groups(), 24);
+  poor.objective = assignment_cost(p, poor.choice);
+  poor.used = assignment_use(p, poor.choice);
+  const auto judged = certify(p, poor);
+  EXPECT_EQ(judged.status, MckpStatus::kFeasible);
+  EXPECT_EQ(judged.choice, poor.choice) << "certify keeps the answer it was given";
+  EXPECT_NEAR(judged.bound, exact.objective, 1e-9 * exact.objective);
+  EXPECT_GT(judged.gap(), 0.01);
 }
 
 TEST(MckpTest, InfeasibleBudgetsAreReported) {

@@ -22,18 +22,18 @@ class SearchTest : public limpq::testing::SeededTest {
     ind.model = "toy";
     ind.input_shape = {1, 8, 8};
     ind.candidates = {4, 3, 2};
-    ind.layers.push_back({"first", "conv", false, 1000, 10, {}, {}});
+    ind.layers.push_back({"first", "conv", false, 1000, 10, {}, {}, {}});
     const std::vector<std::tuple<std::string, int64_t, int64_t, double>> layers = {
         {"a", 100000, 2000, 1.0}, {"b", 50000, 8000, 4.0}, {"c", 200000, 500, 0.5}};
     for (const auto& [name, macs, params, scale] : layers) {
-      quant::IndicatorLayer l{name, "conv", true, macs, params, {}, {}};
+      quant::IndicatorLayer l{name, "conv", true, macs, params, {}, {}, {}};
       for (int64_t b : ind.candidates) {
         l.weight_steps[b] = scale / static_cast<double>(1 << b);
         l.act_steps[b] = 2 * scale / static_cast<double>(1 << b);
       }
       ind.layers.push_back(l);
     }
-    ind.layers.push_back({"last", "linear", false, 640, 640, {}, {}});
+    ind.layers.push_back({"last", "linear", false, 640, 640, {}, {}, {}});
     return ind;
   }
 };

@@ -323,7 +323,7 @@ struct SearchCommand {
     cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
     cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
-    cmd->add_option("--solver", solver, "auto (branch and bound, then CBC if it stalls) | bnb | cbc")->default_str(solver);
+    cmd->add_option("--solver", solver, "auto (limpq's exact solver, then CBC if it stalls) | dp | cbc (its answer certified by limpq's solver)")->default_str(solver);
     cmd->add_option("--time-limit", time_limit, "solver time limit in seconds")->default_str("60");
     cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
         ->check(CLI::ExistingFile);
@@ -390,9 +390,9 @@ struct SearchCommand {
     for (const auto& [name, b] : r.policy.layers) fmt::print("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
     for (const auto& [name, b] : r.policy.fixed) fmt::print("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
     fmt::print("\ncriterion {}, alpha {:g}\n", r.criterion, r.alpha);
-    fmt::print("{} ({}): objective {:.6g}, proven gap {:.3g}, {} nodes, {:.2f} ms\n", to_string(r.solve.status),
-               r.solve.solver, r.solve.objective, r.solve.objective - r.solve.bound, r.solve.nodes,
-               r.solve.seconds * 1e3);
+    fmt::print("{} ({}): objective {:.6g}, proven bound {:.6g} (relative gap {:.2g}), {} nodes, {:.2f} ms\n",
+               to_string(r.solve.status), r.solve.solver, r.solve.objective, r.solve.bound, r.solve.gap(),
+               r.solve.nodes, r.solve.seconds * 1e3);
     fmt::print("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
                r.target_bitops > 0 ? fmt::format(" (target {:.4f} G)", r.target_bitops / 1e9) : "",
                r.achieved_size_bits / 8e6,

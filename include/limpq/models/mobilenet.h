@@ -2,7 +2,10 @@
 //
 // MobileNetV2: Sandler et al., "MobileNetV2: Inverted Residuals and Linear
 // Bottlenecks", 2018; torchvision's layout and names (features.N.conv.M,
-// classifier.1).
+// classifier.1). mobilenet_v2_stem1 is the same network for small images:
+// the stem at stride 1 instead of 2, so a 28x28 Fashion-MNIST image ends at
+// 2x2 (the spatial sizes a 56x56 image has in the original) rather than 1x1;
+// same layers and names.
 // MobileNetV1: Howard et al., "MobileNets", 2017; the usual 224x224 network
 // with 13 depthwise-separable blocks (features.0 is the stem, features.1..13
 // are Sequential(dw conv, bn, relu, pw conv, bn, relu)), then fc.
@@ -29,7 +32,7 @@ TORCH_MODULE(InvertedResidual);
 
 class MobileNetV2Impl : public ModelImpl {
  public:
-  MobileNetV2Impl(int64_t in_channels, int64_t num_classes, double dropout = 0.2);
+  MobileNetV2Impl(int64_t in_channels, int64_t num_classes, bool stem_stride_1 = false, double dropout = 0.2);
   torch::Tensor forward(torch::Tensor x) override;
   std::string write_graph(nn::GraphWriter& writer, const std::string& input) override;
 

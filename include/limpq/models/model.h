@@ -46,7 +46,8 @@ struct ModelOptions {
  public:
   template <typename V>
   void visit(V&& v) {
-    v("arch", arch_, "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2");
+    v("arch", arch_,
+      "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2 | mobilenet_v2_stem1");
     v("weights", weights_, "initial weights: a PyTorch state_dict file or a limpq checkpoint");
   }
 };

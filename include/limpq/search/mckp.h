@@ -8,10 +8,12 @@
 // integers, so feasibility is decided exactly, also for BitOps of 1e11 met
 // with a slack of a few parts per million.
 //
-//   solve_mckp            branch and bound with Lagrangian bounds and
-//                         dominance reduction (fast, exact);
+//   solve_mckp            limpq's exact solver: dynamic programming over
+//                         Pareto states with linear-programming bounds (see
+//                         mckp.cpp); "optimal" only with a proof;
 //   solve_mckp_cbc        the same program for COIN-OR CBC (general MILP),
-//                         its answer re-checked in integers;
+//                         its answer re-checked in integers and returned as
+//                         feasible: certify() proves or bounds it;
 //   solve_mckp_brute_force enumeration, for tests on tiny instances.
 //
 //   MckpProblem p;
@@ -39,7 +41,10 @@ struct MckpProblem {
   void validate() const;
 };
 
-enum class MckpStatus { kOptimal, kInfeasible, kLimitReached };
+// kOptimal: the answer is within relative_gap of a bound limpq proved;
+// kFeasible: an answer whose optimality is not proven (see bound and gap);
+// kInfeasible: proven to have no answer; kLimitReached: stopped without one.
+enum class MckpStatus { kOptimal, kFeasible, kInfeasible, kLimitReached };
 const char* to_string(MckpStatus status);
 
 struct MckpResult {
@@ -49,22 +54,35 @@ struct MckpResult {
   // A proven lower bound on the optimum (equals objective when optimal).
   double bound = -std::numeric_limits<double>::infinity();
   std::vector<int64_t> used;    // [resource]
-  int64_t nodes = 0;
+  int64_t nodes = 0;  // states created (limpq) or branch-and-bound nodes (CBC)
   double seconds = 0;
   std::string solver;
+  // (objective - bound) / |objective|; infinite without an answer.
+  double gap() const;
 };
 
 struct MckpOptions {
-  // Relative optimality tolerance: a branch is pruned when its bound is
-  // within this fraction of the incumbent.
+  // Relative optimality tolerance: a partial assignment is dropped when its
+  // bound is within this fraction of the best answer known.
   double relative_gap = 1e-9;
-  int64_t node_limit = 50'000'000;
+  // States (partial assignments) created, over all passes; about 40 bytes
+  // each are held while a pass runs.
+  int64_t node_limit = 10'000'000;
   double time_limit_seconds = 60.0;
+  // A known assignment (original choice indices) to start from, e.g. the
+  // answer for a neighbouring budget; ignored when it does not fit.
+  std::vector<int64_t> incumbent;
 };
 
 MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options = {});
 MckpResult solve_mckp_cbc(const MckpProblem& problem, const MckpOptions& options = {});
 MckpResult solve_mckp_brute_force(const MckpProblem& problem);
+
+// An answer found elsewhere (CBC's), with limpq's exact solver started from
+// it: the bound is the one limpq proved, the status optimal only when that
+// bound meets the answer's objective (within relative_gap), else feasible.
+// The answer itself is kept, even if the solver found a better one.
+MckpResult certify(const MckpProblem& problem, const MckpResult& answer, const MckpOptions& options = {});
 
 // The smallest total use of each resource on its own (ignoring the others):
 // what an infeasible budget is measured against.

@@ -61,10 +61,11 @@ struct SearchOptions {
   // Keep non-monotone indicator points instead of erasing them.
   TORCH_ARG(bool, keep_nonmonotone) = false;
   TORCH_ARG(int64_t, fixed_bits) = 8;
-  // "auto": the exact branch and bound, handing over to CBC when it has not
-  // proven optimality within auto_node_limit nodes; "bnb"; "cbc".
+  // "auto": limpq's exact solver (mckp.h), asking CBC too when it has not
+  // proven optimality within auto_node_limit states; "dp": limpq's solver
+  // alone; "cbc": CBC's answer, certified by limpq's solver.
   TORCH_ARG(std::string, solver) = "auto";
-  TORCH_ARG(int64_t, auto_node_limit) = 200000;
+  TORCH_ARG(int64_t, auto_node_limit) = 5'000'000;
   TORCH_ARG(double, time_limit) = 60.0;
   // Extra linear constraints (see read_constraint_csv).
   TORCH_ARG(std::vector<ExtraConstraint>, extra) = {};

@@ -1,0 +1,82 @@
+#include "limpq/search/synthetic.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "limpq/search/search.h"
+
+namespace limpq::search {
+namespace {
+
+TEST(SyntheticTest, StepsHaveTheShapeOfTrainedFiles) {
+  const auto ind = synthetic_indicators("resnet18", 0);
+  const auto again = synthetic_indicators("resnet18", 0);
+  EXPECT_EQ(quant::indicators_to_json(ind), quant::indicators_to_json(again)) << "seeded";
+  EXPECT_NE(quant::indicators_to_json(ind), quant::indicators_to_json(synthetic_indicators("resnet18", 1)));
+  EXPECT_EQ(ind.candidates, (std::vector<int64_t>{6, 5, 4, 3, 2}));
+  int64_t searchable = 0, points = 0, non_monotone = 0;
+  double w_lo = 1e9, w_hi = 0, a_lo = 1e9, a_hi = 0;
+  std::vector<double> weight_ratio;
+  for (const auto& l : ind.layers) {
+    EXPECT_GT(l.macs, 0) << l.name;
+    if (!l.searchable) continue;
+    ++searchable;
+    w_lo = std::min(w_lo, l.weight_steps.at(2));
+    w_hi = std::max(w_hi, l.weight_steps.at(2));
+    a_lo = std::min(a_lo, l.act_steps.at(2));
+    a_hi = std::max(a_hi, l.act_steps.at(2));
+    for (int64_t b = 3; b <= 6; ++b) {
+      weight_ratio.push_back(l.weight_steps.at(b) / l.weight_steps.at(b - 1));
+      for (const auto* steps : {&l.weight_steps, &l.act_steps}) {
+        ++points;
+        non_monotone += steps->at(b) > steps->at(b - 1);
+      }
+    }
+  }
+  EXPECT_EQ(searchable, 19) << "resnet18 without its first conv and fc";
+  EXPECT_GT(w_hi / w_lo, 10.0) << "tensor scales spread over orders of magnitude";
+  EXPECT_GT(a_hi / a_lo, 10.0);
+  std::sort(weight_ratio.begin(), weight_ratio.end());
+  EXPECT_NEAR(weight_ratio[weight_ratio.size() / 2], 0.5, 0.05) << "weight steps about halve per bit";
+  EXPECT_GT(non_monotone, 0);
+  EXPECT_LT(non_monotone, points / 10);
+}
+
+// Trained-like files at the paper's budget pair, both constraints binding:
+// limpq's solver proves its answer, and CBC's certified answer agrees.
+TEST(SyntheticTest, ExactSolverAndCbcAgreeOnTrainedLikeFiles) {
+  for (const auto& [arch, cr] : {std::pair<std::string, double>{"resnet18", 12.2}, {"mobilenet_v2", 7.0}}) {
+    const auto ind = synthetic_indicators(arch, 1);
+    const auto options = SearchOptions().bitops("W3A4").cr(cr);
+    const auto dp = run_search(ind, SearchOptions(options).solver("dp"));
+    const auto cbc = run_search(ind, SearchOptions(options).solver("cbc"));
+    ASSERT_EQ(dp.solve.status, MckpStatus::kOptimal) << arch;
+    EXPECT_LE(dp.solve.gap(), 1e-9) << arch;
+    EXPECT_LE(dp.achieved_bitops, dp.target_bitops) << arch;
+    EXPECT_LE(dp.achieved_size_bits, dp.target_size_bits) << arch;
+    EXPECT_GE(dp.achieved_bitops, 0.99 * dp.target_bitops) << arch << ": the BitOps budget binds";
+    EXPECT_GE(dp.achieved_size_bits, 0.99 * dp.target_size_bits) << arch << ": the size budget binds";
+    EXPECT_NEAR(cbc.solve.objective, dp.solve.objective, 1e-9 * dp.solve.objective) << arch;
+    EXPECT_EQ(cbc.solve.status, MckpStatus::kOptimal) << arch << ": certified";
+  }
+}
+
+TEST(SyntheticTest, RealLearnedFileIsSolvedExactly) {
+  const auto ind = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/resnet20_fashion_mnist_indicators.json");
+  const auto options = SearchOptions().bitops("W3A4").cr(12.2);
+  const auto dp = run_search(ind, SearchOptions(options).solver("dp"));
+  const auto cbc = run_search(ind, SearchOptions(options).solver("cbc"));
+  ASSERT_EQ(dp.solve.status, MckpStatus::kOptimal);
+  EXPECT_NEAR(cbc.solve.objective, dp.solve.objective, 1e-9 * dp.solve.objective);
+  const auto sweep = run_sweep(ind, options, "W2A3", "W5A5", 8);
+  for (const auto& point : sweep) {
+    if (point.feasible) {
+      EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << point.budget_bitops;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace limpq::search
