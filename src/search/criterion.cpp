@@ -19,6 +19,9 @@ constexpr CriterionName kCriteria[] = {
 // "quantizing it does not matter".
 constexpr double kFloor = 1e-30;
 
+// The scale-free forms' default alpha, measured (see criterion.h).
+constexpr double kScaleFreeAlpha = 0.25;
+
 // One tensor's criterion value from its step and statistics.
 double value_of(Criterion criterion, double step, double rms, double fisher) {
   switch (criterion) {
@@ -75,9 +78,16 @@ quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion
   }
   out.provenance = {{"criterion", to_string(criterion)},
                     {"formula", formula(criterion)},
-                    {"search_alpha", 1.0},
+                    {"search_alpha", kScaleFreeAlpha},
                     {"from", indicators.provenance}};
   return out;
+}
+
+Criterion default_criterion(const quant::Indicators& indicators) {
+  for (const auto& l : indicators.layers) {
+    if (l.searchable && (!l.stats || !(l.stats->weight_rms > 0) || !(l.stats->act_rms > 0))) return Criterion::kStep;
+  }
+  return Criterion::kRelative;
 }
 
 double default_alpha(Criterion criterion, const quant::Indicators& indicators) {

@@ -132,7 +132,8 @@ MckpResult solve(const MckpProblem& p, const SearchOptions& options, const MckpO
 }  // namespace
 
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
-  const Criterion criterion = parse_criterion(options.criterion());
+  const Criterion criterion =
+      options.criterion().empty() ? default_criterion(indicators) : parse_criterion(options.criterion());
   const quant::Indicators ind = apply_criterion(indicators, criterion);
   const double alpha = options.alpha().value_or(default_alpha(criterion, ind));
   TORCH_CHECK(alpha >= 0, "search: alpha must be >= 0, got ", alpha);

@@ -117,7 +117,8 @@ PipelineResult run_pipeline(PipelineConfig config) {
   if (measured) {
     result.indicators = sensitivity_stage(config, fp_checkpoint, criterion);
   } else {
-    TORCH_CHECK(criterion == "step" || criterion == "relative" || criterion == "noise" || criterion == "fisher",
+    TORCH_CHECK(criterion.empty() || criterion == "step" || criterion == "relative" || criterion == "noise" ||
+                    criterion == "fisher",
                 "pipeline: search.criterion must be one of step, relative, noise, fisher, drop, hessian, got '",
                 criterion, "'");
     TrainConfig ind = base;
@@ -143,7 +144,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
   result.search = search::run_search(indicators, so);
   result.policy = join(out, "policy.json");
   quant::write_policy(result.policy, result.search.policy);
-  fmt::print(stderr, "criterion {}, alpha {:g}: ", criterion, result.search.alpha);
+  fmt::print(stderr, "criterion {}, alpha {:g}: ", measured ? criterion : result.search.criterion, result.search.alpha);
   fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
              search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
              result.search.achieved_size_bits / 8e3, result.search.solve.objective, result.search.solve.seconds * 1e3,

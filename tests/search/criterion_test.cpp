@@ -75,12 +75,12 @@ TEST_F(CriterionTest, ScaleFreeFormsIgnoreATensorsScale) {
 
 TEST_F(CriterionTest, SearchUsesTheCriterionAndItsDefaultAlpha) {
   const quant::Indicators ind = with_stats();
-  const SearchResult step = run_search(ind, SearchOptions().bitops("W3A3"));
+  const SearchResult step = run_search(ind, SearchOptions().bitops("W3A3").criterion("step"));
   EXPECT_EQ(step.criterion, "step");
   EXPECT_EQ(step.alpha, 2.0);
   const SearchResult fisher = run_search(ind, SearchOptions().bitops("W3A3").criterion("fisher"));
   EXPECT_EQ(fisher.criterion, "fisher");
-  EXPECT_EQ(fisher.alpha, 1.0);
+  EXPECT_EQ(fisher.alpha, 0.25);
   EXPECT_EQ(fisher.to_json()["criterion"], "fisher");
   EXPECT_EQ(run_search(ind, SearchOptions().bitops("W3A3").criterion("fisher").alpha(3)).alpha, 3.0);
   // Layer b: 80x the Fisher trace at a fifth of the rms; under the Fisher
@@ -88,6 +88,19 @@ TEST_F(CriterionTest, SearchUsesTheCriterionAndItsDefaultAlpha) {
   const auto* a = fisher.policy.find("a");
   const auto* b = fisher.policy.find("b");
   EXPECT_GT(b->weight + b->act, a->weight + a->act);
+}
+
+TEST_F(CriterionTest, DefaultIsRelativeWithStatisticsAndThePapersStepWithout) {
+  quant::Indicators ind = with_stats();
+  EXPECT_EQ(default_criterion(ind), Criterion::kRelative);
+  const SearchResult chosen = run_search(ind, SearchOptions().bitops("W3A3"));
+  EXPECT_EQ(chosen.criterion, "relative");
+  EXPECT_EQ(chosen.alpha, 0.25);
+  ind.layers[2].stats.reset();  // a file written before the statistics, or made elsewhere
+  EXPECT_EQ(default_criterion(ind), Criterion::kStep);
+  const SearchResult old_file = run_search(ind, SearchOptions().bitops("W3A3"));
+  EXPECT_EQ(old_file.criterion, "step");
+  EXPECT_EQ(old_file.alpha, 2.0);
 }
 
 TEST_F(CriterionTest, ScaleFreeFormsNeedTheStatistics) {

@@ -9,22 +9,25 @@
 //
 //   kStep      s                          the paper's indicator (alpha 2)
 //   kRelative  s / rms                    the step in units of its tensor's
-//                                         root mean square (alpha 1)
+//                                         root mean square
 //   kNoise     s^2 / (12 rms^2)           the relative power of the uniform
 //                                         rounding noise the step implies
-//                                         (alpha 1)
 //   kFisher    Tr(F) s^2 / 24             that noise weighted by the tensor's
 //                                         empirical Fisher trace: a second-
 //                                         order estimate of the loss increase
 //                                         the step's rounding noise causes
-//                                         (alpha 1: weights and activations in
-//                                         one unit, the loss)
+//
+// The default criterion is kRelative with alpha 0.25 when the file has the
+// statistics, else the paper's kStep with alpha 2: on resnet20 / Fashion-
+// MNIST validation data (BENCHMARKS.md, "Which criterion ranks layers"),
+// relative at alpha 0.25 fine-tuned best of the learned forms at W2A3 and
+// W3A3 BitOps, and alpha 0.25 beat 0.5 and 1 for all three scale-free forms.
 //
 // Every form is, per tensor, an increasing function of the step, so a
 // non-monotone point of the steps is a non-monotone point of every form.
 //
 //   Indicators values = apply_criterion(read_indicators("ind.json"), Criterion::kFisher);
-//   double alpha = default_alpha(Criterion::kFisher, values);   // 1
+//   double alpha = default_alpha(Criterion::kFisher, values);   // 0.25
 #pragma once
 
 #include <string>
@@ -47,10 +50,14 @@ std::string to_string(Criterion criterion);
 // the original provenance under "from".
 quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion criterion);
 
+// The criterion a search uses when none is given: kRelative when every
+// searchable layer has statistics, else kStep.
+Criterion default_criterion(const quant::Indicators& indicators);
+
 // The alpha a search uses when none is given: the file's provenance
-// "search_alpha" when it has one (criteria written by `limpq sensitivity`),
-// else 2 for kStep (the authors' default) and 1 for the forms whose weights
-// and activations share a unit.
+// "search_alpha" when it has one (criteria written by `limpq sensitivity`:
+// 1; the scale-free forms from apply_criterion: 0.25), else 2 (kStep, the
+// authors' default).
 double default_alpha(Criterion criterion, const quant::Indicators& indicators);
 
 }  // namespace limpq::search

@@ -51,10 +51,12 @@ struct SearchOptions {
   TORCH_ARG(double, size_mb) = 0;
   TORCH_ARG(double, cr) = 0;
   // The form of the indicators minimised (include/limpq/search/criterion.h):
-  // step (the paper's) | relative | noise | fisher.
-  TORCH_ARG(std::string, criterion) = "step";
+  // step (the paper's) | relative | noise | fisher; empty: default_criterion
+  // (relative when the file has the per-tensor statistics, else step).
+  TORCH_ARG(std::string, criterion) = "";
   // Weight of the weight indicators; unset: the criterion's default
-  // (default_alpha: 2 for the paper's step, 1 for the other forms).
+  // (default_alpha: 2 for the paper's step, 0.25 for the scale-free forms, 1
+  // for files from limpq sensitivity).
   TORCH_ARG(std::optional<double>, alpha) = std::nullopt;
   // Bit-widths the search may use (a subset of the file's); empty: all.
   TORCH_ARG(std::vector<int64_t>, candidates) = {};

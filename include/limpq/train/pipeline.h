@@ -36,9 +36,11 @@ struct SearchStageOptions {
   double size_mb = 0, cr = 0;
   // The form of the indicators minimised (limpq search --criterion), or a
   // measured criterion that replaces the joint run: drop | hessian
-  // (limpq sensitivity --method; drop needs data.val_size > 0).
-  std::string criterion = "step";
-  // Negative: the criterion's default (2 for step, 1 for the others).
+  // (limpq sensitivity --method; drop needs data.val_size > 0). Empty:
+  // limpq search's default (relative when the indicators have statistics).
+  std::string criterion = "";
+  // Negative: the criterion's default (2 for step, 0.25 for the scale-free
+  // forms, 1 for drop and hessian).
   double alpha = -1;
   bool keep_nonmonotone = false;
   template <typename V>
@@ -47,8 +49,8 @@ struct SearchStageOptions {
     v("size_mb", size_mb, "weight-size budget in MB (0: none)");
     v("cr", cr, "compression-ratio budget (0: none)");
     v("criterion", criterion,
-      "form of the indicators minimised: step | relative | noise | fisher; or drop | hessian (measured "
-      "criteria replacing the joint run)");
+      "form of the indicators minimised: step | relative | noise | fisher (empty: relative when the "
+      "indicators have statistics, else step); or drop | hessian (measured criteria replacing the joint run)");
     v("alpha", alpha, "weight of the weight indicators (negative: the criterion's default)");
     v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
   }
