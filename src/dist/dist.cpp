@@ -1,6 +1,7 @@
 #include "limpq/dist/dist.h"
 
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -148,7 +149,9 @@ Env Env::from_environment() {
   TORCH_CHECK(env.rank >= 0 && env.rank < env.world_size, "distributed: RANK ", env.rank,
               " is not in [0, WORLD_SIZE=", env.world_size, ")");
   TORCH_CHECK(env.local_world_size >= 1, "distributed: LOCAL_WORLD_SIZE must be >= 1");
-  if (auto addr = getenv_str("MASTER_ADDR")) {
+  if (auto file = getenv_str("LIMPQ_RENDEZVOUS_FILE")) {
+    env.rendezvous_file = *file;
+  } else if (auto addr = getenv_str("MASTER_ADDR")) {
     env.master_addr = *addr;
   } else if (auto launch = getenv_str("SLURM_LAUNCH_NODE_IPADDR"); slurm && launch) {
     env.master_addr = *launch;
@@ -162,6 +165,31 @@ Env Env::from_environment() {
   return env;
 }
 
+namespace {
+
+c10::intrusive_ptr<c10d::Store> tcp_store(const Env& env, std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(env.master_port);
+  options.isServer = env.rank == 0;
+  options.numWorkers = static_cast<size_t>(env.world_size);
+  options.waitWorkers = true;
+  options.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+}
+
+c10::intrusive_ptr<c10d::Store> file_store(const Env& env, std::chrono::milliseconds timeout) {
+  auto store = c10::make_intrusive<c10d::FileStore>(env.rendezvous_file, static_cast<int>(env.world_size));
+  store->setTimeout(timeout);
+  return store;
+}
+
+std::string rendezvous_name(const Env& env) {
+  return env.rendezvous_file.empty() ? env.master_addr + ":" + std::to_string(env.master_port)
+                                     : "the rendezvous file " + env.rendezvous_file;
+}
+
+}  // namespace
+
 void init_from_environment(std::chrono::milliseconds timeout) {
   State& s = state();
   if (s.initialised) return;
@@ -170,23 +198,17 @@ void init_from_environment(std::chrono::milliseconds timeout) {
   s.initialised = true;
   if (s.env.world_size == 1) return;
   try {
-    c10d::TCPStoreOptions options;
-    options.port = static_cast<uint16_t>(s.env.master_port);
-    options.isServer = s.env.rank == 0;
-    options.numWorkers = static_cast<size_t>(s.env.world_size);
-    options.waitWorkers = true;
-    options.timeout = timeout;
-    s.store = c10::make_intrusive<c10d::TCPStore>(s.env.master_addr, options);
+    s.store = s.env.rendezvous_file.empty() ? tcp_store(s.env, timeout) : file_store(s.env, timeout);
   } catch (const std::exception& e) {
     const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    TORCH_CHECK(false, "distributed: rank ", s.env.rank, " could not join the job at ", s.env.master_addr, ":",
-                s.env.master_port, " within ", timeout.count() / 1000.0, " s: ",
+    TORCH_CHECK(false, "distributed: rank ", s.env.rank, " could not join the job at ", rendezvous_name(s.env),
+                " within ", timeout.count() / 1000.0, " s: ",
                 first_line(c10_error ? c10_error->what_without_backtrace() : e.what()));
   }
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   if (auto iface = getenv_str("GLOO_SOCKET_IFNAME")) {
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*iface));
-  } else if (s.env.master_addr == "127.0.0.1" || s.env.master_addr == "localhost") {
+  } else if (!s.env.rendezvous_file.empty() || s.env.master_addr == "127.0.0.1" || s.env.master_addr == "localhost") {
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   } else {
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());

@@ -406,8 +406,10 @@ quant::Indicators random_indicators(const quant::Indicators& indicators, uint64_
     if (!l.searchable) continue;
     draw(l.weight_steps);
     draw(l.act_steps);
+    l.stats.reset();  // the values are no steps: no criterion form applies
   }
-  out.provenance = {{"method", "random"}, {"seed", seed}, {"from", indicators.provenance}};
+  // Weights and activations drawn alike: searched with alpha 1.
+  out.provenance = {{"method", "random"}, {"seed", seed}, {"search_alpha", 1.0}, {"from", indicators.provenance}};
   return out;
 }
 

@@ -9,6 +9,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "limpq/quant/indicators.h"
@@ -165,6 +168,75 @@ TEST_F(DistCliTest, LaunchReportsAFailingWorker) {
   ASSERT_NE(status, -1);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << util::read_file(temp_path("launch.log"));
   EXPECT_THAT(util::read_file(temp_path("launch.log")), HasSubstr("epochs must be positive"));
+}
+
+struct Socket {
+  std::string local;  // as /proc/net writes it
+  bool listening = false, loopback = false;
+};
+
+// The TCP sockets of the processes whose parent is `parent`, from /proc.
+std::vector<Socket> tcp_sockets_of_children(pid_t parent) {
+  std::set<std::string> inodes;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...: the fields after the last ')'.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != parent) continue;
+    std::error_code ec;
+    for (const auto& fd : fs::directory_iterator(entry.path() / "fd", ec)) {
+      const std::string target = fs::read_symlink(fd.path(), ec).string();
+      if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+    }
+  }
+  std::vector<Socket> out;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      if (inodes.count(inode) == 0) continue;
+      const std::string ip = local.substr(0, local.find(':'));
+      // IPv4 127/8 (little-endian hex), ::1, and ::ffff:127/8.
+      const bool loopback = (ip.size() == 8 && ip.substr(6) == "7F") || ip == "00000000000000000000000001000000" ||
+                            (ip.rfind("0000000000000000FFFF0000", 0) == 0 && ip.substr(30) == "7F");
+      out.push_back({local, state == "0A", loopback});  // 0A: LISTEN
+    }
+  }
+  return out;
+}
+
+TEST_F(DistCliTest, LocalLaunchOpensNoPortOnANetworkInterface) {
+  const std::vector<std::string> args = {
+      "launch", "-n", "2", "--", "limpq", "train", "--dataset", "mnist", "--root", data_, "--batch-size", "4",
+      "--eval-batch-size", "16", "--workers", "1", "--epochs", "30", "--lr", "0.001", "--warmup-epochs", "0",
+      "--threads", "1", "--progress", "false", "--out-dir", temp_path("listen")};
+  const pid_t launch = spawn(args, temp_path("listen.log"));
+  std::set<std::string> seen, listening_exposed, exposed;
+  int status = -1;
+  while ((status = wait_for(launch, 0.05)) == -1) {
+    for (const Socket& socket : tcp_sockets_of_children(launch)) {
+      seen.insert(socket.local);
+      if (!socket.loopback) (socket.listening ? listening_exposed : exposed).insert(socket.local);
+    }
+  }
+  ASSERT_TRUE(succeeded(status)) << util::read_file(temp_path("listen.log"));
+  EXPECT_TRUE(listening_exposed.empty()) << "listening beyond loopback: " << *listening_exposed.begin();
+  EXPECT_TRUE(exposed.empty()) << "a socket beyond loopback: " << *exposed.begin();
+  // The workers' Gloo connections (on 127.0.0.1): seeing them shows that the
+  // check sees the workers' sockets at all.
+  EXPECT_FALSE(seen.empty()) << "no socket of the workers was observed";
+  EXPECT_THAT(util::read_file(temp_path("listen.log")), HasSubstr("no network port"));
 }
 
 }  // namespace

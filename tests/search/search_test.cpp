@@ -91,6 +91,8 @@ TEST_F(SearchTest, RandomObjectivesAreMonotoneSeededAndMeetTheBudget) {
   for (uint64_t seed = 1; seed <= 8; ++seed) {
     const SearchResult r = run_search(random_indicators(ind, seed), SearchOptions().bitops("W3A3"));
     EXPECT_LE(r.achieved_bitops, r.target_bitops) << "seed " << seed;
+    EXPECT_EQ(r.criterion, "step") << "random values are searched as they are";
+    EXPECT_EQ(r.alpha, 1.0) << "weights and activations drawn alike";
     std::vector<int64_t> bits;
     for (const auto& [name, b] : r.policy.layers) bits.insert(bits.end(), {b.weight, b.act});
     policies.insert(bits);

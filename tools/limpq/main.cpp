@@ -5,9 +5,6 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -677,7 +674,6 @@ struct ReportCommand {
 // fails stops the others; Ctrl-C is forwarded so that each checkpoints.
 struct LaunchCommand {
   int64_t nproc = 2;
-  int64_t port = 0;
   std::vector<std::string> command;
   int exit_status = 0;
 
@@ -685,25 +681,18 @@ struct LaunchCommand {
     CLI::App* cmd = app.add_subcommand(
         "launch", "Start N local data-parallel workers of a limpq command (like torchrun --nproc-per-node N)");
     cmd->add_option("-n,--nproc", nproc, "number of workers")->check(CLI::PositiveNumber);
-    cmd->add_option("--port", port, "rendezvous port on 127.0.0.1 (0: a free one)");
     cmd->add_option("command", command, "the worker command after --, e.g. -- limpq train --config c.yaml")
         ->required();
     cmd->callback([this] { run(); });
   }
 
-  static int64_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    TORCH_CHECK(fd >= 0, "launch: cannot open a socket: ", std::strerror(errno));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof(addr);
-    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-    ::close(fd);
-    TORCH_CHECK(ok, "launch: cannot find a free port: ", std::strerror(errno));
-    return ntohs(addr.sin_port);
+  // A private directory (mode 0700) for the workers' FileStore: they meet
+  // without any network port, and no other user can write into the store.
+  static std::string private_directory() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "limpq-launch-XXXXXX").string();
+    TORCH_CHECK(::mkdtemp(pattern.data()) != nullptr, "launch: cannot create a private directory under ",
+                std::filesystem::temp_directory_path().string(), ": ", std::strerror(errno));
+    return pattern;
   }
 
   static std::string describe(int status) {
@@ -713,7 +702,8 @@ struct LaunchCommand {
   }
 
   void run() {
-    const int64_t rendezvous_port = port > 0 ? port : free_port();
+    const std::string rendezvous_dir = private_directory();
+    const std::string rendezvous_file = rendezvous_dir + "/store";
     // "limpq" means this very binary, wherever it is installed.
     const std::string binary = command[0] == "limpq" ? std::filesystem::read_symlink("/proc/self/exe").string()
                                                      : command[0];
@@ -726,8 +716,7 @@ struct LaunchCommand {
         ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
         ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
         ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-        ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-        ::setenv("MASTER_PORT", std::to_string(rendezvous_port).c_str(), 1);
+        ::setenv("LIMPQ_RENDEZVOUS_FILE", rendezvous_file.c_str(), 1);
         std::vector<char*> argv;
         argv.push_back(const_cast<char*>(binary.c_str()));
         for (size_t i = 1; i < command.size(); ++i) argv.push_back(const_cast<char*>(command[i].c_str()));
@@ -738,7 +727,7 @@ struct LaunchCommand {
       }
       workers.push_back(pid);
     }
-    fmt::print(stderr, "launch: {} workers on 127.0.0.1:{}\n", nproc, rendezvous_port);
+    fmt::print(stderr, "launch: {} workers (rendezvous through {}, no network port)\n", nproc, rendezvous_file);
     std::vector<bool> running(workers.size(), true);
     size_t alive = workers.size();
     bool forwarded = false;
@@ -782,6 +771,8 @@ struct LaunchCommand {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    std::error_code ignored;
+    std::filesystem::remove_all(rendezvous_dir, ignored);
   }
 };
 

@@ -2,10 +2,14 @@
 // CPU, NCCL for CUDA tensors when LibTorch has it.
 //
 // Rendezvous follows PyTorch's launchers: RANK, WORLD_SIZE, LOCAL_RANK,
-// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun, `limpq launch`), or
-// Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE
+// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun), or Slurm's
+// SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE
 // (MASTER_ADDR from the environment or SLURM_LAUNCH_NODE_IPADDR). Rank 0
-// hosts the TCPStore. Without WORLD_SIZE > 1 every call here is a no-op, so
+// hosts a TCPStore on MASTER_PORT, which listens on every interface: use it
+// on a trusted network only. `limpq launch` (workers on one machine) sets
+// LIMPQ_RENDEZVOUS_FILE instead: the workers meet through a FileStore in a
+// private directory and Gloo binds to loopback, so no port is opened on any
+// network interface. Without WORLD_SIZE > 1 every call here is a no-op, so
 // the single-process path is unchanged.
 //
 //   dist::init_from_environment(std::chrono::seconds(300));
@@ -34,6 +38,8 @@ struct Env {
   int64_t local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int64_t master_port = 29500;
+  // LIMPQ_RENDEZVOUS_FILE: a FileStore path (local workers); empty: TCPStore.
+  std::string rendezvous_file;
   // Reads the variables above; WORLD_SIZE (or SLURM_NTASKS) absent means 1.
   // Inconsistent values are an error naming the variable.
   static Env from_environment();

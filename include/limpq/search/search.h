@@ -105,7 +105,9 @@ double budget_bitops(const quant::Indicators& indicators, const std::string& spe
 // random ones, drawn uniformly from (0, 1) and sorted so that more bits never
 // look worse (a random objective that still spends the budget): searching
 // them gives a random policy that meets the same constraints through the
-// same program. The provenance records the method and seed.
+// same program. The provenance records the method and seed, and alpha 1
+// (weights and activations drawn alike); the statistics are dropped, so the
+// values are searched as they are.
 quant::Indicators random_indicators(const quant::Indicators& indicators, uint64_t seed);
 
 // One point of a Pareto sweep.
