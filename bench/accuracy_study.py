@@ -36,13 +36,12 @@ copied to --results.
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import statistics
 from pathlib import Path
 
-from limpq_cli import Study as StudyBase, log
+from limpq_cli import Study as StudyBase, log, policy_run_key
 
 BUDGETS = [("W2A3", ["--bitops", "W2A3"], "W2A3"), ("W3A3", ["--bitops", "W3A3"], "W3A3"),
            ("CR12", ["--cr", "12"], "W2A6")]
@@ -104,14 +103,8 @@ class Study(StudyBase):
 
     def finetune(self, policy, seed, epochs):
         """{'val': {...}, 'test': {...}} after fine-tuning under `policy` (a file or WxAy)."""
-        if policy.startswith("W"):
-            content, flag = policy, ["--uniform", policy]
-        else:
-            content = json.loads(Path(policy).read_text())
-            content.pop("checksum", None)
-            flag = ["--policy", policy]
         recipe = [epochs, self.args.ft_limit, self.args.val_size, self.args.bn_batches, self.args.fp]
-        key = hashlib.sha256(json.dumps([content, recipe], sort_keys=True).encode()).hexdigest()[:12]
+        flag, key = policy_run_key(policy, recipe)
         d = self.out / "finetune" / f"{key}_s{seed}"
         cache = d / "result.json"
         if not cache.exists():

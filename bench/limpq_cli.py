@@ -1,6 +1,7 @@
 """Running build/limpq from the study scripts (bench/*.py): one logged call,
 its stderr kept in a file, its last JSON line of stdout returned."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -27,6 +28,19 @@ def run_limpq(limpq, argv, log_path, caller):
     result = json.loads(lines[-1]) if lines else {}
     result["wall_seconds"] = time.time() - start
     return result
+
+
+def policy_run_key(policy, recipe):
+    """(finetune flags, cache key) of fine-tuning under `policy` (a policy file
+    or a uniform WxAy) with `recipe`: identical policies share one key."""
+    if policy.startswith("W"):
+        content, flag = policy, ["--uniform", policy]
+    else:
+        content = json.loads(Path(policy).read_text())
+        content.pop("checksum", None)
+        flag = ["--policy", policy]
+    key = hashlib.sha256(json.dumps([content, recipe], sort_keys=True).encode()).hexdigest()[:12]
+    return flag, key
 
 
 class Study:

@@ -18,13 +18,12 @@ an interrupted study resumes. Results: <out>/validation.csv and .md.
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import statistics
 from pathlib import Path
 
-from limpq_cli import Study as StudyBase, log
+from limpq_cli import Study as StudyBase, log, policy_run_key
 
 CRITERIA = ["step", "relative", "noise", "fisher"]
 
@@ -48,14 +47,8 @@ class Study(StudyBase):
 
     def finetune_val(self, policy, seed):
         """Validation top-1 and loss after fine-tuning under `policy` (a file or WxAy)."""
-        if policy.startswith("W"):
-            content, flag = policy, ["--uniform", policy]
-        else:
-            content = json.loads(Path(policy).read_text())
-            content.pop("checksum", None)
-            flag = ["--policy", policy]
         recipe = [self.args.ft_epochs, self.args.ft_limit, self.args.val_size, self.args.bn_batches]
-        key = hashlib.sha256(json.dumps([content, recipe], sort_keys=True).encode()).hexdigest()[:12]
+        flag, key = policy_run_key(policy, recipe)
         d = self.out / "finetune" / f"{key}_s{seed}"
         cache = d / "val.json"
         if not cache.exists():

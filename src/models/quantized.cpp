@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "limpq/models/indicator_layer.h"
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
 #include "limpq/nn/trace.h"
@@ -303,6 +304,16 @@ PolicyCost policy_cost(const std::vector<LayerInfo>& layers, const quant::Policy
     c.fp_size_bits += static_cast<double>(l.params) * 32.0;
   }
   return c;
+}
+
+quant::IndicatorLayer indicator_layer(const LayerInfo& layer) {
+  quant::IndicatorLayer e;
+  e.name = layer.name;
+  e.kind = layer.kind == LayerKind::kConv ? "conv" : "linear";
+  e.searchable = layer.searchable;
+  e.macs = layer.macs;
+  e.params = layer.params;
+  return e;
 }
 
 }  // namespace limpq::models

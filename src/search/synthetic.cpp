@@ -6,7 +6,7 @@
 #include <cmath>
 #include <random>
 
-#include "limpq/models/quantized.h"
+#include "limpq/models/indicator_layer.h"
 
 namespace limpq::search {
 namespace {
@@ -61,12 +61,7 @@ quant::Indicators synthetic_indicators(const std::string& arch, uint64_t seed, c
                     {"point_noise", o.point_noise},
                     {"non_monotone_rate", o.non_monotone_rate}};
   for (const auto& l : qm.layers()) {
-    quant::IndicatorLayer e;
-    e.name = l.name;
-    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
-    e.searchable = l.searchable;
-    e.macs = l.macs;
-    e.params = l.params;
+    quant::IndicatorLayer e = models::indicator_layer(l);
     if (l.searchable) {
       // Weights' lowest-bit steps in [0.005, 0.005 * 10^decades], activations' 4x larger.
       const double w_top = 0.005 * std::pow(10.0, decades(rng));

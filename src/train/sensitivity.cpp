@@ -11,6 +11,7 @@
 
 #include "limpq/data/loader.h"
 #include "limpq/dist/dist.h"
+#include "limpq/models/indicator_layer.h"
 #include "limpq/models/quantized.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/quant_conv.h"
@@ -115,12 +116,7 @@ quant::Indicators indicators_of(const SensitivityConfig& config, const Setup& se
   ind.input_shape = setup.data.input_shape;
   ind.candidates = config.sensitivity.candidates();
   for (const auto& l : setup.layers) {
-    quant::IndicatorLayer e;
-    e.name = l.name;
-    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
-    e.searchable = l.searchable;
-    e.macs = l.macs;
-    e.params = l.params;
+    quant::IndicatorLayer e = models::indicator_layer(l);
     if (l.searchable) fill(l, e);
     ind.layers.push_back(std::move(e));
   }

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "limpq/dist/dist.h"
+#include "limpq/models/indicator_layer.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
@@ -181,13 +182,9 @@ quant::Indicators collect_indicators(const models::QuantModel& qm, const TrainCo
   if (!only.empty()) ind.provenance["only_layer"] = only;
   auto named = qm.model()->named_modules("", false);
   for (const auto& l : qm.layers()) {
-    quant::IndicatorLayer e;
-    e.name = l.name;
-    e.kind = l.kind == models::LayerKind::kConv ? "conv" : "linear";
+    quant::IndicatorLayer e = models::indicator_layer(l);
     // One-at-a-time training: only the trained layer has indicators.
     e.searchable = l.searchable && (only.empty() || l.name == only);
-    e.macs = l.macs;
-    e.params = l.params;
     if (e.searchable) {
       torch::nn::Module& m = *named[l.name];
       const quant::LsqQuantizerImpl* wq = nullptr;
