@@ -317,7 +317,6 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   return result;
 }
 
-
 double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
   int64_t w = 0, a = 0;
   if (parse_uniform_budget(spec, w, a)) {
