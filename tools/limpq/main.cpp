@@ -701,9 +701,19 @@ struct LaunchCommand {
     return "unknown status";
   }
 
+  // Removes the rendezvous directory however run() ends (workers leave
+  // through exec or _exit and never run it).
+  struct RemovedAtExit {
+    std::string path;
+    ~RemovedAtExit() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  };
+
   void run() {
-    const std::string rendezvous_dir = private_directory();
-    const std::string rendezvous_file = rendezvous_dir + "/store";
+    const RemovedAtExit rendezvous_dir{private_directory()};
+    const std::string rendezvous_file = rendezvous_dir.path + "/store";
     // "limpq" means this very binary, wherever it is installed.
     const std::string binary = command[0] == "limpq" ? std::filesystem::read_symlink("/proc/self/exe").string()
                                                      : command[0];
@@ -771,8 +781,6 @@ struct LaunchCommand {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    std::error_code ignored;
-    std::filesystem::remove_all(rendezvous_dir, ignored);
   }
 };
 
