@@ -148,8 +148,8 @@ class Dual {
 
 // A good first incumbent: the Lagrangian minimiser of every group, repaired
 // greedily until feasible (cheapest cost increase per unit of violated
-// resource freed), then improved by single-group moves while feasible. With
-// the near-optimal incumbent the branch and bound mostly proves optimality.
+// resource freed), then improved by single-group moves while feasible. It
+// caps the cutoff of the solver's passes and drives reduced-cost fixing.
 std::vector<int64_t> lagrangian_heuristic(const Reduced& r, const std::vector<int64_t>& capacity,
                                           const std::vector<double>& lambda) {
   const int64_t G = r.groups, K = r.resources;
