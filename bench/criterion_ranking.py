@@ -121,6 +121,9 @@ def main():
 
     study = Study(args)
     fp = study.full_precision()
+    for length in args.lengths:  # the joint runs first: they are the method, the drop only measures it
+        fraction, epochs = length.split("x")
+        study.indicators(fp, float(fraction), int(epochs))
     drop = study.drop(fp)
     rows = []
     for length in args.lengths:

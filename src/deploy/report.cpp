@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "limpq/search/criterion.h"
 #include "limpq/search/search.h"
+#include "limpq/util/atomic_file.h"
 
 namespace limpq::deploy {
 namespace {
@@ -227,7 +231,7 @@ std::string pareto_chart(const ReportInputs& in, const std::vector<search::Sweep
   for (int64_t b : in.indicators.candidates) {
     double objective = 0;
     for (const auto& l : in.indicators.layers) {
-      if (l.searchable) objective += l.act_steps.at(b) + in.alpha * l.weight_steps.at(b);
+      if (l.searchable) objective += l.act_steps.at(b) + *in.alpha * l.weight_steps.at(b);
     }
     const double g = search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits) / 1e9;
     c.rect(c.px(g) - 3.5, c.py(objective) - 3.5, 7, 7, kFixedColor, fmt::format("uniform W{0}A{0}", b));
@@ -294,9 +298,22 @@ std::string accuracy_chart(const std::vector<ReportAccuracy>& acc) {
   return c.svg("accuracy against full precision and uniform precision");
 }
 
+// The inputs with the indicators replaced by the criterion's values, and
+// the criterion and alpha resolved as `limpq search` resolves them.
+ReportInputs with_criterion_values(const ReportInputs& inputs) {
+  ReportInputs in = inputs;
+  const search::Criterion criterion = inputs.criterion.empty() ? search::default_criterion(inputs.indicators)
+                                                               : search::parse_criterion(inputs.criterion);
+  in.indicators = search::apply_criterion(inputs.indicators, criterion);
+  in.criterion = search::to_string(criterion);
+  in.alpha = inputs.alpha.value_or(search::default_alpha(criterion, in.indicators));
+  return in;
+}
+
 }  // namespace
 
-std::string render_report(const ReportInputs& in) {
+std::string render_report(const ReportInputs& inputs) {
+  const ReportInputs in = with_criterion_values(inputs);
   const std::vector<LayerRow> rows = layer_rows(in);
   double bitops = 0, fp_bitops = 0, size_bits = 0, fp_size_bits = 0, objective = 0;
   for (const auto& r : rows) {
@@ -314,7 +331,7 @@ std::string render_report(const ReportInputs& in) {
                   " bits (the policy's bits must be candidates of the indicators)");
       return it->second;
     };
-    objective += value(l.act_steps, b->act) + in.alpha * value(l.weight_steps, b->weight);
+    objective += value(l.act_steps, b->act) + *in.alpha * value(l.weight_steps, b->weight);
   }
   const double budget = in.bitops_budget.empty() ? 0 : search::budget_bitops(in.indicators, in.bitops_budget,
                                                                               in.fixed_bits);
@@ -324,7 +341,9 @@ std::string render_report(const ReportInputs& in) {
   std::sort(bits.begin(), bits.end());
   std::vector<search::SweepPoint> sweep;
   if (bits.size() > 1) {
-    sweep = search::run_sweep(in.indicators, search::SearchOptions().alpha(in.alpha).fixed_bits(in.fixed_bits),
+    // The values are the criterion's already: searched as they stand.
+    sweep = search::run_sweep(in.indicators,
+                              search::SearchOptions().criterion("step").alpha(in.alpha).fixed_bits(in.fixed_bits),
                               fmt::format("W{0}A{0}", bits.front()), fmt::format("W{0}A{0}", bits.back()),
                               in.sweep_points);
   }
@@ -350,8 +369,9 @@ td:first-child, th:first-child { text-align: left; }
   html << "<h1>" << escape(in.title) << "</h1>\n";
   html << "<p class=\"sub\">" << escape(in.indicators.model) << ", input "
        << escape(fmt::format("{}", fmt::join(in.indicators.input_shape, "x"))) << ", candidates "
-       << escape(fmt::format("{}", fmt::join(in.indicators.candidates, ", "))) << " bits, alpha "
-       << fmt::format("{:g}", in.alpha) << ", fixed layers at " << in.fixed_bits << " bits</p>\n";
+       << escape(fmt::format("{}", fmt::join(in.indicators.candidates, ", "))) << " bits, criterion "
+       << escape(in.criterion) << ", alpha " << fmt::format("{:g}", *in.alpha) << ", fixed layers at " << in.fixed_bits
+       << " bits</p>\n";
   html << "<div class=\"cards\">";
   html << fmt::format("<div class=\"card\">BitOps<b>{:.4g} G</b>{}</div>", bitops / 1e9,
                       budget > 0 ? fmt::format("budget {:.4g} G ({})", budget / 1e9, escape(in.bitops_budget)) : "");
@@ -396,6 +416,54 @@ window.addEventListener('load', function () {
 </body></html>
 )";
   return html.str();
+}
+
+void add_run_summary(const std::string& summary_path, ReportInputs& inputs) {
+  const auto rows = nlohmann::json::parse(util::read_file(summary_path), nullptr, /*allow_exceptions=*/false);
+  TORCH_CHECK(rows.is_array(), "report: '", summary_path, "' is not the summary.json of `limpq run` (a JSON array)");
+  for (const auto& r : rows) {
+    TORCH_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("top1") &&
+                    r["top1"].is_number(),
+                "report: '", summary_path, "': a row lacks name (text) or top1 (number)");
+    const std::string name = r["name"].get<std::string>();
+    const auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].get<double>() : 0.0; };
+    inputs.accuracy.push_back({name, r["top1"].get<double>(), number("bitops"), number("size_bytes")});
+    if (inputs.bitops_budget.empty() && name.rfind("uniform ", 0) == 0) inputs.bitops_budget = name.substr(8);
+  }
+}
+
+ReportInputs run_report_inputs(const std::string& run_dir) {
+  namespace fs = std::filesystem;
+  const fs::path dir(run_dir);
+  ReportInputs in;
+  std::string indicators = (dir / "indicators" / "indicators.json").string();
+  const std::string search_path = (dir / "search.json").string();
+  if (util::file_exists(search_path)) {
+    const auto s = nlohmann::json::parse(util::read_file(search_path), nullptr, /*allow_exceptions=*/false);
+    TORCH_CHECK(s.is_object(), "report: '", search_path, "' is not a JSON object (the search.json of `limpq run`)");
+    try {
+      indicators = s.value("indicators", indicators);
+      in.criterion = s.value("criterion", std::string());
+      if (s.contains("alpha")) in.alpha = s["alpha"].get<double>();
+      in.bitops_budget = s.value("bitops_budget", std::string());
+      in.cr_budget = s.value("cr_budget", 0.0);
+      in.fixed_bits = s.value("fixed_bits", in.fixed_bits);
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK(false, "report: '", search_path, "': a field has the wrong type (", e.what(), ")");
+    }
+  }
+  in.indicators = quant::read_indicators(indicators);
+  in.policy = quant::read_policy((dir / "policy.json").string());
+  const std::string summary = (dir / "summary.json").string();
+  if (util::file_exists(summary)) add_run_summary(summary, in);
+  in.title = "limpq policy: " + in.indicators.model;
+  return in;
+}
+
+std::string write_run_report(const std::string& run_dir) {
+  const std::string path = (std::filesystem::path(run_dir) / "report.html").string();
+  util::write_file_atomic(path, render_report(run_report_inputs(run_dir)));
+  return path;
 }
 
 }  // namespace limpq::deploy

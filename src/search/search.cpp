@@ -131,6 +131,195 @@ MckpResult solve(const MckpProblem& p, const SearchOptions& options, const MckpO
 
 }  // namespace
 
+namespace {
+
+// The search's view of an indicators file: its searchable layers, the
+// bit-widths they may take (descending), and what the fixed layers cost.
+struct SearchSpace {
+  std::vector<const quant::IndicatorLayer*> searchable;
+  std::vector<int64_t> bits;
+  int64_t fixed_bits = 8;
+  int64_t fixed_bitops = 0;
+  int64_t fixed_size = 0;
+  int64_t all_params = 0;
+
+  int64_t nb() const { return static_cast<int64_t>(bits.size()); }
+
+  // A resource row of `problem`: use_of(layer, weight bits, act bits) per
+  // choice, at most `capacity` in total.
+  template <typename UseOf>
+  void add_resource(MckpProblem& problem, UseOf&& use_of, int64_t capacity) const {
+    std::vector<std::vector<int64_t>> use;
+    for (const auto* l : searchable) {
+      std::vector<int64_t> u;
+      for (int64_t wb : bits) {
+        for (int64_t ab : bits) u.push_back(use_of(*l, wb, ab));
+      }
+      use.push_back(std::move(u));
+    }
+    problem.use.push_back(std::move(use));
+    problem.capacity.push_back(capacity);
+  }
+};
+
+SearchSpace make_space(const quant::Indicators& ind, const SearchOptions& options, SearchResult& result) {
+  SearchSpace space;
+  space.fixed_bits = options.fixed_bits();
+  space.bits = options.candidates().empty() ? ind.candidates : options.candidates();
+  for (int64_t b : space.bits) {
+    TORCH_CHECK(std::find(ind.candidates.begin(), ind.candidates.end(), b) != ind.candidates.end(), "search: bit-width ",
+                b, " is not among the indicators' candidates ", c10::IntArrayRef(ind.candidates));
+  }
+  std::sort(space.bits.begin(), space.bits.end(), std::greater<>());
+  space.bits.erase(std::unique(space.bits.begin(), space.bits.end()), space.bits.end());
+  int64_t fixed_macs = 0, fixed_params = 0;
+  for (const auto& l : ind.layers) {
+    space.all_params += l.params;
+    result.fp_bitops += static_cast<double>(l.macs) * 32 * 32;
+    result.fp_size_bits += static_cast<double>(l.params) * 32;
+    if (l.searchable) {
+      space.searchable.push_back(&l);
+    } else {
+      fixed_macs += l.macs;
+      fixed_params += l.params;
+    }
+  }
+  TORCH_CHECK(!space.searchable.empty(), "search: the indicators have no searchable layer");
+  space.fixed_bitops = fixed_macs * space.fixed_bits * space.fixed_bits;
+  space.fixed_size = fixed_params * space.fixed_bits;
+  return space;
+}
+
+// The objective I_a + alpha I_w per choice, with non-monotone points erased
+// (compared on the learned values, so one erasure does not cascade).
+void add_objective(const SearchSpace& space, double alpha, bool keep_nonmonotone, MckpProblem& p,
+                   SearchResult& result) {
+  for (const auto* l : space.searchable) {
+    std::map<int64_t, double> w = l->weight_steps, a = l->act_steps;
+    for (int64_t i = 0; !keep_nonmonotone && i + 1 < space.nb(); ++i) {
+      const int64_t hi = space.bits[i], lo = space.bits[i + 1];
+      if (l->weight_steps.at(lo) < l->weight_steps.at(hi)) {
+        w[lo] = kErasedIndicator;
+        result.erased.push_back({l->name, "weight", lo, l->weight_steps.at(lo)});
+      }
+      if (l->act_steps.at(lo) < l->act_steps.at(hi)) {
+        a[lo] = kErasedIndicator;
+        result.erased.push_back({l->name, "act", lo, l->act_steps.at(lo)});
+      }
+    }
+    std::vector<double> cost;
+    for (int64_t wb : space.bits) {
+      for (int64_t ab : space.bits) cost.push_back(a.at(ab) + alpha * w.at(wb));
+    }
+    p.cost.push_back(std::move(cost));
+  }
+}
+
+// "W3A4" (every searchable layer at that precision) or GBitOps.
+void add_bitops_budget(const SearchSpace& space, const std::string& spec, MckpProblem& p, SearchResult& result) {
+  int64_t w = 0, a = 0, capacity = 0;
+  if (parse_uniform_budget(spec, w, a)) {
+    for (const auto* l : space.searchable) capacity += l->macs * w * a;
+    result.target_bitops = static_cast<double>(capacity + space.fixed_bitops);
+  } else {
+    double g = 0;
+    try {
+      size_t used = 0;
+      g = std::stod(spec, &used);
+      TORCH_CHECK(used == spec.size(), "");
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, "search: --bitops must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '", spec,
+                  "'");
+    }
+    TORCH_CHECK(g > 0, "search: --bitops must be positive, got ", g);
+    result.target_bitops = g * 1e9;
+    capacity = static_cast<int64_t>(std::floor(g * 1e9)) - space.fixed_bitops;
+  }
+  space.add_resource(p, [](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return l.macs * wb * ab; },
+                     std::max<int64_t>(capacity, -1));
+}
+
+// MB and/or a compression ratio: the tighter of the two.
+void add_size_budget(const SearchSpace& space, const SearchOptions& options, MckpProblem& p, SearchResult& result) {
+  double target = std::numeric_limits<double>::infinity();
+  if (options.size_mb() > 0) target = std::min(target, std::floor(options.size_mb() * 8e6));
+  if (options.cr() > 0) {
+    target = std::min(target, std::floor(32.0 * static_cast<double>(space.all_params) / options.cr()));
+  }
+  result.target_size_bits = target;
+  space.add_resource(p, [](const quant::IndicatorLayer& l, int64_t wb, int64_t) { return l.params * wb; },
+                     std::max<int64_t>(static_cast<int64_t>(target) - space.fixed_size, -1));
+}
+
+void add_extra_constraint(const SearchSpace& space, const quant::Indicators& ind, const ExtraConstraint& extra,
+                          MckpProblem& p) {
+  std::map<std::tuple<std::string, int64_t, int64_t>, int64_t> table;
+  for (const auto& [layer, wb, ab, cost] : extra.rows) table[{layer, wb, ab}] = std::llround(cost * kExtraUnitsPerCost);
+  double fixed_cost = 0;
+  for (const auto& l : ind.layers) {
+    if (l.searchable) continue;
+    auto it = table.find({l.name, space.fixed_bits, space.fixed_bits});
+    if (it != table.end()) fixed_cost += static_cast<double>(it->second);
+  }
+  for (const auto* l : space.searchable) {
+    for (int64_t wb : space.bits) {
+      for (int64_t ab : space.bits) {
+        TORCH_CHECK(table.count({l->name, wb, ab}), "constraint '", extra.name, "': no cost for layer '", l->name,
+                    "' at W", wb, "A", ab);
+      }
+    }
+  }
+  space.add_resource(
+      p, [&](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return table.at({l.name, wb, ab}); },
+      std::max<int64_t>(static_cast<int64_t>(std::floor(extra.budget * kExtraUnitsPerCost - fixed_cost)), -1));
+}
+
+[[noreturn]] void fail_infeasible(const SearchSpace& space, const MckpProblem& p, const SearchResult& result) {
+  int64_t min_bitops = space.fixed_bitops, min_size = space.fixed_size;
+  for (const auto* l : space.searchable) {
+    min_bitops += l->macs * space.bits.back() * space.bits.back();
+    min_size += l->params * space.bits.back();
+  }
+  TORCH_CHECK(false, "search: the budget cannot be met with candidates ", c10::IntArrayRef(space.bits),
+              " (fixed layers at ", space.fixed_bits, " bits): the smallest reachable is ",
+              static_cast<double>(min_bitops) / 1e9, " GBitOps and ", static_cast<double>(min_size) / 8e6,
+              " MB of weights",
+              result.target_bitops > 0 ? ", the BitOps target is " + std::to_string(result.target_bitops / 1e9) + " G"
+                                       : std::string(),
+              result.target_size_bits > 0
+                  ? ", the size target is " + std::to_string(result.target_size_bits / 8e6) + " MB"
+                  : std::string(),
+              p.capacity.size() > 1 ? " (or the constraints cannot be met together)" : "");
+}
+
+// The policy of the solver's choice and its figures.
+void fill_policy(const SearchSpace& space, const quant::Indicators& ind, SearchResult& result) {
+  result.policy.model = ind.model;
+  double weighted_w = 0, weighted_a = 0, total_params = 0, total_macs = 0;
+  int64_t achieved_bitops = space.fixed_bitops, achieved_size = space.fixed_size;
+  for (size_t g = 0; g < space.searchable.size(); ++g) {
+    const int64_t choice = result.solve.choice[g];
+    const quant::LayerBits b{space.bits[choice / space.nb()], space.bits[choice % space.nb()]};
+    const auto* l = space.searchable[g];
+    result.policy.layers.emplace_back(l->name, b);
+    achieved_bitops += l->macs * b.weight * b.act;
+    achieved_size += l->params * b.weight;
+    weighted_w += static_cast<double>(l->params) * b.weight;
+    weighted_a += static_cast<double>(l->macs) * b.act;
+    total_params += static_cast<double>(l->params);
+    total_macs += static_cast<double>(l->macs);
+  }
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) result.policy.fixed.emplace_back(l.name, quant::LayerBits{space.fixed_bits, space.fixed_bits});
+  }
+  result.achieved_bitops = static_cast<double>(achieved_bitops);
+  result.achieved_size_bits = static_cast<double>(achieved_size);
+  result.average_weight_bits = weighted_w / total_params;
+  result.average_act_bits = weighted_a / total_macs;
+}
+
+}  // namespace
+
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
   const Criterion criterion =
       options.criterion().empty() ? default_criterion(indicators) : parse_criterion(options.criterion());
@@ -142,178 +331,26 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   TORCH_CHECK(options.size_mb() >= 0 && options.cr() >= 0, "search: size and compression ratio must be >= 0");
   TORCH_CHECK(options.solver() == "auto" || options.solver() == "dp" || options.solver() == "cbc",
               "search: solver must be auto, dp or cbc, got '", options.solver(), "'");
-  std::vector<int64_t> bits = options.candidates().empty() ? ind.candidates : options.candidates();
-  for (int64_t b : bits) {
-    TORCH_CHECK(std::find(ind.candidates.begin(), ind.candidates.end(), b) != ind.candidates.end(), "search: bit-width ",
-                b, " is not among the indicators' candidates ", c10::IntArrayRef(ind.candidates));
-  }
-  std::sort(bits.begin(), bits.end(), std::greater<>());
-  bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
-  const int64_t fb = options.fixed_bits();
-  const int64_t nb = static_cast<int64_t>(bits.size());
-
   SearchResult result;
   result.criterion = to_string(criterion);
   result.alpha = alpha;
-  std::vector<const quant::IndicatorLayer*> searchable;
-  int64_t fixed_macs = 0, fixed_params = 0, all_params = 0;
-  for (const auto& l : ind.layers) {
-    all_params += l.params;
-    result.fp_bitops += static_cast<double>(l.macs) * 32 * 32;
-    result.fp_size_bits += static_cast<double>(l.params) * 32;
-    if (l.searchable) {
-      searchable.push_back(&l);
-    } else {
-      fixed_macs += l.macs;
-      fixed_params += l.params;
-    }
-  }
-  TORCH_CHECK(!searchable.empty(), "search: the indicators have no searchable layer");
-  const int64_t fixed_bitops = fixed_macs * fb * fb;
-  const int64_t fixed_size = fixed_params * fb;
-
-  // Objective with non-monotone points erased (compared on the learned
-  // values, so one erasure does not cascade).
+  const SearchSpace space = make_space(ind, options, result);
   MckpProblem p;
-  for (const auto* l : searchable) {
-    std::map<int64_t, double> w = l->weight_steps, a = l->act_steps;
-    if (!options.keep_nonmonotone()) {
-      for (int64_t i = 0; i + 1 < nb; ++i) {
-        const int64_t hi = bits[i], lo = bits[i + 1];
-        if (l->weight_steps.at(lo) < l->weight_steps.at(hi)) {
-          w[lo] = kErasedIndicator;
-          result.erased.push_back({l->name, "weight", lo, l->weight_steps.at(lo)});
-        }
-        if (l->act_steps.at(lo) < l->act_steps.at(hi)) {
-          a[lo] = kErasedIndicator;
-          result.erased.push_back({l->name, "act", lo, l->act_steps.at(lo)});
-        }
-      }
-    }
-    std::vector<double> cost;
-    for (int64_t wb : bits) {
-      for (int64_t ab : bits) cost.push_back(a.at(ab) + alpha * w.at(wb));
-    }
-    p.cost.push_back(std::move(cost));
-  }
-
-  auto add_resource = [&](auto&& use_of, int64_t capacity) {
-    std::vector<std::vector<int64_t>> use;
-    for (const auto* l : searchable) {
-      std::vector<int64_t> u;
-      for (int64_t wb : bits) {
-        for (int64_t ab : bits) u.push_back(use_of(*l, wb, ab));
-      }
-      use.push_back(std::move(u));
-    }
-    p.use.push_back(std::move(use));
-    p.capacity.push_back(capacity);
-  };
-
-  // BitOps.
-  if (!options.bitops().empty()) {
-    int64_t w = 0, a = 0, capacity = 0;
-    if (parse_uniform_budget(options.bitops(), w, a)) {
-      for (const auto* l : searchable) capacity += l->macs * w * a;
-      result.target_bitops = static_cast<double>(capacity + fixed_bitops);
-    } else {
-      double g = 0;
-      try {
-        size_t used = 0;
-        g = std::stod(options.bitops(), &used);
-        TORCH_CHECK(used == options.bitops().size(), "");
-      } catch (const std::exception&) {
-        TORCH_CHECK(false, "search: --bitops must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '",
-                    options.bitops(), "'");
-      }
-      TORCH_CHECK(g > 0, "search: --bitops must be positive, got ", g);
-      result.target_bitops = g * 1e9;
-      capacity = static_cast<int64_t>(std::floor(g * 1e9)) - fixed_bitops;
-    }
-    add_resource([](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return l.macs * wb * ab; },
-                 std::max<int64_t>(capacity, -1));
-  }
-  // Size.
-  if (options.size_mb() > 0 || options.cr() > 0) {
-    double target = std::numeric_limits<double>::infinity();
-    if (options.size_mb() > 0) target = std::min(target, std::floor(options.size_mb() * 8e6));
-    if (options.cr() > 0) target = std::min(target, std::floor(32.0 * static_cast<double>(all_params) / options.cr()));
-    result.target_size_bits = target;
-    add_resource([](const quant::IndicatorLayer& l, int64_t wb, int64_t) { return l.params * wb; },
-                 std::max<int64_t>(static_cast<int64_t>(target) - fixed_size, -1));
-  }
-  // Extra constraints.
-  for (const auto& extra : options.extra()) {
-    std::map<std::tuple<std::string, int64_t, int64_t>, int64_t> table;
-    double fixed_cost = 0;
-    for (const auto& [layer, wb, ab, cost] : extra.rows) {
-      table[{layer, wb, ab}] = std::llround(cost * kExtraUnitsPerCost);
-    }
-    for (const auto& l : ind.layers) {
-      if (l.searchable) continue;
-      auto it = table.find({l.name, fb, fb});
-      if (it != table.end()) fixed_cost += static_cast<double>(it->second);
-    }
-    for (const auto* l : searchable) {
-      for (int64_t wb : bits) {
-        for (int64_t ab : bits) {
-          TORCH_CHECK(table.count({l->name, wb, ab}), "constraint '", extra.name, "': no cost for layer '", l->name,
-                      "' at W", wb, "A", ab);
-        }
-      }
-    }
-    add_resource([&](const quant::IndicatorLayer& l, int64_t wb, int64_t ab) { return table.at({l.name, wb, ab}); },
-                 std::max<int64_t>(static_cast<int64_t>(std::floor(extra.budget * kExtraUnitsPerCost - fixed_cost)), -1));
-  }
+  add_objective(space, alpha, options.keep_nonmonotone(), p, result);
+  if (!options.bitops().empty()) add_bitops_budget(space, options.bitops(), p, result);
+  if (options.size_mb() > 0 || options.cr() > 0) add_size_budget(space, options, p, result);
+  for (const auto& extra : options.extra()) add_extra_constraint(space, ind, extra, p);
   TORCH_CHECK(!p.capacity.empty(), "search: give a budget: --bitops (W3A4 or GBitOps), --size MB or --cr RATIO");
 
   // Capacities below zero can never be met.
+  const bool negative = std::any_of(p.capacity.begin(), p.capacity.end(), [](int64_t c) { return c < 0; });
   MckpOptions mo;
   mo.time_limit_seconds = options.time_limit();
-  bool negative = false;
-  for (int64_t c : p.capacity) negative |= c < 0;
   if (!negative) result.solve = solve(p, options, mo);
-  if (negative || result.solve.status == MckpStatus::kInfeasible) {
-    int64_t min_bitops = fixed_bitops, min_size = fixed_size;
-    for (const auto* l : searchable) {
-      min_bitops += l->macs * bits.back() * bits.back();
-      min_size += l->params * bits.back();
-    }
-    TORCH_CHECK(false, "search: the budget cannot be met with candidates ", c10::IntArrayRef(bits),
-                " (fixed layers at ", fb, " bits): the smallest reachable is ", static_cast<double>(min_bitops) / 1e9,
-                " GBitOps and ", static_cast<double>(min_size) / 8e6, " MB of weights",
-                result.target_bitops > 0 ? ", the BitOps target is " + std::to_string(result.target_bitops / 1e9) + " G"
-                                         : std::string(),
-                result.target_size_bits > 0 ? ", the size target is " + std::to_string(result.target_size_bits / 8e6) + " MB"
-                                            : std::string(),
-                p.capacity.size() > 1 ? " (or the constraints cannot be met together)" : "");
-  }
+  if (negative || result.solve.status == MckpStatus::kInfeasible) fail_infeasible(space, p, result);
   TORCH_CHECK(result.solve.status != MckpStatus::kLimitReached || !result.solve.choice.empty(),
               "search: the solver stopped at its time limit (", options.time_limit(), " s) without a policy");
-
-  // The policy and its figures.
-  result.policy.model = ind.model;
-  double weighted_w = 0, weighted_a = 0, total_params = 0, total_macs = 0;
-  int64_t achieved_bitops = fixed_bitops, achieved_size = fixed_size;
-  for (size_t g = 0; g < searchable.size(); ++g) {
-    const int64_t choice = result.solve.choice[g];
-    const quant::LayerBits b{bits[choice / nb], bits[choice % nb]};
-    const auto* l = searchable[g];
-    result.policy.layers.emplace_back(l->name, b);
-    achieved_bitops += l->macs * b.weight * b.act;
-    achieved_size += l->params * b.weight;
-    weighted_w += static_cast<double>(l->params) * b.weight;
-    weighted_a += static_cast<double>(l->macs) * b.act;
-    total_params += static_cast<double>(l->params);
-    total_macs += static_cast<double>(l->macs);
-  }
-  for (const auto& l : ind.layers) {
-    if (!l.searchable) result.policy.fixed.emplace_back(l.name, quant::LayerBits{fb, fb});
-  }
-  result.achieved_bitops = static_cast<double>(achieved_bitops);
-  result.achieved_size_bits = static_cast<double>(achieved_size);
-  result.average_weight_bits = weighted_w / total_params;
-  result.average_act_bits = weighted_a / total_macs;
+  fill_policy(space, ind, result);
   return result;
 }
 

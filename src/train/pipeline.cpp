@@ -83,6 +83,18 @@ EvalResult evaluate_checkpoint(const std::string& path, const PipelineConfig& co
   return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
 }
 
+// search.json: what the search did, with the budgets and the indicators file
+// it read (`limpq report --run` draws the report from it).
+void write_search_record(const std::string& path, const PipelineConfig& config, const PipelineResult& result) {
+  nlohmann::ordered_json record = result.search.to_json();
+  record["indicators"] = result.indicators;
+  record["bitops_budget"] = config.search.bitops;
+  record["cr_budget"] = config.search.cr;
+  record["size_mb_budget"] = config.search.size_mb;
+  record["fixed_bits"] = config.finetune.quantize.fixed_bits();
+  util::write_file_atomic(path, record.dump(2) + "\n");
+}
+
 }  // namespace
 
 std::vector<util::ConfigSection> PipelineConfig::sections() {
@@ -144,6 +156,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
   result.search = search::run_search(indicators, so);
   result.policy = join(out, "policy.json");
   quant::write_policy(result.policy, result.search.policy);
+  write_search_record(join(out, "search.json"), config, result);
   fmt::print(stderr, "criterion {}, alpha {:g}: ", measured ? criterion : result.search.criterion, result.search.alpha);
   fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
              search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,

@@ -102,6 +102,14 @@ std::string format_value(const std::vector<int64_t>& v) { return join(v); }
 std::string format_value(const std::vector<double>& v) { return join(v); }
 std::string format_value(const std::vector<std::string>& v) { return join(v); }
 
+const char* type_name(const int64_t&) { return "INT"; }
+const char* type_name(const double&) { return "FLOAT"; }
+const char* type_name(const bool&) { return "BOOL"; }
+const char* type_name(const std::string&) { return "TEXT"; }
+const char* type_name(const std::vector<int64_t>&) { return "INT,..."; }
+const char* type_name(const std::vector<double>&) { return "FLOAT,..."; }
+const char* type_name(const std::vector<std::string>&) { return "TEXT,..."; }
+
 std::string flag_name(const std::string& field) {
   std::string name = field;
   for (char& c : name) {

@@ -5,24 +5,16 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
-#include <thread>
 
 #include "limpq/deploy/onnx.h"
 #include "limpq/deploy/packed.h"
 #include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
+#include "limpq/dist/launch.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/compare.h"
 #include "limpq/search/criterion.h"
@@ -536,6 +528,7 @@ struct RunCommand {
     limpq::util::load_config(config_path, config.sections());
     if (!out_dir.empty()) config.run.out_dir(out_dir);
     const auto result = limpq::train::run_pipeline(config);
+    const std::string report = limpq::deploy::write_run_report(config.run.out_dir());
     if (json) {
       nlohmann::ordered_json rows = nlohmann::ordered_json::array();
       for (const auto& row : result.rows) {
@@ -543,7 +536,8 @@ struct RunCommand {
         j["name"] = row.name;
         rows.push_back(j);
       }
-      std::cout << nlohmann::ordered_json{{"policy", result.policy}, {"rows", rows}}.dump() << std::endl;
+      std::cout << nlohmann::ordered_json{{"policy", result.policy}, {"report", report}, {"rows", rows}}.dump()
+                << std::endl;
       return;
     }
     fmt::print("\n{:<28} {:>10} {:>12} {:>8} {:>8}\n", "model", "GBitOps", "weights KB", "top1", "top5");
@@ -555,6 +549,7 @@ struct RunCommand {
     }
     fmt::print("policy: {} (average bits: weights {:.2f}, activations {:.2f})\n", result.policy,
                result.search.average_weight_bits, result.search.average_act_bits);
+    fmt::print("report: {}\n", report);
   }
 };
 
@@ -613,58 +608,52 @@ struct ExportCommand {
 
 // `limpq report`: the HTML page of a search (and its pipeline run).
 struct ReportCommand {
-  std::string run_dir, indicators, policy, summary, out, bitops;
-  double cr = 0, alpha = 2.0;
-  int64_t fixed_bits = 8;
+  std::string run_dir, indicators, policy, summary, out, bitops, criterion;
+  std::optional<double> cr, alpha;
+  std::optional<int64_t> fixed_bits;
 
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("report", "One self-contained HTML page of a policy: bit-widths, indicator "
                                                  "curves, Pareto frontier, budget use and accuracy");
-    cmd->add_option("--run", run_dir, "a `limpq run` folder (indicators/indicators.json, policy.json, summary.json)")
+    cmd->add_option("--run", run_dir, "a `limpq run` folder (its search.json, policy.json and summary.json); the "
+                                      "flags below override what it recorded")
         ->check(CLI::ExistingDirectory);
     cmd->add_option("--indicators", indicators, "indicators file (instead of --run)")->check(CLI::ExistingFile);
     cmd->add_option("--policy", policy, "policy file (instead of --run)")->check(CLI::ExistingFile);
     cmd->add_option("--summary", summary, "accuracy rows: summary.json of `limpq run`")->check(CLI::ExistingFile);
-    cmd->add_option("--bitops", bitops, "the BitOps budget to mark (with --run: the uniform row's precision)");
+    cmd->add_option("--bitops", bitops, "the BitOps budget to mark (default with --run: the run's)");
     cmd->add_option("--cr", cr, "the compression-ratio budget to mark");
-    cmd->add_option("--alpha", alpha, "the search's alpha")->default_str("2");
-    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers")->default_str("8");
+    cmd->add_option("--criterion", criterion, "the search's criterion (see limpq search --criterion; default: the "
+                                              "run's, else the file's default)");
+    cmd->add_option("--alpha", alpha, "the search's alpha (default: the run's, else the criterion's)");
+    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers (default: the run's, else 8)");
     cmd->add_option("--out", out, "HTML file to write (default: <run>/report.html, or report.html)");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    namespace fs = std::filesystem;
+    namespace deploy = limpq::deploy;
+    deploy::ReportInputs in;
     if (!run_dir.empty()) {
-      if (indicators.empty()) indicators = (fs::path(run_dir) / "indicators" / "indicators.json").string();
-      if (policy.empty()) policy = (fs::path(run_dir) / "policy.json").string();
-      if (summary.empty() && fs::exists(fs::path(run_dir) / "summary.json")) {
-        summary = (fs::path(run_dir) / "summary.json").string();
-      }
-      if (out.empty()) out = (fs::path(run_dir) / "report.html").string();
+      in = deploy::run_report_inputs(run_dir);
+      if (out.empty()) out = (std::filesystem::path(run_dir) / "report.html").string();
+    } else {
+      TORCH_CHECK(!indicators.empty() && !policy.empty(), "report: give --run DIR, or --indicators and --policy");
     }
-    TORCH_CHECK(!indicators.empty() && !policy.empty(), "report: give --run DIR, or --indicators and --policy");
     if (out.empty()) out = "report.html";
-    limpq::deploy::ReportInputs in;
-    in.indicators = limpq::quant::read_indicators(indicators);
-    in.policy = limpq::quant::read_policy(policy);
-    in.alpha = alpha;
-    in.cr_budget = cr;
-    in.fixed_bits = fixed_bits;
-    in.bitops_budget = bitops;
-    in.title = "limpq policy: " + in.indicators.model;
+    if (!indicators.empty()) in.indicators = limpq::quant::read_indicators(indicators);
+    if (!policy.empty()) in.policy = limpq::quant::read_policy(policy);
     if (!summary.empty()) {
-      const auto rows = nlohmann::json::parse(limpq::util::read_file(summary), nullptr, false);
-      TORCH_CHECK(rows.is_array(), "report: '", summary, "' is not the summary.json of `limpq run` (a JSON array)");
-      for (const auto& r : rows) {
-        TORCH_CHECK(r.contains("name") && r.contains("top1"), "report: '", summary, "': a row lacks name or top1");
-        in.accuracy.push_back({r["name"].get<std::string>(), r["top1"].get<double>(), r.value("bitops", 0.0),
-                               r.value("size_bytes", 0.0)});
-        const std::string name = r["name"].get<std::string>();
-        if (in.bitops_budget.empty() && name.rfind("uniform ", 0) == 0) in.bitops_budget = name.substr(8);
-      }
+      in.accuracy.clear();
+      deploy::add_run_summary(summary, in);
     }
-    limpq::util::write_file_atomic(out, limpq::deploy::render_report(in));
+    if (!bitops.empty()) in.bitops_budget = bitops;
+    if (!criterion.empty()) in.criterion = criterion;
+    if (cr) in.cr_budget = *cr;
+    if (alpha) in.alpha = alpha;
+    if (fixed_bits) in.fixed_bits = *fixed_bits;
+    in.title = "limpq policy: " + in.indicators.model;
+    limpq::util::write_file_atomic(out, deploy::render_report(in));
     fmt::print("report written to {}\n", out);
   }
 };
@@ -680,107 +669,16 @@ struct LaunchCommand {
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "launch", "Start N local data-parallel workers of a limpq command (like torchrun --nproc-per-node N)");
-    cmd->add_option("-n,--nproc", nproc, "number of workers")->check(CLI::PositiveNumber);
+    cmd->add_option("-n,--nproc", nproc, "number of workers")->default_str("2")->check(CLI::PositiveNumber);
     cmd->add_option("command", command, "the worker command after --, e.g. -- limpq train --config c.yaml")
         ->required();
     cmd->callback([this] { run(); });
   }
 
-  // A private directory (mode 0700) for the workers' FileStore: they meet
-  // without any network port, and no other user can write into the store.
-  static std::string private_directory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "limpq-launch-XXXXXX").string();
-    TORCH_CHECK(::mkdtemp(pattern.data()) != nullptr, "launch: cannot create a private directory under ",
-                std::filesystem::temp_directory_path().string(), ": ", std::strerror(errno));
-    return pattern;
-  }
-
-  static std::string describe(int status) {
-    if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    return "unknown status";
-  }
-
-  // Removes the rendezvous directory however run() ends (workers leave
-  // through exec or _exit and never run it).
-  struct RemovedAtExit {
-    std::string path;
-    ~RemovedAtExit() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  };
-
   void run() {
-    const RemovedAtExit rendezvous_dir{private_directory()};
-    const std::string rendezvous_file = rendezvous_dir.path + "/store";
-    // "limpq" means this very binary, wherever it is installed.
-    const std::string binary = command[0] == "limpq" ? std::filesystem::read_symlink("/proc/self/exe").string()
-                                                     : command[0];
-    std::vector<pid_t> workers;
-    for (int64_t r = 0; r < nproc; ++r) {
-      const pid_t pid = ::fork();
-      TORCH_CHECK(pid >= 0, "launch: fork failed: ", std::strerror(errno));
-      if (pid == 0) {
-        ::setenv("RANK", std::to_string(r).c_str(), 1);
-        ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-        ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-        ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-        ::setenv("LIMPQ_RENDEZVOUS_FILE", rendezvous_file.c_str(), 1);
-        std::vector<char*> argv;
-        argv.push_back(const_cast<char*>(binary.c_str()));
-        for (size_t i = 1; i < command.size(); ++i) argv.push_back(const_cast<char*>(command[i].c_str()));
-        argv.push_back(nullptr);
-        ::execvp(argv[0], argv.data());
-        std::fprintf(stderr, "limpq launch: cannot run '%s': %s\n", argv[0], std::strerror(errno));
-        ::_exit(127);
-      }
-      workers.push_back(pid);
-    }
-    fmt::print(stderr, "launch: {} workers (rendezvous through {}, no network port)\n", nproc, rendezvous_file);
-    std::vector<bool> running(workers.size(), true);
-    size_t alive = workers.size();
-    bool forwarded = false;
-    bool killing = false;  // after a failure: SIGKILL whoever is left at kill_deadline
-    auto kill_deadline = std::chrono::steady_clock::now();
-    while (alive > 0) {
-      int status = 0;
-      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
-      if (pid > 0) {
-        const auto it = std::find(workers.begin(), workers.end(), pid);
-        if (it == workers.end()) continue;
-        const size_t rank = static_cast<size_t>(it - workers.begin());
-        running[rank] = false;
-        --alive;
-        const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        if (failed && exit_status == 0) {
-          exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-          if (alive > 0) {
-            fmt::print(stderr, "launch: worker rank {} ended with {}; stopping the other workers\n", rank,
-                       describe(status));
-            for (size_t r = 0; r < workers.size(); ++r) {
-              if (running[r]) ::kill(workers[r], SIGTERM);
-            }
-            killing = true;
-            kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-          }
-        }
-        continue;
-      }
-      if (limpq::util::stop_requested() && !forwarded) {
-        forwarded = true;  // each worker checkpoints and exits
-        for (size_t r = 0; r < workers.size(); ++r) {
-          if (running[r]) ::kill(workers[r], limpq::util::stop_signal() > 0 ? limpq::util::stop_signal() : SIGINT);
-        }
-      }
-      if (killing && std::chrono::steady_clock::now() > kill_deadline) {
-        for (size_t r = 0; r < workers.size(); ++r) {
-          if (running[r]) ::kill(workers[r], SIGKILL);
-        }
-        killing = false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    limpq::dist::LaunchOptions options;
+    options.workers = nproc;
+    exit_status = limpq::dist::launch_local(command, options);
   }
 };
 

@@ -34,7 +34,11 @@ struct ReportInputs {
   std::string title = "limpq mixed-precision policy";
   quant::Indicators indicators;
   quant::Policy policy;
-  double alpha = 2.0;               // the search's weight-indicator factor
+  // The search's criterion and alpha (limpq/search/criterion.h); empty and
+  // unset: the file's defaults, as `limpq search` takes them. The charts
+  // show the criterion's values, the objective the search minimised.
+  std::string criterion;
+  std::optional<double> alpha;
   std::string bitops_budget;        // "W3A3" or GBitOps; "" when none
   double cr_budget = 0;             // compression-ratio budget; 0 when none
   int64_t fixed_bits = 8;
@@ -46,5 +50,17 @@ struct ReportInputs {
 // chart-bits, chart-indicators, chart-pareto, chart-budget and (with
 // accuracy figures) chart-accuracy.
 std::string render_report(const ReportInputs& inputs);
+
+// The inputs of a `limpq run` folder: the indicators and policy its search
+// used, its criterion, alpha and budgets (search.json), and its accuracy
+// rows (summary.json, when the run got that far).
+ReportInputs run_report_inputs(const std::string& run_dir);
+
+// Writes <run_dir>/report.html from run_report_inputs; returns its path.
+std::string write_run_report(const std::string& run_dir);
+
+// Reads summary.json of `limpq run` into accuracy rows; sets
+// inputs.bitops_budget from its uniform row when none is given.
+void add_run_summary(const std::string& summary_path, ReportInputs& inputs);
 
 }  // namespace limpq::deploy

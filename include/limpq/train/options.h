@@ -30,7 +30,7 @@ struct OptimOptions {
   template <typename V>
   void visit(V&& v) {
     v("epochs", epochs_, "training epochs");
-    v("lr", lr_, "peak learning rate (per 128 images of global batch is not rescaled)");
+    v("lr", lr_, "peak learning rate (used as given: not rescaled with the batch size or the number of workers)");
     v("min_lr", min_lr_, "learning rate at the end of the cosine schedule");
     v("momentum", momentum_, "SGD momentum");
     v("nesterov", nesterov_, "Nesterov momentum");

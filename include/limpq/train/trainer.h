@@ -56,6 +56,11 @@ EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const to
 int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device,
                                int64_t batches);
 
+// Unaugmented training images for batch-norm recalibration and tensor
+// statistics, sharded like training, in an order of their own.
+data::DataLoader calibration_loader(const data::DataBundle& data, const data::DataOptions& options, uint64_t seed,
+                                    bool pin_memory);
+
 struct TrainConfig {
   data::DataOptions data;
   models::ModelOptions model;

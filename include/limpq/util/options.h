@@ -30,6 +30,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace limpq::util {
@@ -51,6 +52,15 @@ std::string format_value(const std::string& v);
 std::string format_value(const std::vector<int64_t>& v);
 std::string format_value(const std::vector<double>& v);
 std::string format_value(const std::vector<std::string>& v);
+
+// The value's type as --help shows it: INT, FLOAT, BOOL, TEXT, INT,...
+const char* type_name(const int64_t&);
+const char* type_name(const double&);
+const char* type_name(const bool&);
+const char* type_name(const std::string&);
+const char* type_name(const std::vector<int64_t>&);
+const char* type_name(const std::vector<double>&);
+const char* type_name(const std::vector<std::string>&);
 
 // "eval_batch_size" -> "eval-batch-size"
 std::string flag_name(const std::string& field);
@@ -106,23 +116,27 @@ ConfigSection section(std::string name, Options& opts) {
 // Unknown sections are an error naming the file and the section.
 void load_config(const std::string& path, const std::vector<ConfigSection>& sections);
 
-// Command-line flags for the fields of options structs. Flags are parsed into
-// strings by CLI11 and converted by the same parse_value as the YAML loader
-// when apply() runs, which lets a config file be loaded in between: flags
-// given on the command line override the file.
+// Command-line flags for the fields of options structs. CLI11 checks each
+// value against its field's type while it parses (`--epochs abc` is rejected
+// before anything loads, and --help shows INT, FLOAT, BOOL); the value is
+// written into the field by the same parse_value as the YAML loader when
+// apply() runs, which lets a config file be loaded in between: flags given on
+// the command line override the file.
 class FlagSet {
  public:
   template <typename Options>
   void add(CLI::App& app, Options& opts, const std::string& group = "Options") {
     opts.visit([&](const char* name, auto& field, const char* help) {
+      using Field = std::decay_t<decltype(field)>;
       Flag& flag = flags_.emplace_back();
       flag.name = flag_name(name);
-      flag.option = app.add_option("--" + flag.name, flag.value, help)
+      const std::string where = "--" + flag.name;
+      flag.option = app.add_option(where, flag.value, help)
+                        ->type_name(type_name(field))
                         ->default_str(format_value(field))
+                        ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
                         ->group(group);
-      flag.assign = [&field, where = "--" + flag.name](const std::string& text) {
-        parse_value(YAML::Load(text), field, where);
-      };
+      flag.assign = [&field, where](const std::string& text) { parse_value(YAML::Load(text), field, where); };
     });
   }
 
@@ -130,6 +144,21 @@ class FlagSet {
   void apply() const;
 
  private:
+  // The error parse_value gives `text` as a `Field` ("value must be an
+  // integer, got 'abc'"; CLI11 names the flag), or "" when it parses.
+  template <typename Field>
+  static std::string parse_error(const std::string& text) {
+    try {
+      Field value;
+      parse_value(YAML::Load(text), value, "value");
+      return "";
+    } catch (const c10::Error& e) {
+      return e.what_without_backtrace();
+    } catch (const YAML::Exception& e) {
+      return std::string("not valid YAML: ") + e.what();
+    }
+  }
+
   struct Flag {
     std::string name;
     std::string value;

@@ -1,0 +1,94 @@
+// What one optimizer step does: the strategies the training loop runs.
+//
+// The loop (limpq/train/loop.h) owns epochs, the schedule, checkpoints and
+// resume, stop requests, non-finite checks, metrics, evaluation and the
+// data-parallel agreement. A step strategy sets the network up for its mode
+// and says what happens inside one step: how many forward/backward passes,
+// how the network is configured for each, what is done to the gradients
+// before the update, and what the run leaves behind at the end.
+//
+//   PlainStep           full-precision training, or quantization-aware
+//                       training under a policy (`limpq train`, `finetune`)
+//   JointIndicatorStep  the importance indicators of every layer and
+//                       candidate bit-width (`limpq indicators`, LIMPQ.md
+//                       section 4); one-at-a-time training is its
+//                       configuration with `indicators.only_layer`
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "limpq/data/datasets.h"
+#include "limpq/data/loader.h"
+#include "limpq/models/model.h"
+#include "limpq/train/trainer.h"
+
+namespace limpq::train {
+
+// What the loop hands a strategy when the last epoch is done.
+struct FinishContext {
+  models::Model model;
+  torch::Device device = torch::kCPU;
+  const data::DataBundle* data = nullptr;  // what the run trained on
+  data::DataLoader* test_loader = nullptr;
+  std::string out_dir;
+  int64_t epochs = 0;
+  bool main_rank = true;  // alone writes files
+};
+
+class TrainStep {
+ public:
+  virtual ~TrainStep() = default;
+
+  // How the strategy set the network up (the checkpoint's quantization
+  // record; "" for a plain network). A resumed checkpoint must match it.
+  virtual std::string record() const = 0;
+  // Whether a parameter is weight-decayed (LSQ step sizes are not).
+  virtual bool decays(const std::string& parameter_name) const = 0;
+
+  // Forward/backward passes per step; their gradients accumulate. The loop
+  // reports the loss and accuracy of the last pass as the step's.
+  virtual int64_t passes() const { return 1; }
+  // Sets the network up for pass `pass` of optimizer step `step`.
+  virtual void configure_pass(int64_t /*pass*/, int64_t /*step*/) {}
+  // Names a pass in error messages, e.g. " in the uniform W4A4 pass".
+  virtual std::string describe_pass(int64_t /*pass*/) const { return ""; }
+  // Labels of the first passes, whose loss and accuracy the loop also
+  // reports one by one (metrics "train_<key>", progress "<label> l/acc%").
+  struct PassLabel {
+    std::string key, label;
+  };
+  virtual std::vector<PassLabel> tracked_passes() const { return {}; }
+  // The label of the last pass on the progress line ("" for none).
+  virtual std::string reported_label() const { return ""; }
+
+  // Called with the step's gradients (averaged over workers, all finite)
+  // before the optimizer updates.
+  virtual void before_update(std::vector<torch::Tensor>& /*parameters*/) {}
+  // Sets the network up to be evaluated (the loop's evaluations).
+  virtual void prepare_evaluation() {}
+  // After the last epoch: fills `result` beyond result.test (the final test
+  // evaluation, already done) and writes what the run leaves behind.
+  virtual void finish(FinishContext& context, TrainResult& result) = 0;
+};
+
+// Full-precision training, or quantization-aware training under the policy
+// of config.quant (the network quantized and the policy applied here).
+std::unique_ptr<TrainStep> make_plain_step(const TrainConfig& config, models::Model model,
+                                           const data::DataBundle& data);
+// Joint indicator training (one-at-a-time with indicators.only_layer): the
+// network quantized with every candidate bit-width, trained on
+// indicators.fraction of `data.train`.
+std::unique_ptr<TrainStep> make_joint_indicator_step(const TrainConfig& config, models::Model model,
+                                                     data::DataBundle& data);
+// The strategy of `config`: joint indicators or plain.
+std::unique_ptr<TrainStep> make_train_step(const TrainConfig& config, models::Model model, data::DataBundle& data);
+
+// Whether a parameter path names an LSQ quantizer's step sizes.
+bool is_quantizer_step(const std::string& parameter_name);
+
+}  // namespace limpq::train
