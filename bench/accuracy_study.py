@@ -109,7 +109,7 @@ class Study(StudyBase):
         cache = d / "result.json"
         if not cache.exists():
             d.parent.mkdir(parents=True, exist_ok=True)
-            final = self.run(["finetune", "--weights", self.args.fp, *self.data, *flag, "--epochs", str(epochs),
+            final = self.run(["finetune", "--weights", self.args.fp, "--arch", self.args.arch, *self.data, *flag, "--epochs", str(epochs),
                               "--limit", str(self.args.ft_limit), "--lr", "0.01", "--bn-recalibration-batches",
                               str(self.args.bn_batches), "--seed", str(seed), "--out-dir", str(d), "--resume",
                               "--progress", "false", "--json"], d.with_suffix(".log"))
@@ -155,6 +155,7 @@ def main():
     p.add_argument("--results", default="")
     p.add_argument("--limpq", default="build/limpq")
     p.add_argument("--fp", required=True)
+    p.add_argument("--arch", default="resnet20", help="the network of --fp")
     p.add_argument("--indicators", required=True)
     p.add_argument("--drop", required=True)
     p.add_argument("--hessian", required=True)

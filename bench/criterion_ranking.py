@@ -38,6 +38,7 @@ class Study(StudyBase):
     def __init__(self, args):
         super().__init__(args)
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
+        self.model = ["--arch", args.arch]
 
     def full_precision(self):
         fp = Path(self.args.fp) if self.args.fp else self.out / "fp" / "checkpoint.pt"
@@ -49,23 +50,24 @@ class Study(StudyBase):
     def drop(self, fp):
         path = self.out / "drop.json"
         if not path.exists():
-            self.run(["sensitivity", "--method", "drop", "--weights", fp, *self.data, "--bn-batches",
+            self.run(["sensitivity", "--method", "drop", "--weights", fp, *self.model, *self.data, "--bn-batches",
                       str(self.args.bn_batches), "--out", str(path), "--json"], self.out / "drop.log")
         return path
 
     def hessian(self, fp):
         path = self.out / "hessian.json"
         if not path.exists():
-            self.run(["sensitivity", "--method", "hessian", "--weights", fp, *self.data, "--batches", "4", "--probes",
-                      "32", "--out", str(path), "--json"], self.out / "hessian.log")
+            self.run(["sensitivity", "--method", "hessian", "--weights", fp, *self.model, *self.data, "--batches", "4",
+                      "--probes", "32", "--out", str(path), "--json"], self.out / "hessian.log")
         return path
 
     def indicators(self, fp, fraction, epochs):
         d = self.out / f"indicators_f{fraction}_e{epochs}"
         path = d / "indicators.json"
         if not path.exists():
-            self.run(["indicators", "--weights", fp, *self.data, "--fraction", str(fraction), "--epochs", str(epochs),
-                      "--out-dir", str(d), "--resume", "--progress", "false", "--json"], self.out / f"{d.name}.log")
+            self.run(["indicators", "--weights", fp, *self.model, *self.data, "--fraction", str(fraction), "--epochs",
+                      str(epochs), "--out-dir", str(d), "--resume", "--progress", "false", "--json"],
+                     self.out / f"{d.name}.log")
         return path
 
     def compare(self, a, b, criterion, alpha=None):
@@ -110,6 +112,7 @@ def main():
     p.add_argument("--limpq", default="build/limpq")
     p.add_argument("--fp", default="", help="full-precision checkpoint (default: trained under --out)")
     p.add_argument("--fp-config", default="configs/fashion_mnist_resnet20.yaml")
+    p.add_argument("--arch", default="resnet20", help="the network of --fp / --fp-config")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--bn-batches", type=int, default=20)

@@ -79,7 +79,15 @@ StateDict state_dict_from_ivalue(const c10::IValue& value, const std::string& so
   return sd;
 }
 
-StateDict read_state_dict_file(const std::string& path) {
+namespace {
+
+// The weights of a file and, for a limpq checkpoint, its architecture.
+struct WeightsFile {
+  StateDict weights;
+  std::string arch;  // "" for a plain state dict
+};
+
+WeightsFile read_weights_file(const std::string& path) {
   const std::string bytes = util::read_file(path);
   c10::IValue value;
   try {
@@ -101,10 +109,23 @@ StateDict read_state_dict_file(const std::string& path) {
       }
       auto model = dict.find(c10::IValue(std::string("model")));
       TORCH_CHECK(model != dict.end(), "'", path, "': limpq checkpoint without a 'model' entry");
-      return state_dict_from_ivalue(model->value(), path);
+      auto arch = dict.find(c10::IValue(std::string("arch")));
+      return {state_dict_from_ivalue(model->value(), path),
+              arch != dict.end() && arch->value().isString() ? arch->value().toStringRef() : std::string()};
     }
   }
-  return state_dict_from_ivalue(value, path);
+  return {state_dict_from_ivalue(value, path), ""};
+}
+
+}  // namespace
+
+StateDict read_state_dict_file(const std::string& path) { return read_weights_file(path).weights; }
+
+StateDict read_weights_for(const std::string& path, const std::string& arch) {
+  WeightsFile file = read_weights_file(path);
+  TORCH_CHECK(file.arch.empty() || file.arch == arch, "'", path, "' is a limpq checkpoint of a ", file.arch,
+              ", but the model to load it into is a ", arch, ": pass --arch ", file.arch, " (model.arch in a config)");
+  return std::move(file.weights);
 }
 
 }  // namespace limpq::models

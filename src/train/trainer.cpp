@@ -36,7 +36,7 @@ void check_options(const TrainConfig& config) {
 models::Model build_model(const models::ModelOptions& options, const data::DataBundle& data) {
   models::Model model = models::make_model(options.arch(), data.input_shape[0], data.num_classes);
   if (!options.weights().empty()) {
-    models::load_state_dict(*model, models::read_state_dict_file(options.weights()), options.weights());
+    models::load_state_dict(*model, models::read_weights_for(options.weights(), options.arch()), options.weights());
   }
   return model;
 }

@@ -124,6 +124,9 @@ flipped = bytearray(ckpt)
 flipped[len(ckpt) // 2] ^= 0x10
 case("checkpoint with one flipped bit", ["eval", "--checkpoint", write("flip.pt", bytes(flipped))],
      "ReliabilityTest.CorruptTruncatedAndWrongVersionCheckpointsAreRefused")
+case("weights of another architecture", ["indicators", "--arch", "mobilenet_v2_stem1", "--weights",
+     path("ok", "checkpoint.pt"), "--dataset", "mnist", "--root", good, "--out-dir", path("r12b")],
+     "ReliabilityTest.WeightsOfAnotherArchitectureNameTheFlagToPass")
 case("existing run folder without --resume", train + ["--dataset", "mnist", "--root", good,
      "--out-dir", path("ok")], "TrainerTest.ExistingCheckpointIsNeverOverwrittenWithoutResume")
 case("resuming under another policy", ["finetune", "--resume", "--uniform", "W2A2", "--dataset", "mnist", "--root",

@@ -215,6 +215,22 @@ TEST_F(ReliabilityTest, PolicyAndIndicatorFilesCarryAVerifiedChecksum) {
               AllOf(HasSubstr("ind_bad.json"), HasSubstr("checksum mismatch")));
 }
 
+TEST_F(ReliabilityTest, WeightsOfAnotherArchitectureNameTheFlagToPass) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  fp.optim.epochs(1);
+  const TrainResult base = run_train(fp, false);
+  Checkpoint other = load_checkpoint(base.checkpoint);
+  other.arch = "mobilenet_v2_stem1";
+  const std::string weights = temp_path("other_arch.pt");
+  save_checkpoint(weights, other);
+  TrainConfig c = tiny_config(temp_path("ft"));
+  c.model.weights(weights);
+  EXPECT_THAT(error_of([&] { run_train(c, false); }),
+              AllOf(HasSubstr("other_arch.pt' is a limpq checkpoint of a mobilenet_v2_stem1, but the model to load it "
+                              "into is a resnet20"),
+                    HasSubstr("pass --arch mobilenet_v2_stem1")));
+}
+
 TEST_F(ReliabilityTest, NonFiniteLossStopsNamingTheStepAndTheLayer) {
   TrainConfig fp = tiny_config(temp_path("fp"));
   fp.optim.epochs(1);

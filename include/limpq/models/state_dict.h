@@ -28,6 +28,10 @@ void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::
 // torch.save(dict(model.state_dict()))) or a limpq checkpoint (its "model").
 StateDict read_state_dict_file(const std::string& path);
 
+// read_state_dict_file for a model of architecture `arch`: a limpq checkpoint
+// of another architecture is an error naming both and the flag to pass.
+StateDict read_weights_for(const std::string& path, const std::string& arch);
+
 // The dict <-> IValue conversions used by checkpoints (tensors moved to CPU).
 c10::IValue state_dict_to_ivalue(const StateDict& sd);
 StateDict state_dict_from_ivalue(const c10::IValue& value, const std::string& source);
