@@ -1,5 +1,7 @@
 // Evaluation, batch-norm recalibration and loading checkpoints: what
 // training, `limpq eval` and the other commands share.
+#include "limpq/train/evaluate.h"
+
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
@@ -8,7 +10,7 @@
 #include "limpq/dist/dist.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/batch_norm.h"
-#include "limpq/train/trainer.h"
+#include "limpq/util/options.h"
 #include "limpq/util/runtime.h"
 
 namespace limpq::train {

@@ -18,8 +18,8 @@
 #include "limpq/nn/trace.h"
 #include "limpq/quant/lsq.h"
 #include "limpq/quant/lsq_quantizer.h"
+#include "limpq/train/evaluate.h"
 #include "limpq/train/layer_stats.h"
-#include "limpq/train/trainer.h"
 #include "limpq/util/progress.h"
 #include "limpq/util/runtime.h"
 

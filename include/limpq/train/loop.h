@@ -28,9 +28,10 @@
 #include "limpq/data/loader.h"
 #include "limpq/models/model.h"
 #include "limpq/train/checkpoint.h"
+#include "limpq/train/config.h"
+#include "limpq/train/evaluate.h"
 #include "limpq/train/schedule.h"
 #include "limpq/train/step.h"
-#include "limpq/train/trainer.h"
 #include "limpq/util/progress.h"
 
 namespace limpq::train {

@@ -25,7 +25,8 @@
 #include "limpq/data/datasets.h"
 #include "limpq/data/loader.h"
 #include "limpq/models/model.h"
-#include "limpq/train/trainer.h"
+#include "limpq/train/config.h"
+#include "limpq/train/evaluate.h"
 
 namespace limpq::train {
 
