@@ -63,17 +63,26 @@ TEST(SyntheticTest, ExactSolverAndCbcAgreeOnTrainedLikeFiles) {
   }
 }
 
-TEST(SyntheticTest, RealLearnedFileIsSolvedExactly) {
-  const auto ind = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/resnet20_fashion_mnist_indicators.json");
-  const auto options = SearchOptions().bitops("W3A4").cr(12.2);
-  const auto dp = run_search(ind, SearchOptions(options).solver("dp"));
-  const auto cbc = run_search(ind, SearchOptions(options).solver("cbc"));
-  ASSERT_EQ(dp.solve.status, MckpStatus::kOptimal);
-  EXPECT_NEAR(cbc.solve.objective, dp.solve.objective, 1e-9 * dp.solve.objective);
-  const auto sweep = run_sweep(ind, options, "W2A3", "W5A5", 8);
-  for (const auto& point : sweep) {
-    if (point.feasible) {
-      EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << point.budget_bitops;
+// Files trained by `limpq indicators` on Fashion-MNIST (resnet20: 20
+// searchable layers; mobilenet_v2_stem1: 50), searched with the paper's
+// criterion and the default one, BitOps and size both binding.
+TEST(SyntheticTest, RealLearnedFilesAreSolvedExactly) {
+  for (const char* file : {"resnet20_fashion_mnist_indicators.json", "mobilenet_v2_fashion_mnist_indicators.json"}) {
+    const auto ind = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/" + file);
+    for (const char* criterion : {"step", "relative"}) {
+      const auto options = SearchOptions().bitops("W3A4").cr(12.2).criterion(criterion);
+      const auto dp = run_search(ind, SearchOptions(options).solver("dp"));
+      const auto cbc = run_search(ind, SearchOptions(options).solver("cbc"));
+      ASSERT_EQ(dp.solve.status, MckpStatus::kOptimal) << file << " " << criterion;
+      EXPECT_NEAR(cbc.solve.objective, dp.solve.objective, 1e-9 * dp.solve.objective) << file << " " << criterion;
+      EXPECT_LE(dp.achieved_bitops, dp.target_bitops);
+      EXPECT_LE(dp.achieved_size_bits, dp.target_size_bits);
+    }
+    const auto sweep = run_sweep(ind, SearchOptions().cr(12.2), "W2A3", "W5A5", 8);
+    for (const auto& point : sweep) {
+      if (point.feasible) {
+        EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << file << " " << point.budget_bitops;
+      }
     }
   }
 }
