@@ -355,6 +355,8 @@ void TrainingLoop::begin_epoch(int64_t epoch, int64_t first_batch) {
     // carries them on, the others start from zero.
     if (main_rank_) {
       stats_.restore(start_progress_.at("stats"));
+      // The tracked passes' statistics; the key keeps its first name
+      // ("candidates") so that older mid-epoch checkpoints still resume.
       const auto& tracked = start_progress_.at("candidates");
       for (size_t k = 0; k < tracked_stats_.size(); ++k) tracked_stats_[k].restore(tracked.at(k));
     }
