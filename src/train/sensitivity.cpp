@@ -4,8 +4,9 @@
 #include <fmt/core.h>
 #include <torch/torch.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <map>
 #include <optional>
 
@@ -20,8 +21,10 @@
 #include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/evaluate.h"
 #include "limpq/train/layer_stats.h"
+#include "limpq/util/atomic_file.h"
 #include "limpq/util/progress.h"
 #include "limpq/util/runtime.h"
+#include "limpq/util/signals.h"
 
 namespace limpq::train {
 namespace {
@@ -331,10 +334,11 @@ EvalResult measure(const SensitivityConfig& config, const Setup& setup, const st
   return evaluate(*model, loader, setup.device);
 }
 
-nlohmann::ordered_json measurement_json(const EvalResult& r) { return {{"loss", r.loss}, {"top1", r.top1}}; }
+nlohmann::ordered_json measurement_json(const EvalResult& r) {
+  return {{"loss", r.loss}, {"top1", r.top1}, {"count", r.count}};
+}
 
-quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup& setup) {
-  const SensitivityOptions& o = config.sensitivity;
+void check_drop_options(const SensitivityOptions& o, const Setup& setup) {
   TORCH_CHECK(!dist::is_distributed(), "sensitivity: --method drop runs in one process (launch it without workers)");
   TORCH_CHECK(o.split() == "val" || o.split() == "test", "sensitivity: split must be val or test, got '", o.split(),
               "'");
@@ -345,25 +349,108 @@ quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup&
               o.metric(), "'");
   TORCH_CHECK(o.bn_batches() >= 0 && o.qat_steps() >= 0, "sensitivity: bn_batches and qat_steps must be >= 0, got ",
               o.bn_batches(), " and ", o.qat_steps());
-  util::Stopwatch clock;
-  const EvalResult base = measure(config, setup, std::nullopt);
-  auto drop = [&](const EvalResult& r) { return o.metric() == "loss" ? r.loss - base.loss : base.top1 - r.top1; };
+}
 
-  nlohmann::ordered_json measured = nlohmann::ordered_json::object();
-  int64_t floored = 0;
-  quant::Indicators ind = indicators_of(config, setup, [&](const models::LayerInfo& l, quant::IndicatorLayer& e) {
-    nlohmann::ordered_json layer = {{"weight", nlohmann::ordered_json::object()},
-                                    {"act", nlohmann::ordered_json::object()}};
-    for (int64_t b : o.candidates()) {
-      for (const bool weight : {true, false}) {
-        const EvalResult r = measure(config, setup, Probe{l.name, weight, b});
-        const double d = drop(r);
-        if (!(d > kFloor)) ++floored;
-        (weight ? e.weight_steps : e.act_steps)[b] = std::isfinite(d) && d > kFloor ? d : kFloor;
-        layer[weight ? "weight" : "act"][std::to_string(b)] = measurement_json(r);
+// Everything a drop measurement depends on: a record of measurements is
+// only continued by a run with the same settings.
+nlohmann::ordered_json drop_settings(const SensitivityConfig& config) {
+  const SensitivityOptions& o = config.sensitivity;
+  return {{"checkpoint", config.model.weights()},
+          {"arch", config.model.arch()},
+          {"dataset", config.data.dataset()},
+          {"val_size", config.data.val_size()},
+          {"split", o.split()},
+          {"bn_batches", o.bn_batches()},
+          {"qat_steps", o.qat_steps()},
+          {"qat_lr", o.qat_lr()},
+          {"fixed_layers", o.fixed_layers()},
+          {"seed", config.seed}};
+}
+
+// The raw measurements of a drop run, kept in config.partial_path after
+// each one so that a stopped or killed run continues where it was:
+//   {"settings": {...}, "full_precision": {loss, top1, count},
+//    "measured": {layer: {"weight": {bits: {...}}, "act": {...}}}}
+class DropRecord {
+ public:
+  DropRecord(std::string path, nlohmann::ordered_json settings) : path_(std::move(path)) {
+    record_ = {{"settings", std::move(settings)}, {"measured", nlohmann::ordered_json::object()}};
+    if (path_.empty() || !std::filesystem::exists(path_)) return;
+    nlohmann::ordered_json kept;
+    try {
+      kept = nlohmann::ordered_json::parse(util::read_file(path_));
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK(false, "sensitivity: ", path_, " (the measurements of an earlier run) is not valid JSON: ",
+                  e.what(), "; delete it to measure again");
+    }
+    for (const auto& [key, value] : record_["settings"].items()) {
+      TORCH_CHECK(kept.contains("settings") && kept["settings"].value(key, nlohmann::ordered_json()) == value,
+                  "sensitivity: ", path_, " holds measurements taken with ", key, " = ",
+                  kept.contains("settings") ? kept["settings"].value(key, nlohmann::ordered_json()).dump() : "?",
+                  ", this run has ", value.dump(), "; run with the same settings to continue it, or delete it");
+    }
+    record_ = std::move(kept);
+    fmt::print(stderr, "sensitivity: continuing from {} ({} measurements kept)\n", path_, count());
+  }
+
+  // The measurement at `path` (keys from the record's root), taken now by
+  // `measure` unless an earlier run kept it.
+  template <typename Measure>
+  nlohmann::ordered_json get(const std::vector<std::string>& path, Measure&& measure) {
+    nlohmann::ordered_json* node = &record_;
+    for (const auto& key : path) node = &(*node)[key];
+    if (node->is_null()) {
+      if (util::stop_requested()) {
+        throw util::Interrupted(fmt::format("sensitivity stopped; {} measurements are kept in {}: run the same "
+                                            "command again to continue",
+                                            count(), path_.empty() ? "no file" : path_),
+                                util::stop_signal());
+      }
+      *node = measurement_json(measure());
+      if (!path_.empty()) util::write_file_atomic(path_, record_.dump(1));
+    }
+    return *node;
+  }
+
+  const nlohmann::ordered_json& measured() const { return record_["measured"]; }
+
+ private:
+  int64_t count() const {
+    int64_t n = record_.contains("full_precision") ? 1 : 0;
+    for (const auto& [layer, tensors] : record_["measured"].items()) {
+      for (const auto& [tensor, bits] : tensors.items()) {
+        n += std::count_if(bits.begin(), bits.end(), [](const auto& m) { return !m.is_null(); });
       }
     }
-    measured[l.name] = std::move(layer);
+    return n;
+  }
+
+  std::string path_;
+  nlohmann::ordered_json record_;
+};
+
+quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup& setup) {
+  const SensitivityOptions& o = config.sensitivity;
+  check_drop_options(o, setup);
+  util::Stopwatch clock;
+  DropRecord record(config.partial_path, drop_settings(config));
+  const nlohmann::ordered_json base = record.get({"full_precision"}, [&] { return measure(config, setup, std::nullopt); });
+  auto drop = [&](const nlohmann::ordered_json& r) {
+    const char* m = o.metric() == "loss" ? "loss" : "top1";
+    const double d = r[m].get<double>() - base[m].get<double>();
+    return o.metric() == "loss" ? d : -d;
+  };
+
+  int64_t floored = 0;
+  quant::Indicators ind = indicators_of(config, setup, [&](const models::LayerInfo& l, quant::IndicatorLayer& e) {
+    for (int64_t b : o.candidates()) {
+      for (const bool weight : {true, false}) {
+        const std::vector<std::string> key = {"measured", l.name, weight ? "weight" : "act", std::to_string(b)};
+        const double d = drop(record.get(key, [&] { return measure(config, setup, Probe{l.name, weight, b}); }));
+        if (!(d > kFloor)) ++floored;
+        (weight ? e.weight_steps : e.act_steps)[b] = std::isfinite(d) && d > kFloor ? d : kFloor;
+      }
+    }
     fmt::print(stderr, "sensitivity: {} measured ({}, {:.0f} s so far)\n", l.name,
                fmt::format("W{0}: {1:.4g}, A{0}: {2:.4g}", o.candidates().back(), e.weight_steps.at(o.candidates().back()),
                            e.act_steps.at(o.candidates().back())),
@@ -378,7 +465,7 @@ quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup&
                     {"checkpoint", config.model.weights()},
                     {"dataset", config.data.dataset()},
                     {"split", o.split()},
-                    {"examples", base.count},
+                    {"examples", base["count"]},
                     {"metric", o.metric()},
                     {"bn_batches", o.bn_batches()},
                     {"qat_steps", o.qat_steps()},
@@ -386,8 +473,8 @@ quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup&
                     {"seed", config.seed},
                     {"floored_values", floored},
                     {"seconds", clock.seconds()},
-                    {"full_precision", measurement_json(base)},
-                    {"measured", measured}};
+                    {"full_precision", base},
+                    {"measured", record.measured()}};
   return ind;
 }
 

@@ -8,11 +8,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <filesystem>
+#include <iterator>
 
 #include "limpq/quant/indicators.h"
 #include "limpq/search/search.h"
 #include "limpq/train/trainer.h"
+#include "limpq/util/atomic_file.h"
+#include "limpq/util/signals.h"
 #include "support/test_support.h"
 
 namespace limpq::train {
@@ -160,6 +164,56 @@ TEST_F(StudyToolsTest, MeasuredDropQuantizesOneTensorAtATimeOnTheValidationSplit
   c.sensitivity.split("train");
   EXPECT_THAT([&] { run_sensitivity(c); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("split must be val or test, got 'train'")));
+}
+
+TEST_F(StudyToolsTest, StoppedDropContinuesFromItsKeptMeasurements) {
+  SensitivityConfig c;
+  c.data = tiny_data();
+  c.data.val_size(40);
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.sensitivity.method("drop").candidates({2}).bn_batches(1);
+  c.threads = 1;
+  c.partial_path = temp_path("drop.json.partial");
+  const quant::Indicators whole = run_sensitivity(c);
+
+  // As a run stopped after its second layer would have left it, with one
+  // kept value marked so that its reuse shows.
+  auto kept = nlohmann::ordered_json::parse(util::read_file(c.partial_path));
+  ASSERT_EQ(kept["measured"].size(), 20u);
+  const std::string first = kept["measured"].begin().key();
+  while (kept["measured"].size() > 2) kept["measured"].erase(std::prev(kept["measured"].end()).key());
+  kept["measured"][first]["weight"]["2"]["loss"] = kept["full_precision"]["loss"].get<double>() + 7;
+  util::write_file_atomic(c.partial_path, kept.dump());
+
+  // A stop request ends the run before its next measurement; nothing is lost.
+  util::request_stop(SIGTERM);
+  try {
+    run_sensitivity(c);
+    ADD_FAILURE() << "a stop request must end the run";
+  } catch (const util::Interrupted& e) {
+    EXPECT_THAT(e.what(), HasSubstr("5 measurements are kept in " + c.partial_path));
+    EXPECT_EQ(e.exit_status(), 128 + SIGTERM);
+  }
+  util::clear_stop();
+  EXPECT_EQ(nlohmann::ordered_json::parse(util::read_file(c.partial_path)), kept);
+
+  // Continued, it measures only the rest: the kept values are used as they are.
+  const quant::Indicators continued = run_sensitivity(c);
+  ASSERT_EQ(continued.layers.size(), whole.layers.size());
+  for (size_t i = 0; i < whole.layers.size(); ++i) {
+    const auto& l = whole.layers[i];
+    if (!l.searchable) continue;
+    EXPECT_NEAR(continued.layers[i].weight_steps.at(2), l.name == first ? 7.0 : l.weight_steps.at(2), 1e-12) << l.name;
+    EXPECT_DOUBLE_EQ(continued.layers[i].act_steps.at(2), l.act_steps.at(2)) << l.name;
+  }
+
+  // Kept measurements are continued only under the same settings.
+  c.sensitivity.bn_batches(3);
+  EXPECT_THAT([&] { run_sensitivity(c); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("holds measurements taken with bn_batches = 1, this run "
+                                                             "has 3")));
+  util::write_file_atomic(c.partial_path, "{\"settings\":");
+  EXPECT_THAT([&] { run_sensitivity(c); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("is not valid JSON")));
 }
 
 TEST_F(StudyToolsTest, ShortQatDropTrainsBeforeMeasuring) {

@@ -475,9 +475,12 @@ struct SensitivityCommand {
     flags.apply();
     config.seed = static_cast<uint64_t>(seed);
     limpq::util::Stopwatch clock;
+    // The drop method keeps its measurements beside --out as it goes.
+    config.partial_path = out + ".partial";
     const auto ind = limpq::train::run_sensitivity(config);
     if (!limpq::dist::is_main()) return;
     limpq::quant::write_indicators(out, ind);
+    std::filesystem::remove(config.partial_path);
     if (json) {
       std::cout << nlohmann::ordered_json({{"indicators", out}, {"seconds", clock.seconds()}}).dump() << std::endl;
       return;

@@ -12,7 +12,9 @@
 // the full-precision network treated alike. Post-training by default;
 // qat_steps > 0 trains that many quantization-aware steps first (the
 // short-QAT variant, the full-precision baseline trained alike). Costs
-// 2 * layers * candidates evaluations.
+// 2 * layers * candidates evaluations. A stop request (Ctrl-C, SIGTERM)
+// ends the run after the current measurement with util::Interrupted; with
+// partial_path set, nothing measured is lost.
 //
 // --method hessian: the Hessian-trace criterion of HAWQ-V3.
 // For each searchable layer l and candidate bit-width b:
@@ -94,6 +96,10 @@ struct SensitivityConfig {
   std::string device = "cpu";
   int64_t threads = 0;
   uint64_t seed = 0;
+  // drop: a file that keeps each measurement as it is taken (written
+  // atomically), so that a run stopped by Ctrl-C / SIGTERM or killed
+  // continues where it was when run again with the same settings ("": none).
+  std::string partial_path;
 };
 
 // The criterion for every searchable layer and candidate of the model in
