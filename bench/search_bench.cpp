@@ -1,10 +1,11 @@
 // Policy-search speed and exactness on instances shaped like trained
 // indicators files (LIMPQ.md section 6).
 //
-//   build/bench/limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [INDICATORS.json ...]
+//   build/bench/limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [--first-seed=N] [INDICATORS.json ...]
 //
 // For resnet18, resnet50 and mobilenet_v2 at 224x224 (real per-layer MACs and
-// parameters, 25 (w, a) pairs per searchable layer) and SEEDS seeds it writes
+// parameters, 25 (w, a) pairs per searchable layer) and SEEDS seeds (from N,
+// default 0: a second set of seeds checks what was tuned on the first) it writes
 // a synthetic indicators file (include/limpq/search/synthetic.h) to OUT_DIR;
 // the files given after SEEDS are searched too. Each file is solved under
 // three budgets: W3A4 BitOps alone, CR 12.2 alone (7 for mobilenet_v2),
@@ -92,15 +93,20 @@ void bench_sweep(const std::string& path, const limpq::quant::Indicators& ind) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [INDICATORS.json ...]\n";
+    std::cerr << "usage: limpq_search_bench OUT_DIR [REPEATS] [SEEDS] [--first-seed=N] [INDICATORS.json ...]\n";
     return 2;
   }
   const std::string out_dir = argv[1];
   const int repeats = argc > 2 ? std::max(1, std::atoi(argv[2])) : 11;
   const int seeds = argc > 3 ? std::max(0, std::atoi(argv[3])) : 3;
+  int first_file = 4, first_seed = 0;
+  if (argc > 4 && std::string(argv[4]).rfind("--first-seed=", 0) == 0) {
+    first_seed = std::max(0, std::atoi(argv[4] + 13));
+    first_file = 5;
+  }
   try {
     for (const std::string arch : {"resnet18", "resnet50", "mobilenet_v2"}) {
-      for (int seed = 0; seed < seeds; ++seed) {
+      for (int seed = first_seed; seed < first_seed + seeds; ++seed) {
         const auto ind = limpq::search::synthetic_indicators(arch, static_cast<uint64_t>(seed));
         const std::string path = fmt::format("{}/{}_seed{}_indicators.json", out_dir, arch, seed);
         limpq::quant::write_indicators(path, ind);
@@ -108,7 +114,7 @@ int main(int argc, char** argv) {
         bench_sweep(path, ind);
       }
     }
-    for (int i = 4; i < argc; ++i) {
+    for (int i = first_file; i < argc; ++i) {
       const auto ind = limpq::quant::read_indicators(argv[i]);
       bench_file(argv[i], ind, repeats);
       bench_sweep(argv[i], ind);
