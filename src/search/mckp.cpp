@@ -473,13 +473,14 @@ class ParetoDp {
         order_(branching_order(r)) {
     lps_.emplace_back(r, capacity, weight, depths(order_));
     if (K_ == 2 && weight[0] > 0 && weight[1] > 0) {
-      // With both resources binding at the root, two more surrogates, the second resource weighted half and twice as
-      // much as at the root: deeper in the tree the multipliers that fit the
-      // groups left drift from the root's, and the largest of the three
-      // bounds is closer to the bound of the LP with both rows. Measured on
-      // 20 synthetic ResNet-50 files (W3A4 + CR 12.2): 2.4x fewer states; on
-      // mobilenet_v2, 16x. Ratios 0.25 and 4 gave less, four ratios little
-      // more for the extra work.
+      // With both resources binding at the root, two more surrogates: the
+      // second resource weighted half and twice as much as at the root.
+      // Deeper in the tree the multipliers that fit the groups left drift
+      // from the root's, and the largest of the three bounds is closer to the
+      // bound of the LP with both rows. Measured on 20 synthetic files
+      // (W3A4 + CR 12.2): 2.4x fewer states on ResNet-50, 16x on
+      // mobilenet_v2. Ratios 0.25 and 4 gave less; four ratios, little more
+      // for the extra work.
       for (const double ratio : {0.5, 2.0}) {
         std::vector<double> w = weight;
         w[1] *= ratio;
@@ -562,7 +563,6 @@ class ParetoDp {
     double cost, bound;
     int32_t parent, choice;
   };
-
 
   // The resource vectors of the states kept so far at one depth, cheapest
   // first: a vector enters unless one kept is no larger in every resource.
