@@ -389,6 +389,9 @@ class DropRecord {
                   kept.contains("settings") ? kept["settings"].value(key, nlohmann::ordered_json()).dump() : "?",
                   ", this run has ", value.dump(), "; run with the same settings to continue it, or delete it");
     }
+    TORCH_CHECK(kept.value("measured", nlohmann::ordered_json::object()).is_object(), "sensitivity: ", path_,
+                ": 'measured' must be an object of layers; delete the file to measure again");
+    if (!kept.contains("measured")) kept["measured"] = nlohmann::ordered_json::object();
     record_ = std::move(kept);
     fmt::print(stderr, "sensitivity: continuing from {} ({} measurements kept)\n", path_, count());
   }
