@@ -212,6 +212,11 @@ TEST_F(StudyToolsTest, StoppedDropContinuesFromItsKeptMeasurements) {
   EXPECT_THAT([&] { run_sensitivity(c); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("holds measurements taken with bn_batches = 1, this run "
                                                              "has 3")));
+  c.sensitivity.bn_batches(1);
+  kept["measured"] = 3;
+  util::write_file_atomic(c.partial_path, kept.dump());
+  EXPECT_THAT([&] { run_sensitivity(c); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("'measured' must be an object of layers")));
   util::write_file_atomic(c.partial_path, "{\"settings\":");
   EXPECT_THAT([&] { run_sensitivity(c); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("is not valid JSON")));
 }
