@@ -526,29 +526,32 @@ class ParetoDp {
     cutoff_ = cutoff;
     Pass pass;
     if (!std::isfinite(root_bound_)) return pass;
-    std::vector<Level> levels(1);
-    levels[0].cost = {0.0};
-    levels[0].bound = {root_bound_};
-    levels[0].use.assign(K_, 0);
-    levels[0].parent = {-1};
-    levels[0].choice = {-1};
+    // The levels' buffers are kept from pass to pass: the early passes are
+    // small and would otherwise spend their time allocating.
+    levels_.resize(r_.groups + 1);
+    for (Level& level : levels_) level.clear();
+    levels_[0].cost = {0.0};
+    levels_[0].bound = {root_bound_};
+    levels_[0].use.assign(K_, 0);
+    levels_[0].parent = {-1};
+    levels_[0].choice = {-1};
     for (int64_t d = 0; d < r_.groups; ++d) {
       if (pass.states > max_states || seconds_since(start_) > options_.time_limit_seconds) {
         pass.complete = false;
-        for (double b : levels.back().bound) pass.bound = std::min(pass.bound, b);
+        for (double b : levels_[d].bound) pass.bound = std::min(pass.bound, b);
         return pass;
       }
-      levels.push_back(expand(d, levels.back(), pass));
+      expand(d, levels_[d], levels_[d + 1], pass);
     }
     if (pass.spare_parent >= 0) {
-      pass.spare = assignment(levels, r_.groups - 1, pass.spare_parent);
+      pass.spare = assignment(r_.groups - 1, pass.spare_parent);
       pass.spare[order_[r_.groups - 1]] = pass.spare_choice;
     }
-    const Level& last = levels.back();
+    const Level& last = levels_.back();
     if (last.cost.empty()) return pass;
     const int64_t at = std::min_element(last.cost.begin(), last.cost.end()) - last.cost.begin();
     pass.cost = last.cost[at];
-    pass.choice = assignment(levels, r_.groups, at);
+    pass.choice = assignment(r_.groups, at);
     return pass;
   }
 
@@ -558,6 +561,13 @@ class ParetoDp {
     std::vector<double> cost, bound;
     std::vector<int64_t> use;  // [state * K + k]
     std::vector<int32_t> parent, choice;
+    void clear() {
+      cost.clear();
+      bound.clear();
+      use.clear();
+      parent.clear();
+      choice.clear();
+    }
   };
   struct Candidate {
     double cost, bound;
@@ -569,38 +579,53 @@ class ParetoDp {
   class ParetoFront {
    public:
     explicit ParetoFront(int64_t K) : K_(K) {}
-    bool insert(const std::vector<int64_t>& u) {
-      if (K_ == 2) {
-        // Kept points by increasing u[0] have decreasing u[1].
-        auto it = steps_.upper_bound(u[0]);
-        if (it != steps_.begin() && std::prev(it)->second <= u[1]) return false;
-        while (it != steps_.end() && it->second >= u[1]) it = steps_.erase(it);
-        steps_[u[0]] = u[1];
-        return true;
-      }
+    void clear() {
+      steps_.clear();
+      kept_.clear();
+    }
+    bool insert(const int64_t* u) {
+      if (K_ == 2) return insert_step(u[0], u[1]);
       for (size_t i = 0; i < kept_.size(); i += K_) {
         bool no_larger = true;
         for (int64_t k = 0; k < K_ && no_larger; ++k) no_larger = kept_[i + k] <= u[k];
         if (no_larger) return false;
       }
       if (K_ == 1) kept_.clear();  // the new one is the least
-      kept_.insert(kept_.end(), u.begin(), u.end());
+      kept_.insert(kept_.end(), u, u + K_);
       return true;
     }
 
    private:
+    // Two resources: the kept points, by increasing first use, have
+    // decreasing second use (a staircase in a sorted vector).
+    bool insert_step(int64_t u0, int64_t u1) {
+      auto it = std::upper_bound(steps_.begin(), steps_.end(), u0,
+                                 [](int64_t v, const std::pair<int64_t, int64_t>& s) { return v < s.first; });
+      if (it != steps_.begin() && std::prev(it)->second <= u1) return false;
+      auto first = it != steps_.begin() && std::prev(it)->first == u0 ? std::prev(it) : it;
+      auto last = it;
+      while (last != steps_.end() && last->second >= u1) ++last;
+      if (first == last) {
+        steps_.insert(first, {u0, u1});
+      } else {
+        *first = {u0, u1};
+        steps_.erase(first + 1, last);
+      }
+      return true;
+    }
+
     int64_t K_;
-    std::map<int64_t, int64_t> steps_;
+    std::vector<std::pair<int64_t, int64_t>> steps_;
     std::vector<int64_t> kept_;
   };
 
   // The choices of the groups decided up to `depth`, read back from state
   // `at` of that depth along the parents (the others left 0).
-  std::vector<int64_t> assignment(const std::vector<Level>& levels, int64_t depth, int64_t at) const {
+  std::vector<int64_t> assignment(int64_t depth, int64_t at) const {
     std::vector<int64_t> choice(r_.groups, 0);
     for (int64_t d = depth; d >= 1; --d) {
-      choice[order_[d - 1]] = levels[d].choice[at];
-      at = levels[d].parent[at];
+      choice[order_[d - 1]] = levels_[d].choice[at];
+      at = levels_[d].parent[at];
     }
     return choice;
   }
@@ -612,8 +637,7 @@ class ParetoDp {
   }
 
   // The surrogate rooms left by integer uses, one per surrogate.
-  void rooms(const int64_t* used, std::vector<double>& out) const {
-    out.resize(lps_.size());
+  void rooms(const int64_t* used, double* out) const {
     for (size_t i = 0; i < lps_.size(); ++i) {
       double v = 0;
       for (int64_t k = 0; k < K_; ++k) v += lps_[i].weight(k) * static_cast<double>(cap_[k] - used[k]);
@@ -624,7 +648,7 @@ class ParetoDp {
   // The bound of a state of cost `cost` at depth d + 1 that took choice j of
   // group g with `left` rooms before it: the largest of the surrogates'
   // bounds, the later ones computed only while the state is not pruned.
-  double bound_after(int64_t d, int64_t g, size_t j, double cost, const std::vector<double>& left) const {
+  double bound_after(int64_t d, int64_t g, size_t j, double cost, const double* left) const {
     double bound = cost + lps_[0].bound(d + 1, left[0] - lps_[0].use(g, j));
     for (size_t i = 1; i < lps_.size() && std::isfinite(bound) && !pruned(bound); ++i) {
       bound = std::max(bound, cost + lps_[i].bound(d + 1, left[i] - lps_[i].use(g, j)));
@@ -636,22 +660,46 @@ class ParetoDp {
     return std::isfinite(cutoff_) && bound >= cutoff_ - options_.relative_gap * std::abs(cutoff_);
   }
 
-  Level expand(int64_t d, const Level& from, Pass& pass) const {
+  // Sorts candidates_ by cost, given runs_ (the bounds of runs already
+  // sorted): adjacent runs are merged pairwise until one is left.
+  void merge_runs() {
+    const auto by_cost = [](const Candidate& a, const Candidate& b) { return a.cost < b.cost; };
+    while (runs_.size() > 2) {
+      merged_.resize(candidates_.size());
+      std::vector<size_t> bounds{0};
+      for (size_t r = 0; r + 1 < runs_.size(); r += 2) {
+        const size_t lo = runs_[r], mid = runs_[r + 1], hi = r + 2 < runs_.size() ? runs_[r + 2] : mid;
+        std::merge(candidates_.begin() + lo, candidates_.begin() + mid, candidates_.begin() + mid,
+                   candidates_.begin() + hi, merged_.begin() + lo, by_cost);
+        bounds.push_back(hi);
+      }
+      candidates_.swap(merged_);
+      runs_.swap(bounds);
+    }
+  }
+
+  // The states of depth d + 1 (into `next`) from those of depth d.
+  void expand(int64_t d, const Level& from, Level& next, Pass& pass) {
     const int64_t g = order_[d];
     const size_t n = r_.cost[g].size();
+    const size_t states = from.cost.size(), L = lps_.size();
     const int64_t* least_after = &suffix_min_use_[(d + 1) * K_];
-    std::vector<Candidate> candidates;
-    std::vector<double> left;
-    for (size_t i = 0; i < from.cost.size(); ++i) {
-      const int64_t* used = &from.use[i * K_];
-      rooms(used, left);
-      for (size_t j = 0; j < n; ++j) {
-        const int64_t* add = &r_.use[g][j * K_];
+    left_.resize(states * L);
+    for (size_t i = 0; i < states; ++i) rooms(&from.use[i * K_], &left_[i * L]);
+    // Choice by choice, so that each choice's candidates come out in the
+    // order of their parents, which is by cost: the runs are merged, not
+    // sorted.
+    candidates_.clear();
+    runs_.assign(1, 0);
+    for (size_t j = 0; j < n; ++j) {
+      const int64_t* add = &r_.use[g][j * K_];
+      for (size_t i = 0; i < states; ++i) {
+        const int64_t* used = &from.use[i * K_];
         bool fits = true;
         for (int64_t k = 0; k < K_ && fits; ++k) fits = used[k] + add[k] + least_after[k] <= cap_[k];
         if (!fits) continue;
         const double cost = from.cost[i] + r_.cost[g][j];
-        const double bound = bound_after(d, g, j, cost, left);
+        const double bound = bound_after(d, g, j, cost, &left_[i * L]);
         if (!std::isfinite(bound)) continue;
         if (pruned(bound)) {
           pass.bound = std::min(pass.bound, bound);
@@ -662,26 +710,27 @@ class ParetoDp {
           }
           continue;
         }
-        candidates.push_back({cost, bound, static_cast<int32_t>(i), static_cast<int32_t>(j)});
+        candidates_.push_back({cost, bound, static_cast<int32_t>(i), static_cast<int32_t>(j)});
       }
+      if (candidates_.size() > runs_.back()) runs_.push_back(candidates_.size());
     }
-    pass.states += static_cast<int64_t>(candidates.size());
-    std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.cost < b.cost; });
-    Level next;
-    ParetoFront front(K_);
-    std::vector<int64_t> u(K_);
+    pass.states += static_cast<int64_t>(candidates_.size());
+    merge_runs();
+    const std::vector<Candidate>& candidates = candidates_;
+    front_.clear();
+    std::vector<int64_t>& u = use_;
+    u.resize(K_);
     for (const Candidate& c : candidates) {
       const int64_t* used = &from.use[static_cast<size_t>(c.parent) * K_];
       const int64_t* add = &r_.use[g][static_cast<size_t>(c.choice) * K_];
       for (int64_t k = 0; k < K_; ++k) u[k] = used[k] + add[k];
-      if (!front.insert(u)) continue;
+      if (!front_.insert(u.data())) continue;
       next.cost.push_back(c.cost);
       next.bound.push_back(c.bound);
       next.use.insert(next.use.end(), u.begin(), u.end());
       next.parent.push_back(c.parent);
       next.choice.push_back(c.choice);
     }
-    return next;
   }
 
   const Reduced& r_;
@@ -694,6 +743,14 @@ class ParetoDp {
   std::vector<int64_t> suffix_min_use_;  // [(depth) * K + k]: least use of the groups from depth on
   double root_bound_ = 0;
   double cutoff_ = std::numeric_limits<double>::infinity();
+  // Buffers reused by every pass.
+  std::vector<Level> levels_;
+  std::vector<Candidate> candidates_;
+  std::vector<Candidate> merged_;
+  std::vector<size_t> runs_;
+  std::vector<double> left_;  // [state * surrogates + i]
+  std::vector<int64_t> use_;
+  ParetoFront front_{K_};
 };
 
 // A feasible assignment given in original choice indices, mapped to the

@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -320,7 +321,25 @@ void fill_policy(const SearchSpace& space, const quant::Indicators& ind, SearchR
 
 }  // namespace
 
-SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
+namespace {
+
+// True when `choice` meets every constraint of `p` (exact integer uses).
+bool fits(const MckpProblem& p, const std::vector<int64_t>& choice) {
+  if (static_cast<int64_t>(choice.size()) != p.num_groups()) return false;
+  const std::vector<int64_t> used = assignment_use(p, choice);
+  for (int64_t k = 0; k < p.num_resources(); ++k) {
+    if (used[k] > p.capacity[k]) return false;
+  }
+  return true;
+}
+
+// run_search, given optionally the answer to the same program under budgets
+// no tighter in any resource. When that answer meets this program's budgets
+// it is this program's answer too, with the same proof: a tighter budget
+// cannot make anything cheaper, so the looser program's bound bounds this
+// one. It is then taken without solving.
+SearchResult search(const quant::Indicators& indicators, const SearchOptions& options, const MckpResult* looser) {
+  const auto start = std::chrono::steady_clock::now();
   const Criterion criterion =
       options.criterion().empty() ? default_criterion(indicators) : parse_criterion(options.criterion());
   const quant::Indicators ind = apply_criterion(indicators, criterion);
@@ -346,12 +365,25 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   const bool negative = std::any_of(p.capacity.begin(), p.capacity.end(), [](int64_t c) { return c < 0; });
   MckpOptions mo;
   mo.time_limit_seconds = options.time_limit();
-  if (!negative) result.solve = solve(p, options, mo);
+  if (!negative && looser && fits(p, looser->choice)) {
+    result.solve = *looser;
+    result.solve.used = assignment_use(p, looser->choice);
+    result.solve.nodes = 0;
+    result.solve.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } else if (!negative) {
+    result.solve = solve(p, options, mo);
+  }
   if (negative || result.solve.status == MckpStatus::kInfeasible) fail_infeasible(space, p, result);
   TORCH_CHECK(result.solve.status != MckpStatus::kLimitReached || !result.solve.choice.empty(),
               "search: the solver stopped at its time limit (", options.time_limit(), " s) without a policy");
   fill_policy(space, ind, result);
   return result;
+}
+
+}  // namespace
+
+SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
+  return search(indicators, options, nullptr);
 }
 
 double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
@@ -381,20 +413,23 @@ std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOpti
   const double hi = budget_bitops(ind, to, options.fixed_bits());
   TORCH_CHECK(hi > lo, "sweep: the upper budget ", to, " (", hi / 1e9, " G) must exceed the lower ", from, " (",
               lo / 1e9, " G)");
-  std::vector<SweepPoint> sweep;
-  for (int64_t i = 0; i < points; ++i) {
-    SweepPoint point;
+  // From the loosest budget down: where the answer of a looser budget meets
+  // a tighter one it is reused, proven as it was (see search()).
+  std::vector<SweepPoint> sweep(points);
+  const MckpResult* looser = nullptr;
+  for (int64_t i = points - 1; i >= 0; --i) {
+    SweepPoint& point = sweep[i];
     point.budget_bitops = lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(points - 1);
     SearchOptions o = options;
     o.bitops(fmt::format("{:.17g}", point.budget_bitops / 1e9));
     try {
-      point.result = run_search(ind, o);
+      point.result = search(ind, o, looser);
       point.feasible = true;
+      looser = &point.result.solve;
     } catch (const c10::Error& e) {
       // Only an unreachable budget is an expected outcome here.
       if (std::string(e.what_without_backtrace()).find("cannot be met") == std::string::npos) throw;
     }
-    sweep.push_back(std::move(point));
   }
   return sweep;
 }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -85,6 +87,28 @@ TEST(SyntheticTest, RealLearnedFilesAreSolvedExactly) {
       }
     }
   }
+}
+
+// A sweep runs from the loosest budget down and takes a looser budget's
+// answer where it meets a tighter one; every point must still be the optimum
+// of its own program, as a search at that budget alone finds it.
+TEST(SyntheticTest, SweepReusesAnswersOnlyWhereTheyStayOptimal) {
+  const auto ind = synthetic_indicators("resnet50", 3);
+  const auto options = SearchOptions().cr(12.2).solver("dp");
+  const auto sweep = run_sweep(ind, options, "W2A3", "W6A6", 12);
+  int64_t reused = 0, solved = 0;
+  for (const auto& point : sweep) {
+    ASSERT_TRUE(point.feasible) << point.budget_bitops;
+    const auto alone = run_search(ind, SearchOptions(options).bitops(fmt::format("{:.17g}", point.budget_bitops / 1e9)));
+    EXPECT_NEAR(point.result.solve.objective, alone.solve.objective, 1e-9 * alone.solve.objective)
+        << point.budget_bitops;
+    EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << point.budget_bitops;
+    EXPECT_LE(point.result.achieved_bitops, point.budget_bitops);
+    EXPECT_LE(point.result.achieved_size_bits, point.result.target_size_bits);
+    (point.result.solve.nodes == 0 && alone.solve.nodes > 0 ? reused : solved) += 1;
+  }
+  EXPECT_GE(reused, 3) << "the loose budgets, where only the size binds, share one answer";
+  EXPECT_GE(solved, 3) << "the tight ones are solved";
 }
 
 }  // namespace

@@ -119,7 +119,10 @@ struct SweepPoint {
 
 // Solves the program for `points` BitOps budgets evenly spaced from `from`
 // to `to` (specs as for budget_bitops; other constraints from `options`).
-// Infeasible budgets are kept as points, not errors.
+// Infeasible budgets are kept as points, not errors. The budgets are solved
+// from the loosest down; a point whose budget the next looser point's answer
+// meets takes that answer (proven optimal by the looser program's bound;
+// `solve.nodes` is then 0) instead of being solved again.
 std::vector<SweepPoint> run_sweep(const quant::Indicators& indicators, const SearchOptions& options,
                                   const std::string& from, const std::string& to, int64_t points);
 
