@@ -19,7 +19,9 @@ Budgets: W2A3- and W3A3-level BitOps, and CR 12 (weights only; its uniform
 baseline is W2A6, the uniform precision that fits with the most bits).
 Methods: limpq's default criterion (whatever `limpq search` does without
 --criterion/--alpha), the paper's exact criterion (step, alpha 2), the
-Hessian and measured-drop criteria, uniform precision, three random
+other forms of the learned step given by --forms (each at its default
+alpha; the validation columns are what decides which form is the default),
+the Hessian and measured-drop criteria, uniform precision, three random
 policies (--random-objective 1, 2, 3) and full precision.
 
 Fine-tuning length, fixed before any test number is read: every method
@@ -93,6 +95,8 @@ class Study(StudyBase):
             "limpq default": self.search(budget, flags, "default", a.indicators, []),
             "paper (step, alpha 2)": self.search(budget, flags, "paper", a.indicators, ["--criterion", "step",
                                                                                         "--alpha", "2"]),
+            **{f"limpq {form}": self.search(budget, flags, form, a.indicators, ["--criterion", form])
+               for form in a.forms},
             "hessian": self.search(budget, flags, "hessian", a.hessian, []),
             "measured drop": self.search(budget, flags, "drop", a.drop, []),
         }
@@ -159,6 +163,8 @@ def main():
     p.add_argument("--indicators", required=True)
     p.add_argument("--drop", required=True)
     p.add_argument("--hessian", required=True)
+    p.add_argument("--forms", nargs="*", default=["fisher"],
+                   help="forms of the learned step (limpq search --criterion) studied beside the default")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=1, help="the shorter fine-tuning length E of the check")
