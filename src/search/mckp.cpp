@@ -72,12 +72,14 @@ bool reduce(const MckpProblem& p, Reduced& r) {
 // use and strictly decreasing cost, from the cheapest point towards the
 // lowest use. Giving use back along its edges is what a one-row
 // multiple-choice LP does with the group.
-std::vector<size_t> lower_hull(const std::vector<double>& use, const std::vector<double>& cost) {
-  std::vector<size_t> idx(cost.size());
+// `idx` and `hull` are the caller's buffers (the hull comes back in `hull`).
+void lower_hull(const std::vector<double>& use, const std::vector<double>& cost, std::vector<size_t>& idx,
+                std::vector<size_t>& hull) {
+  idx.resize(cost.size());
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(),
             [&](size_t a, size_t b) { return use[a] < use[b] || (use[a] == use[b] && cost[a] < cost[b]); });
-  std::vector<size_t> hull;
+  hull.clear();
   for (size_t i : idx) {
     if (!hull.empty() && cost[i] >= cost[hull.back()]) continue;
     while (hull.size() >= 2) {
@@ -88,6 +90,11 @@ std::vector<size_t> lower_hull(const std::vector<double>& use, const std::vector
     }
     hull.push_back(i);
   }
+}
+
+std::vector<size_t> lower_hull(const std::vector<double>& use, const std::vector<double>& cost) {
+  std::vector<size_t> idx, hull;
+  lower_hull(use, cost, idx, hull);
   return hull;
 }
 
@@ -149,6 +156,7 @@ class Dual {
     std::vector<Edge> edges;
     double used = 0;
     std::vector<double> u, c;
+    std::vector<size_t> idx, hull;
     for (int64_t g = 0; g < r_.groups; ++g) {
       const size_t n = r_.cost[g].size();
       u.resize(n);
@@ -157,7 +165,7 @@ class Dual {
         u[j] = static_cast<double>(r_.use[g][j * K + k]) * inv_cap_[k];
         c[j] = priced(g, j, lambda, k);
       }
-      const std::vector<size_t> hull = lower_hull(u, c);
+      lower_hull(u, c, idx, hull);
       used += u[hull.back()];
       for (size_t t = hull.size() - 1; t > 0; --t) {
         const double du = u[hull[t]] - u[hull[t - 1]];
@@ -318,20 +326,18 @@ class SurrogateLp {
     std::vector<size_t> edges_from(G + 2, 0);
     for (const Edge& e : edges_) ++edges_from[e.depth];
     for (int64_t d = G - 1; d >= 0; --d) edges_from[d] += edges_from[d + 1];
-    curves_.resize(every_depth ? G + 1 : 1);
-    for (int64_t d = 0; d < static_cast<int64_t>(curves_.size()); ++d) {
-      Curve& c = curves_[d];
-      c.given.reserve(edges_from[d]);
-      c.added.reserve(edges_from[d]);
-      c.slope.reserve(edges_from[d]);
+    const int64_t depths = every_depth ? G + 1 : 1;
+    curve_begin_.assign(depths + 1, 0);
+    for (int64_t d = 0; d < depths; ++d) curve_begin_[d + 1] = curve_begin_[d] + edges_from[d];
+    points_.resize(curve_begin_.back());
+    for (int64_t d = 0; d < depths; ++d) {
+      Point* out = &points_[curve_begin_[d]];
       double given = 0, added = 0;
       for (const Edge& e : edges_) {
         if (e.depth < d) continue;
         given += e.use;
         added += e.cost;
-        c.given.push_back(given);
-        c.added.push_back(added);
-        c.slope.push_back(e.slope);
+        *out++ = {given, added, e.slope};
       }
     }
   }
@@ -352,26 +358,26 @@ class SurrogateLp {
   // the edge the greedy stops on (0 when the row is slack).
   double price(int64_t d, double room) const {
     const double excess = top_use_suffix_[d] - room;
-    const Curve& c = curves_[d];
-    if (excess <= 0 || c.given.empty()) return 0.0;
-    const size_t i = std::lower_bound(c.given.begin(), c.given.end(), excess) - c.given.begin();
-    return c.slope[std::min(i, c.slope.size() - 1)];
+    const Point *begin = curve_begin(d), *end = curve_end(d);
+    if (excess <= 0 || begin == end) return 0.0;
+    const Point* at = first_giving(begin, end, excess);
+    return (at == end ? end - 1 : at)->slope;
   }
 
   double bound(int64_t d, double room) const {
     const double excess = top_use_suffix_[d] - room;
     const double slack = 1e-12 * (std::abs(top_use_suffix_[d]) + std::abs(room));
     if (excess <= slack) return top_cost_suffix_[d];
-    const Curve& c = curves_[d];
+    const Point *begin = curve_begin(d), *end = curve_end(d);
     // The first edge whose running sum gives back the excess.
-    const size_t i = std::lower_bound(c.given.begin(), c.given.end(), excess) - c.given.begin();
-    if (i == c.given.size()) {
-      return excess - (c.given.empty() ? 0.0 : c.given.back()) <= slack
-                 ? top_cost_suffix_[d] + (c.added.empty() ? 0.0 : c.added.back())
-                 : std::numeric_limits<double>::infinity();
+    const Point* at = first_giving(begin, end, excess);
+    if (at == end) {
+      const Point* last = begin == end ? nullptr : end - 1;
+      return excess - (last ? last->given : 0.0) <= slack ? top_cost_suffix_[d] + (last ? last->added : 0.0)
+                                                          : std::numeric_limits<double>::infinity();
     }
-    const double given_before = i > 0 ? c.given[i - 1] : 0.0, added_before = i > 0 ? c.added[i - 1] : 0.0;
-    return top_cost_suffix_[d] + added_before + c.slope[i] * (excess - given_before);
+    const double given_before = at > begin ? (at - 1)->given : 0.0, added_before = at > begin ? (at - 1)->added : 0.0;
+    return top_cost_suffix_[d] + added_before + at->slope * (excess - given_before);
   }
 
  private:
@@ -398,14 +404,21 @@ class SurrogateLp {
   std::vector<double> weight_;             // [k], divided by the capacity
   std::vector<std::vector<double>> use_;   // [g][j] surrogate use
   // The LP of the groups from one depth on, against the surrogate use
-  // given back: running sums over its edges in slope order.
-  struct Curve {
-    std::vector<double> given, added, slope;
+  // given back: running sums over its edges in slope order. The curves of
+  // all depths lie one after another in points_.
+  struct Point {
+    double given, added, slope;
   };
+  const Point* curve_begin(int64_t d) const { return points_.data() + curve_begin_[d]; }
+  const Point* curve_end(int64_t d) const { return points_.data() + curve_begin_[d + 1]; }
+  static const Point* first_giving(const Point* begin, const Point* end, double excess) {
+    return std::lower_bound(begin, end, excess, [](const Point& p, double v) { return p.given < v; });
+  }
 
   std::vector<double> top_cost_suffix_, top_use_suffix_;
   std::vector<Edge> edges_;
-  std::vector<Curve> curves_;  // [depth]
+  std::vector<Point> points_;
+  std::vector<size_t> curve_begin_;  // [depth], one past the last depth at the end
 };
 
 // Reduced-cost fixing at the root: with mu the surrogate LP's price, any
