@@ -367,6 +367,7 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
   mo.time_limit_seconds = options.time_limit();
   if (!negative && looser && fits(p, looser->choice)) {
     result.solve = *looser;
+    result.solve.solver += " (the answer of a looser budget)";
     result.solve.used = assignment_use(p, looser->choice);
     result.solve.nodes = 0;
     result.solve.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
