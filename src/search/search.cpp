@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -333,13 +334,24 @@ bool fits(const MckpProblem& p, const std::vector<int64_t>& choice) {
   return true;
 }
 
-// run_search, given optionally the answer to the same program under budgets
-// no tighter in any resource. When that answer meets this program's budgets
-// it is this program's answer too, with the same proof: a tighter budget
-// cannot make anything cheaper, so the looser program's bound bounds this
-// one. It is then taken without solving.
-SearchResult search(const quant::Indicators& indicators, const SearchOptions& options, const MckpResult* looser) {
+// The answer to the same program under budgets no tighter in any resource,
+// as the answer to `p`, when it meets p's budgets: a tighter budget cannot
+// make anything cheaper, so the looser program's bound bounds this one and
+// the proof carries over. Empty when it does not fit.
+std::optional<MckpResult> looser_answer(const MckpProblem& p, const MckpResult& looser) {
   const auto start = std::chrono::steady_clock::now();
+  if (!fits(p, looser.choice)) return std::nullopt;
+  MckpResult r = looser;
+  r.solver += " (the answer of a looser budget)";
+  r.used = assignment_use(p, looser.choice);
+  r.nodes = 0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+// run_search, given optionally the answer of a looser budget to take
+// without solving where it fits (looser_answer).
+SearchResult search(const quant::Indicators& indicators, const SearchOptions& options, const MckpResult* looser) {
   const Criterion criterion =
       options.criterion().empty() ? default_criterion(indicators) : parse_criterion(options.criterion());
   const quant::Indicators ind = apply_criterion(indicators, criterion);
@@ -365,14 +377,9 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
   const bool negative = std::any_of(p.capacity.begin(), p.capacity.end(), [](int64_t c) { return c < 0; });
   MckpOptions mo;
   mo.time_limit_seconds = options.time_limit();
-  if (!negative && looser && fits(p, looser->choice)) {
-    result.solve = *looser;
-    result.solve.solver += " (the answer of a looser budget)";
-    result.solve.used = assignment_use(p, looser->choice);
-    result.solve.nodes = 0;
-    result.solve.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  } else if (!negative) {
-    result.solve = solve(p, options, mo);
+  if (!negative) {
+    const auto reused = looser ? looser_answer(p, *looser) : std::nullopt;
+    result.solve = reused ? *reused : solve(p, options, mo);
   }
   if (negative || result.solve.status == MckpStatus::kInfeasible) fail_infeasible(space, p, result);
   TORCH_CHECK(result.solve.status != MckpStatus::kLimitReached || !result.solve.choice.empty(),
