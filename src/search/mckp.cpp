@@ -185,27 +185,16 @@ class Dual {
   std::vector<double> inv_cap_;
 };
 
-// A good first incumbent: the Lagrangian minimiser of every group, repaired
-// greedily until feasible (cheapest cost increase per unit of violated
-// resource freed), then improved by single-group moves while feasible. It
-// caps the cutoff of the solver's passes and drives reduced-cost fixing.
-std::vector<int64_t> lagrangian_heuristic(const Reduced& r, const std::vector<int64_t>& capacity,
-                                          const std::vector<double>& lambda) {
+// An assignment made feasible greedily (cheapest cost increase per unit of
+// violated resource freed), then improved by single-group moves while
+// feasible; empty when the repair gets stuck.
+std::vector<int64_t> repair_and_improve(const Reduced& r, const std::vector<int64_t>& capacity,
+                                        std::vector<int64_t> x) {
   const int64_t G = r.groups, K = r.resources;
   std::vector<double> inv_cap(K);
   for (int64_t k = 0; k < K; ++k) inv_cap[k] = capacity[k] > 0 ? 1.0 / capacity[k] : 0.0;
-  std::vector<int64_t> x(G, 0);
   std::vector<int64_t> used(K, 0);
   for (int64_t g = 0; g < G; ++g) {
-    double best = std::numeric_limits<double>::infinity();
-    for (size_t j = 0; j < r.cost[g].size(); ++j) {
-      double v = r.cost[g][j];
-      for (int64_t k = 0; k < K; ++k) v += lambda[k] * static_cast<double>(r.use[g][j * K + k]) * inv_cap[k];
-      if (v < best) {
-        best = v;
-        x[g] = static_cast<int64_t>(j);
-      }
-    }
     for (int64_t k = 0; k < K; ++k) used[k] += r.use[g][x[g] * K + k];
   }
   auto use_of = [&](int64_t g, int64_t j, int64_t k) { return r.use[g][j * K + k]; };
@@ -264,6 +253,29 @@ std::vector<int64_t> lagrangian_heuristic(const Reduced& r, const std::vector<in
     x[bg] = bj;
   }
   return x;
+}
+
+// A good first incumbent: the Lagrangian minimiser of every group, repaired
+// and improved. It caps the cutoff of the solver's passes and drives
+// reduced-cost fixing.
+std::vector<int64_t> lagrangian_heuristic(const Reduced& r, const std::vector<int64_t>& capacity,
+                                          const std::vector<double>& lambda) {
+  const int64_t G = r.groups, K = r.resources;
+  std::vector<int64_t> x(G, 0);
+  for (int64_t g = 0; g < G; ++g) {
+    double best = std::numeric_limits<double>::infinity();
+    for (size_t j = 0; j < r.cost[g].size(); ++j) {
+      double v = r.cost[g][j];
+      for (int64_t k = 0; k < K; ++k) {
+        if (capacity[k] > 0) v += lambda[k] * static_cast<double>(r.use[g][j * K + k]) / static_cast<double>(capacity[k]);
+      }
+      if (v < best) {
+        best = v;
+        x[g] = static_cast<int64_t>(j);
+      }
+    }
+  }
+  return repair_and_improve(r, capacity, std::move(x));
 }
 
 // The order groups are decided in: largest regret first (the cost gap
@@ -766,15 +778,11 @@ class ParetoDp {
   ParetoFront front_{K_};
 };
 
-// A feasible assignment given in original choice indices, mapped to the
-// reduced problem (a removed choice maps to the choice of its group that
-// dominated it, never worse); empty when it does not fit.
+// An assignment given in original choice indices, mapped to the reduced
+// problem (a removed choice maps to the choice of its group that dominated
+// it, never worse); empty when a choice has no survivor that dominates it.
 std::vector<int64_t> reduced_choice(const MckpProblem& p, const Reduced& r, const std::vector<int64_t>& original) {
   if (static_cast<int64_t>(original.size()) != p.num_groups()) return {};
-  const auto used = assignment_use(p, original);
-  for (int64_t k = 0; k < p.num_resources(); ++k) {
-    if (used[k] > p.capacity[k]) return {};
-  }
   std::vector<int64_t> out(r.groups);
   for (int64_t g = 0; g < r.groups; ++g) {
     const int64_t want = original[g];
@@ -885,7 +893,10 @@ MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options) {
   };
   std::vector<int64_t> incumbent = lagrangian_heuristic(r, problem.capacity, lambda);
   if (!options.incumbent.empty()) {
-    const std::vector<int64_t> warm = reduced_choice(problem, r, options.incumbent);
+    // Repaired where it does not fit: the answer of a neighbouring budget
+    // usually needs a few moves.
+    std::vector<int64_t> warm = reduced_choice(problem, r, options.incumbent);
+    if (!warm.empty()) warm = repair_and_improve(r, problem.capacity, std::move(warm));
     if (!warm.empty() && (incumbent.empty() || cost_of(warm) < cost_of(incumbent))) incumbent = warm;
   }
   double bound = std::numeric_limits<double>::infinity();  // of what fixing removed

@@ -350,7 +350,8 @@ std::optional<MckpResult> looser_answer(const MckpProblem& p, const MckpResult& 
 }
 
 // run_search, given optionally the answer of a looser budget to take
-// without solving where it fits (looser_answer).
+// without solving where it fits (looser_answer), and to start from where it
+// does not.
 SearchResult search(const quant::Indicators& indicators, const SearchOptions& options, const MckpResult* looser) {
   const Criterion criterion =
       options.criterion().empty() ? default_criterion(indicators) : parse_criterion(options.criterion());
@@ -379,6 +380,7 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
   mo.time_limit_seconds = options.time_limit();
   if (!negative) {
     const auto reused = looser ? looser_answer(p, *looser) : std::nullopt;
+    if (looser && !reused) mo.incumbent = looser->choice;  // the solver repairs it to fit: a warm start
     result.solve = reused ? *reused : solve(p, options, mo);
   }
   if (negative || result.solve.status == MckpStatus::kInfeasible) fail_infeasible(space, p, result);

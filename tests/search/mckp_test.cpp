@@ -189,6 +189,31 @@ TEST(MckpTest, AKnownAnswerStartsTheSearchAndCertifyProvesOrBounds) {
   EXPECT_GT(judged.gap(), 0.01);
 }
 
+TEST(MckpTest, AnIncumbentOverTheBudgetIsRepairedAndTheAnswerStaysOptimal) {
+  // The answer of a looser budget (what a sweep passes on) overflows the
+  // tighter one; the solver starts from a repaired copy of it.
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 100; ++trial) {
+    const int64_t layers = 2 + trial % 4;
+    const bool two = trial % 2 == 0;
+    const double tight = 0.05 + 0.5 * (trial % 5) / 4.0;
+    MckpProblem p = random_problem(rng, layers, {4, 3, 2}, two, tight, 0.3);
+    MckpProblem looser = p;
+    for (auto& c : looser.capacity) c = c + c / 2;
+    const auto brute = solve_mckp_brute_force(p);
+    const auto loose = solve_mckp(looser);
+    ASSERT_EQ(loose.status, MckpStatus::kOptimal) << "trial " << trial;
+    MckpOptions warm;
+    warm.incumbent = loose.choice;
+    const auto fast = solve_mckp(p, warm);
+    ASSERT_EQ(fast.status, brute.status) << "trial " << trial;
+    if (brute.status == MckpStatus::kOptimal) {
+      expect_feasible(p, fast);
+      EXPECT_NEAR(fast.objective, brute.objective, 1e-12 * std::abs(brute.objective)) << "trial " << trial;
+    }
+  }
+}
+
 TEST(MckpTest, InfeasibleBudgetsAreReported) {
   MckpProblem p;
   p.cost = {{1.0, 2.0}};
