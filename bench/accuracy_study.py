@@ -38,7 +38,9 @@ budget) the study uses E, otherwise 2E. Then every method and budget is
 fine-tuned with --seeds at that length and the test set is read.
 
 Every run is cached under --out (identical policies share runs; an
-interrupted study resumes). Results: <out>/{length_check,accuracy}.{csv,md},
+interrupted study resumes), and each finished fine-tuning run is also
+appended to <results>/runs.jsonl, which is committed: a study on a fresh
+machine resumes from it. Results: <out>/{length_check,accuracy}.{csv,md},
 copied to --results.
 """
 
@@ -84,6 +86,7 @@ class Study(StudyBase):
         super().__init__(args)
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
         self.lr = args.lrs[0]
+        self.ledger = self.read_ledger()
 
     def search(self, budget, flags, name, source, extra):
         path = self.out / "policies" / budget / f"{name}.json"
@@ -119,7 +122,10 @@ class Study(StudyBase):
         if lr != 0.01:  # the rate joins the key only off the first studies' 0.01, so their runs stay cached
             recipe.append(lr)
         flag, key = policy_run_key(policy, recipe)
-        d = self.out / "finetune" / f"{key}_s{seed}"
+        run = f"{key}_s{seed}"
+        if run in self.ledger:
+            return self.ledger[run]
+        d = self.out / "finetune" / run
         cache = d / "result.json"
         if not cache.exists():
             d.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +136,24 @@ class Study(StudyBase):
             last = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines() if l.strip()][-1]
             cache.write_text(json.dumps({"val": last["val"], "test": final["test"]}))
             (d / "checkpoint.pt").unlink(missing_ok=True)  # the figures are kept; the weights are not needed
-        return json.loads(cache.read_text())
+        result = json.loads(cache.read_text())
+        self.record(run, result)
+        return result
+
+    def read_ledger(self):
+        """run -> result of every fine-tuning run recorded in <results>/runs.jsonl."""
+        path = Path(self.args.results) / "runs.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return {r["run"]: r["result"] for r in map(json.loads, filter(str.strip, lines))}
+
+    def record(self, run, result):
+        """Appends a finished run to the ledger, which is committed with the
+        results: a study on a fresh machine resumes from it."""
+        self.ledger[run] = result
+        path = Path(self.args.results) / "runs.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps({"run": run, "result": result}, sort_keys=True) + "\n")
 
     def full_precision_test(self):
         cache = self.out / "fp_test.json"
