@@ -29,6 +29,7 @@
 #include "limpq/quant/indicators.h"
 #include "limpq/search/search.h"
 #include "limpq/search/synthetic.h"
+#include "limpq/util/runtime.h"
 
 namespace {
 
@@ -140,6 +141,8 @@ Args parse_args(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const Args args = parse_args(argc, argv);
+    // As the CLI runs (LIMPQ_HOST_ALLOCATOR=system measures glibc's defaults).
+    limpq::util::retain_freed_host_memory();
     for (const std::string arch : {"resnet18", "resnet50", "mobilenet_v2"}) {
       for (int seed = args.first_seed; seed < args.first_seed + args.seeds; ++seed) {
         const auto ind = limpq::search::synthetic_indicators(arch, static_cast<uint64_t>(seed));
