@@ -14,7 +14,10 @@ BENCH=${LIMPQ_BUILD_DIR:-build}/bench/limpq_search_bench
 [ -x "$BENCH" ] || { echo "build first: cmake --build build" >&2; exit 1; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-"$BENCH" "$dir" "$REPEATS" "${SEEDS:-3}" "$@" | while read -r line; do
+# limpq first, to the end, then PuLP: a pipe would run the two side by side
+# on the same cores and slow both.
+"$BENCH" "$dir" "$REPEATS" "${SEEDS:-3}" "$@" > "$dir/limpq.jsonl"
+while read -r line; do
   echo "limpq: $line"
   # The authors' formulation on the both-constraints budget of each file.
   budget=$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('budget', ''))" "$line")
@@ -24,4 +27,4 @@ trap 'rm -rf "$dir"' EXIT
       echo "pulp:  $(/usr/bin/python3 bench/pulp_search.py "$ind" --bitops W3A4 --cr "${budget#W3A4+CR}" --repeats 5)"
       ;;
   esac
-done
+done < "$dir/limpq.jsonl"

@@ -342,7 +342,9 @@ std::optional<MckpResult> looser_answer(const MckpProblem& p, const MckpResult& 
   const auto start = std::chrono::steady_clock::now();
   if (!fits(p, looser.choice)) return std::nullopt;
   MckpResult r = looser;
-  r.solver += " (the answer of a looser budget)";
+  // Said once, however many budgets the answer has passed down.
+  const std::string taken = " (the answer of a looser budget)";
+  if (r.solver.find(taken) == std::string::npos) r.solver += taken;
   r.used = assignment_use(p, looser.choice);
   r.nodes = 0;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

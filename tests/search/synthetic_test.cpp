@@ -105,8 +105,10 @@ TEST(SyntheticTest, SweepReusesAnswersOnlyWhereTheyStayOptimal) {
     EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << point.budget_bitops;
     EXPECT_LE(point.result.achieved_bitops, point.budget_bitops);
     EXPECT_LE(point.result.achieved_size_bits, point.result.target_size_bits);
-    const bool taken = point.result.solve.solver.find("looser budget") != std::string::npos;
+    const std::string& solver = point.result.solve.solver;
+    const bool taken = solver.find("looser budget") != std::string::npos;
     EXPECT_EQ(taken, point.result.solve.nodes == 0) << "a reused answer says so";
+    EXPECT_EQ(solver.find("looser budget"), solver.rfind("looser budget")) << "and says it once: " << solver;
     (taken ? reused : solved) += 1;
   }
   EXPECT_GE(reused, 3) << "the loose budgets, where only the size binds, share one answer";
