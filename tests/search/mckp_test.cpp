@@ -150,6 +150,29 @@ MckpProblem hard_problem() {
   return random_problem(rng, 60, {6, 5, 4, 3, 2}, /*two_constraints=*/true, 0.2, 0.3, 3'000'000'000);
 }
 
+// CBC's tolerances are absolute (by default it drops nodes that cannot
+// improve the incumbent by 1e-5), so an objective whose whole range is
+// smaller than that (raw learned steps in small units can be) makes an
+// unscaled CBC take almost any answer as optimal. limpq's CBC path scales
+// the objective and has its answer certified: it must return the optimum
+// and prove it.
+TEST(MckpTest, CbcFindsTheOptimumOfAnObjectiveBelowItsAbsoluteTolerances) {
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 4; ++trial) {
+    MckpProblem p = random_problem(rng, 30, {6, 5, 4, 3, 2}, /*two_constraints=*/true, 0.2 + 0.05 * trial, 0.3,
+                                   3'000'000'000);
+    for (auto& group : p.cost) {
+      for (double& c : group) c *= 1e-7;
+    }
+    const auto exact = solve_mckp(p);
+    ASSERT_EQ(exact.status, MckpStatus::kOptimal) << "trial " << trial;
+    const auto cbc = certify(p, solve_mckp_cbc(p));
+    expect_feasible(p, cbc);
+    EXPECT_EQ(cbc.status, MckpStatus::kOptimal) << "trial " << trial;
+    EXPECT_NEAR(cbc.objective, exact.objective, 1e-9 * exact.objective) << "trial " << trial;
+  }
+}
+
 TEST(MckpTest, AStoppedSolveReportsAnHonestBound) {
   const MckpProblem p = hard_problem();
   const auto exact = solve_mckp(p);
