@@ -86,6 +86,7 @@ class Study(StudyBase):
         super().__init__(args)
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
         self.lr = args.lrs[0]
+        self.ledger_path = Path(args.results) / "runs.jsonl"
         self.ledger = self.read_ledger()
 
     def search(self, budget, flags, name, source, extra):
@@ -142,7 +143,7 @@ class Study(StudyBase):
 
     def read_ledger(self):
         """run -> result of every fine-tuning run recorded in <results>/runs.jsonl."""
-        path = Path(self.args.results) / "runs.jsonl"
+        path = self.ledger_path
         lines = path.read_text().splitlines() if path.exists() else []
         return {r["run"]: r["result"] for r in map(json.loads, filter(str.strip, lines))}
 
@@ -150,9 +151,8 @@ class Study(StudyBase):
         """Appends a finished run to the ledger, which is committed with the
         results: a study on a fresh machine resumes from it."""
         self.ledger[run] = result
-        path = Path(self.args.results) / "runs.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
+        self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.ledger_path, "a") as f:
             f.write(json.dumps({"run": run, "result": result}, sort_keys=True) + "\n")
 
     def full_precision_test(self):

@@ -13,9 +13,9 @@
 // and with CBC (once; its time includes limpq's certification of the
 // answer; --no-cbc leaves it out, for quick timing of limpq alone). One JSON
 // line per (file, budget): times, states, status, objectives, gaps, and the
-// difference of the two answers. Then, per file, a
-// 25-budget Pareto sweep (W2A2 to W6A6 with CR as above) in one run_sweep
-// call (median of REPEATS calls). bench/search_speed.sh adds the authors' PuLP formulation on the
+// difference of the two answers. Then, per file, a 25-budget Pareto sweep
+// (W2A2 to W6A6 with CR as above) in one run_sweep call (median of REPEATS
+// calls). bench/search_speed.sh adds the authors' PuLP formulation on the
 // same files.
 #include <fmt/core.h>
 
