@@ -27,8 +27,8 @@ policies (--random-objective 1, 2, 3) and full precision.
 Learning rate, fixed first, from validation top-1 only: limpq's default
 policy and uniform precision at every budget are fine-tuned with seed 0 for
 --epochs E at each of --lrs; the rate with the best mean is used for
-everything after (on mobilenet_v2, 0.01 made some of these 78-step runs
-diverge to chance).
+everything after (on mobilenet_v2, before LSQ steps were projected into their
+bounds, 0.01 made some of these 78-step runs diverge to chance).
 
 Fine-tuning length, fixed before any test number is read: every method
 and budget is fine-tuned with seed 0 for --epochs E and 2E (on --ft-limit
@@ -56,6 +56,11 @@ from limpq_cli import Study as StudyBase, log, policy_run_key
 BUDGETS = [("W2A3", ["--bitops", "W2A3"], "W2A3"), ("W3A3", ["--bitops", "W3A3"], "W3A3"),
            ("CR12", ["--cr", "12"], "W2A6")]
 RANDOM_SEEDS = [1, 2, 3]
+# Changes to limpq's fine-tuning that change its results join every run's key,
+# so that no run of older code is reused (the ledger keeps those as history).
+# "steps-projected": LSQ steps are projected into [min_step, max_step] after
+# each update (before, a step driven below zero stayed there, dead).
+FINETUNE_REVISIONS = ["steps-projected"]
 
 
 def kendall_tau(a, b):
@@ -122,6 +127,7 @@ class Study(StudyBase):
         recipe = [epochs, self.args.ft_limit, self.args.val_size, self.args.bn_batches, self.args.fp]
         if lr != 0.01:  # the rate joins the key only off the first studies' 0.01, so their runs stay cached
             recipe.append(lr)
+        recipe += FINETUNE_REVISIONS
         flag, key = policy_run_key(policy, recipe)
         run = f"{key}_s{seed}"
         if run in self.ledger:

@@ -117,6 +117,21 @@ torch::Tensor LsqQuantizerImpl::effective_step(int64_t bits) const {
   return options.max_step() > 0 ? s.clamp(options.min_step(), options.max_step()) : s.clamp_min(options.min_step());
 }
 
+void LsqQuantizerImpl::project_steps() {
+  torch::NoGradGuard no_grad;
+  if (options.max_step() > 0) {
+    steps.clamp_(options.min_step(), options.max_step());
+  } else {
+    steps.clamp_min_(options.min_step());
+  }
+}
+
+void project_all_steps(torch::nn::Module& root) {
+  for (const auto& m : root.modules(/*include_self=*/true)) {
+    if (auto* q = dynamic_cast<LsqQuantizerImpl*>(m.get())) q->project_steps();
+  }
+}
+
 void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {
   torch::NoGradGuard no_grad;
   const torch::Tensor w = weight.detach().to(torch::kFloat32);

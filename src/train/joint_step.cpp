@@ -14,6 +14,7 @@
 #include "limpq/models/quantized.h"
 #include "limpq/nn/quant_conv.h"
 #include "limpq/quant/indicators.h"
+#include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/layer_stats.h"
 #include "limpq/train/step.h"
 #include "limpq/util/runtime.h"
@@ -24,7 +25,10 @@ namespace {
 class JointIndicatorStep : public TrainStep {
  public:
   JointIndicatorStep(const TrainConfig& config, models::Model model, data::DataBundle& data)
-      : config_(config), candidates_(config.indicators.candidates()), only_layer_(config.indicators.only_layer()) {
+      : config_(config),
+        model_(model),
+        candidates_(config.indicators.candidates()),
+        only_layer_(config.indicators.only_layer()) {
     TORCH_CHECK(config.optim.bn_recalibration_batches() == 0,
                 "indicators: train.bn_recalibration_batches applies to train and finetune, not to indicator training");
     take_fraction(data);
@@ -39,6 +43,8 @@ class JointIndicatorStep : public TrainStep {
   std::string record() const override { return quantized_->describe().dump(); }
 
   bool decays(const std::string& parameter_name) const override { return !is_quantizer_step(parameter_name); }
+
+  void after_update() override { quant::project_all_steps(*model_); }
 
   int64_t passes() const override { return num_candidates() + (only_layer_.empty() ? 1 : 0); }
 
@@ -184,6 +190,7 @@ class JointIndicatorStep : public TrainStep {
   }
 
   TrainConfig config_;
+  models::Model model_;
   std::vector<int64_t> candidates_;
   std::string only_layer_;
   std::optional<models::QuantModel> quantized_;

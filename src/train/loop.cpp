@@ -74,6 +74,17 @@ std::string locate_nonfinite_gradient(models::ModelImpl& model) {
   return "no gradient is non-finite";
 }
 
+// Training accuracy within 1.5x of guessing means the run is not learning
+// (diverged, or a quantizer broke the network): said, since nothing else
+// (no NaN, a finite loss) would tell.
+std::string chance_warning(double train_top1, int64_t num_classes) {
+  const double chance = 100.0 / static_cast<double>(num_classes);
+  if (num_classes < 2 || train_top1 >= 1.5 * chance) return "";
+  return fmt::format("train top-1 {:.2f}% is near chance ({:.2f}% for {} classes): the run is not learning "
+                     "(diverged, or the quantized network is broken); lower the learning rate",
+                     train_top1, chance, num_classes);
+}
+
 // Whether any worker asked to stop (one small all-reduce).
 bool any_worker_stopping() {
   bool stop = util::stop_requested();
@@ -434,6 +445,7 @@ void TrainingLoop::update(const StepOutcome& outcome, const torch::Tensor& label
   stats_.add(outcome.loss.back(), outcome.logits.back(), labels);
   step_.before_update(parameters_);
   optimizer_->step();
+  step_.after_update();
 }
 
 // "W6A6 0.412/88.1% W5A5 ... | mixed " before the step's own figures.
@@ -480,6 +492,10 @@ nlohmann::ordered_json TrainingLoop::end_epoch(int64_t epoch, std::string& statu
   }
   status = pass_summary() + fmt::format("loss {:.4f} acc {:.2f}% | {:.0f} img/s", stats_.mean_loss(),
                                         stats_.accuracy(), images_per_second);
+  if (const std::string warning = chance_warning(stats_.accuracy(), data_.num_classes); !warning.empty()) {
+    entry["warning"] = warning;
+    if (main_rank_) fmt::print(stderr, "\ntrain: warning: epoch {}: {}\n", epoch + 1, warning);
+  }
   const bool last = epoch + 1 == config_.optim.epochs();
   const bool evaluate_now = (epoch + 1) % config_.run.eval_every() == 0 || last;
   if (evaluate_now) step_.prepare_evaluation();

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "limpq/models/quantized.h"
+#include "limpq/quant/lsq_quantizer.h"
 #include "limpq/quant/policy.h"
 #include "limpq/train/step.h"
 
@@ -11,7 +12,7 @@ namespace {
 
 class PlainStep : public TrainStep {
  public:
-  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) {
+  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) : model_(model) {
     const FinetuneOptions& quant = config.quant;
     if (!quant.enabled()) return;
     TORCH_CHECK(quant.policy().empty() || quant.uniform().empty(),
@@ -27,11 +28,16 @@ class PlainStep : public TrainStep {
 
   bool decays(const std::string& parameter_name) const override { return !is_quantizer_step(parameter_name); }
 
+  void after_update() override {
+    if (quantized_) quant::project_all_steps(*model_);
+  }
+
   void finish(FinishContext& /*context*/, TrainResult& result) override {
     if (quantized_) result.test.cost = models::policy_cost(quantized_->layers(), quantized_->current_policy());
   }
 
  private:
+  models::Model model_;
   std::optional<models::QuantModel> quantized_;
 };
 

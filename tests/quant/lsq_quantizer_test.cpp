@@ -121,6 +121,30 @@ TEST_F(LsqQuantizerTest, StepClampAppliesInTheForwardPass) {
   EXPECT_FLOAT_EQ(q(torch::tensor({2.6f}))[0].item<float>(), 3.0f);
 }
 
+// An update that carries a step past a bound leaves it where the forward
+// pass's clamp gives it no gradient; projected back, it learns again.
+TEST_F(LsqQuantizerTest, AStepPastItsBoundsIsProjectedBackAndLearnsAgain) {
+  LsqQuantizer q(LsqQuantizerOptions({4, 8}).kind(QuantizerKind::kWeight).max_step(1.0));
+  const torch::Tensor w = torch::linspace(-1.0, 1.0, 64);
+  q->init_from_weight(w);
+  q->set_bits(8);
+  auto step_gradient = [&] {
+    q->zero_grad();
+    (q(w) * torch::linspace(0.5, 1.5, 64)).sum().backward();
+    return q->steps.grad()[1].item<double>();
+  };
+  {
+    torch::NoGradGuard no_grad;
+    q->steps[1].fill_(-0.3);  // an overshoot below zero
+    q->steps[0].fill_(5.0);   // and one above max_step
+  }
+  EXPECT_EQ(step_gradient(), 0.0) << "below min_step the clamp cuts the gradient";
+  project_all_steps(*q);
+  EXPECT_DOUBLE_EQ(q->steps[1].item<double>(), static_cast<double>(static_cast<float>(1e-5)));
+  EXPECT_DOUBLE_EQ(q->steps[0].item<double>(), 1.0);
+  EXPECT_NE(step_gradient(), 0.0) << "at min_step the step gets a gradient again";
+}
+
 // forward_after_relu(x) is forward(relu(x)) in every setting: the ReLU folded
 // into the kernel (unsigned, fused), or run first (signed, reference); the
 // lazy step initialisation sees the ReLU's output either way.

@@ -51,6 +51,7 @@ TEST_F(TrainerTest, LearnsASeparableTaskAndWritesItsFiles) {
     auto j = nlohmann::json::parse(line);
     EXPECT_EQ(j["epoch"].get<int>(), ++lines);
     EXPECT_TRUE(j.contains("test"));
+    if (lines == epochs) EXPECT_FALSE(j.contains("warning")) << j.dump();
   }
   EXPECT_EQ(lines, epochs);
 
@@ -61,6 +62,18 @@ TEST_F(TrainerTest, LearnsASeparableTaskAndWritesItsFiles) {
   const EvalResult again = run_eval(ckpt, EvalOptions().threads(1), data_options_of(ckpt));
   EXPECT_DOUBLE_EQ(again.top1, r.test.top1) << "eval reproduces the training run's test accuracy";
   EXPECT_NEAR(again.loss, r.test.loss, 1e-6);
+}
+
+TEST_F(TrainerTest, AnEpochNearChanceIsWarnedAbout) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.optim.epochs(1).lr(1e-9);  // an untrained network that does not learn
+  run_train(c, /*resume=*/false);
+  std::ifstream log(temp_path("run/metrics.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  const auto entry = nlohmann::json::parse(line);
+  EXPECT_LT(entry.at("train_top1").get<double>(), 15.0);
+  EXPECT_THAT(entry.value("warning", ""), HasSubstr("near chance (10.00% for 10 classes)"));
 }
 
 TEST_F(TrainerTest, ResumeEqualsAnUninterruptedRun) {
@@ -119,6 +132,29 @@ TEST_F(TrainerTest, FinetunesUnderAPolicyAndResumesIt) {
   other.quant.uniform("W2A2");
   EXPECT_THAT([&] { run_train(other, true); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("trained under another quantization")));
+}
+
+// A high rate drives LSQ steps through zero (8-bit steps are small and their
+// gradients carry Qp = 127); each update projects them back into
+// [min_step, max_step], where the forward pass uses them and they learn.
+TEST_F(TrainerTest, FinetuneKeepsEveryStepWithinItsBounds) {
+  TrainConfig fp = tiny_config(temp_path("fp"));
+  fp.optim.epochs(1);
+  const TrainResult base = run_train(fp, false);
+
+  TrainConfig ft = tiny_config(temp_path("ft"));
+  ft.model.weights(base.checkpoint);
+  ft.quant.uniform("W8A8");
+  ft.optim.epochs(1).lr(2.0).warmup_epochs(0);
+  ft.run.on_nonfinite("skip");
+  const Checkpoint ckpt = load_checkpoint(run_train(ft, false).checkpoint);
+  int64_t quantizers = 0;
+  for (const auto& [name, value] : ckpt.model) {
+    if (name.find("quantizer.steps") == std::string::npos) continue;
+    ++quantizers;
+    EXPECT_GE(value.min().item<float>(), static_cast<float>(1e-5)) << name;
+  }
+  EXPECT_GT(quantizers, 20);
 }
 
 TEST_F(TrainerTest, BatchNormRecalibrationWeighsEveryBatchEqually) {

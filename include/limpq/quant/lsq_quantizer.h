@@ -81,6 +81,12 @@ class LsqQuantizerImpl : public torch::nn::Cloneable<LsqQuantizerImpl> {
   // The step the forward pass uses: step(bits) clamped to [min_step,
   // max_step]; this is the importance indicator.
   torch::Tensor effective_step(int64_t bits) const;
+  // Projects every stored step onto [min_step, max_step] (after an optimizer
+  // update). A step the update carried past a bound would stay there: the
+  // forward pass clamps it, so its gradient is zero and nothing brings it
+  // back (a fixed 8-bit layer's weight step driven below zero by momentum
+  // leaves the layer's weights at +-127 * min_step for the rest of the run).
+  void project_steps();
   bool initialized(int64_t bits) const;
   QuantRange range(int64_t bits) const { return QuantRange::of(bits, options.is_signed()); }
 
@@ -111,5 +117,8 @@ void average_across_workers(torch::Tensor& t);
 // global batch, so that training does not depend on how it is split.
 void set_data_parallel_workers(int64_t workers);
 int64_t data_parallel_workers();
+
+// project_steps() on every LSQ quantizer inside `root`.
+void project_all_steps(torch::nn::Module& root);
 
 }  // namespace limpq::quant

@@ -70,6 +70,9 @@ class TrainStep {
   // Called with the step's gradients (averaged over workers, all finite)
   // before the optimizer updates.
   virtual void before_update(std::vector<torch::Tensor>& /*parameters*/) {}
+  // Called after the optimizer's update, to bring parameters back into
+  // their domain (LSQ step sizes into [min_step, max_step]).
+  virtual void after_update() {}
   // Sets the network up to be evaluated (the loop's evaluations).
   virtual void prepare_evaluation() {}
   // After the last epoch: fills `result` beyond result.test (the final test
