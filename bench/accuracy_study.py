@@ -59,8 +59,9 @@ RANDOM_SEEDS = [1, 2, 3]
 # Changes to limpq's fine-tuning that change its results join every run's key,
 # so that no run of older code is reused (the ledger keeps those as history).
 # "steps-projected": LSQ steps are projected into [min_step, max_step] after
-# each update (before, a step driven below zero stayed there, dead).
-FINETUNE_REVISIONS = ["steps-projected"]
+# each update (before, a step driven below zero stayed there, dead);
+# "max-step-change-0.05": and change by at most 5% per update (the default).
+FINETUNE_REVISIONS = ["steps-projected", "max-step-change-0.05"]
 
 
 def kendall_tau(a, b):

@@ -126,10 +126,27 @@ void LsqQuantizerImpl::project_steps() {
   }
 }
 
-void project_all_steps(torch::nn::Module& root) {
+StepGuard::StepGuard(torch::nn::Module& root, double max_change) : max_change_(max_change) {
+  TORCH_CHECK(max_change >= 0 && max_change < 1, "max_step_change must be in [0, 1), got ", max_change);
   for (const auto& m : root.modules(/*include_self=*/true)) {
-    if (auto* q = dynamic_cast<LsqQuantizerImpl*>(m.get())) q->project_steps();
+    if (auto q = std::dynamic_pointer_cast<LsqQuantizerImpl>(m)) quantizers_.push_back(std::move(q));
   }
+}
+
+void StepGuard::snapshot() {
+  if (max_change_ == 0) return;
+  before_.clear();
+  for (const auto& q : quantizers_) before_.push_back(q->steps.detach().clone());
+}
+
+void StepGuard::apply() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < before_.size(); ++i) {
+    const torch::Tensor& b = before_[i];
+    quantizers_[i]->steps.copy_(torch::clamp(quantizers_[i]->steps, b * (1 - max_change_), b * (1 + max_change_)));
+  }
+  before_.clear();
+  for (const auto& q : quantizers_) q->project_steps();
 }
 
 void LsqQuantizerImpl::init_from_weight(const torch::Tensor& weight) {

@@ -25,10 +25,7 @@ namespace {
 class JointIndicatorStep : public TrainStep {
  public:
   JointIndicatorStep(const TrainConfig& config, models::Model model, data::DataBundle& data)
-      : config_(config),
-        model_(model),
-        candidates_(config.indicators.candidates()),
-        only_layer_(config.indicators.only_layer()) {
+      : config_(config), candidates_(config.indicators.candidates()), only_layer_(config.indicators.only_layer()) {
     TORCH_CHECK(config.optim.bn_recalibration_batches() == 0,
                 "indicators: train.bn_recalibration_batches applies to train and finetune, not to indicator training");
     take_fraction(data);
@@ -37,6 +34,7 @@ class JointIndicatorStep : public TrainStep {
                            .fixed_layers(config.indicators.fixed_layers())
                            .fused(config.indicators.fused()));
     quantized_->prepare_indicators(candidates_);
+    steps_.emplace(*model, /*max_change=*/0.0);
     if (!only_layer_.empty()) check_only_layer();
   }
 
@@ -44,7 +42,9 @@ class JointIndicatorStep : public TrainStep {
 
   bool decays(const std::string& parameter_name) const override { return !is_quantizer_step(parameter_name); }
 
-  void after_update() override { quant::project_all_steps(*model_); }
+  // The steps are projected into their bounds, their change is not limited
+  // (LIMPQ.md section 4 trains them as they are).
+  void after_update() override { steps_->apply(); }
 
   int64_t passes() const override { return num_candidates() + (only_layer_.empty() ? 1 : 0); }
 
@@ -190,10 +190,10 @@ class JointIndicatorStep : public TrainStep {
   }
 
   TrainConfig config_;
-  models::Model model_;
   std::vector<int64_t> candidates_;
   std::string only_layer_;
   std::optional<models::QuantModel> quantized_;
+  std::optional<quant::StepGuard> steps_;
 };
 
 }  // namespace

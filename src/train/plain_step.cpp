@@ -12,7 +12,7 @@ namespace {
 
 class PlainStep : public TrainStep {
  public:
-  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) : model_(model) {
+  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) {
     const FinetuneOptions& quant = config.quant;
     if (!quant.enabled()) return;
     TORCH_CHECK(quant.policy().empty() || quant.uniform().empty(),
@@ -22,14 +22,19 @@ class PlainStep : public TrainStep {
     const quant::Policy policy = from_file ? quant::read_policy(quant.policy())
                                            : quantized_->uniform_policy(quant::parse_uniform(quant.uniform()));
     quantized_->prepare_policy(policy, from_file ? quant.policy() : "--uniform " + quant.uniform());
+    steps_.emplace(*model, quant.quantize().max_step_change());
   }
 
   std::string record() const override { return quantized_ ? quantized_->describe().dump() : std::string(); }
 
   bool decays(const std::string& parameter_name) const override { return !is_quantizer_step(parameter_name); }
 
+  void before_update(std::vector<torch::Tensor>& /*parameters*/) override {
+    if (steps_) steps_->snapshot();
+  }
+
   void after_update() override {
-    if (quantized_) quant::project_all_steps(*model_);
+    if (steps_) steps_->apply();
   }
 
   void finish(FinishContext& /*context*/, TrainResult& result) override {
@@ -37,8 +42,8 @@ class PlainStep : public TrainStep {
   }
 
  private:
-  models::Model model_;
   std::optional<models::QuantModel> quantized_;
+  std::optional<quant::StepGuard> steps_;
 };
 
 }  // namespace

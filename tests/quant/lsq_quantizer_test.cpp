@@ -139,10 +139,31 @@ TEST_F(LsqQuantizerTest, AStepPastItsBoundsIsProjectedBackAndLearnsAgain) {
     q->steps[0].fill_(5.0);   // and one above max_step
   }
   EXPECT_EQ(step_gradient(), 0.0) << "below min_step the clamp cuts the gradient";
-  project_all_steps(*q);
+  StepGuard(*q, /*max_change=*/0).apply();
   EXPECT_DOUBLE_EQ(q->steps[1].item<double>(), static_cast<double>(static_cast<float>(1e-5)));
   EXPECT_DOUBLE_EQ(q->steps[0].item<double>(), 1.0);
   EXPECT_NE(step_gradient(), 0.0) << "at min_step the step gets a gradient again";
+}
+
+TEST_F(LsqQuantizerTest, StepGuardLimitsEachUpdatesRelativeChange) {
+  auto root = torch::nn::Sequential(LsqQuantizer(LsqQuantizerOptions({4, 2}).kind(QuantizerKind::kWeight)),
+                                    LsqQuantizer(LsqQuantizerOptions({3}).channels(2).kind(QuantizerKind::kWeight)));
+  auto a = root[0]->as<LsqQuantizerImpl>();
+  auto b = root[1]->as<LsqQuantizerImpl>();
+  torch::NoGradGuard no_grad;
+  a->steps.copy_(torch::tensor({0.1f, 0.2f}));
+  b->steps.copy_(torch::tensor({{0.5f, 1e-3f}}));
+  StepGuard guard(*root, 0.05);
+  guard.snapshot();
+  a->steps.copy_(torch::tensor({1.0f, 0.201f}));  // an update: x10, +0.5%
+  b->steps.copy_(torch::tensor({{-0.2f, 0.9e-3f}}));  // through zero, -10%
+  guard.apply();
+  EXPECT_FLOAT_EQ(a->steps[0].item<float>(), 0.105f);
+  EXPECT_FLOAT_EQ(a->steps[1].item<float>(), 0.201f) << "a change within the limit is kept";
+  EXPECT_FLOAT_EQ(b->steps[0][0].item<float>(), 0.475f);
+  EXPECT_FLOAT_EQ(b->steps[0][1].item<float>(), 0.95e-3f);
+  EXPECT_THAT([&] { StepGuard(*root, 1.0); },
+              ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("max_step_change must be in [0, 1)")));
 }
 
 // forward_after_relu(x) is forward(relu(x)) in every setting: the ReLU folded

@@ -32,6 +32,17 @@ class TrainerTest : public limpq::testing::SeededTest {
     c.run.out_dir(out_dir).threads(1).progress(false);
     return c;
   }
+
+  // Fine-tuning under uniform `bits` (into `out_dir`) of a network trained
+  // one epoch in full precision.
+  TrainConfig finetune_config(const std::string& out_dir, const std::string& bits) {
+    TrainConfig fp = tiny_config(temp_path("fp"));
+    fp.optim.epochs(1);
+    TrainConfig ft = tiny_config(out_dir);
+    ft.model.weights(run_train(fp, false).checkpoint);
+    ft.quant.uniform(bits);
+    return ft;
+  }
 };
 
 TEST_F(TrainerTest, LearnsASeparableTaskAndWritesItsFiles) {
@@ -138,13 +149,8 @@ TEST_F(TrainerTest, FinetunesUnderAPolicyAndResumesIt) {
 // gradients carry Qp = 127); each update projects them back into
 // [min_step, max_step], where the forward pass uses them and they learn.
 TEST_F(TrainerTest, FinetuneKeepsEveryStepWithinItsBounds) {
-  TrainConfig fp = tiny_config(temp_path("fp"));
-  fp.optim.epochs(1);
-  const TrainResult base = run_train(fp, false);
-
-  TrainConfig ft = tiny_config(temp_path("ft"));
-  ft.model.weights(base.checkpoint);
-  ft.quant.uniform("W8A8");
+  TrainConfig ft = finetune_config(temp_path("ft"), "W8A8");
+  ft.quant.quantize().max_step_change(0);  // unlimited: the projection alone keeps them in bounds
   ft.optim.epochs(1).lr(2.0).warmup_epochs(0);
   ft.run.on_nonfinite("skip");
   const Checkpoint ckpt = load_checkpoint(run_train(ft, false).checkpoint);
@@ -226,13 +232,7 @@ TEST_F(TrainerTest, BatchNormRecalibrationWeighsEveryBatchEqually) {
 }
 
 TEST_F(TrainerTest, FinetuneRecalibratesBatchNormAndEvalReproducesIt) {
-  TrainConfig fp = tiny_config(temp_path("fp"));
-  fp.optim.epochs(1);
-  const TrainResult base = run_train(fp, false);
-
-  TrainConfig ft = tiny_config(temp_path("ft"));
-  ft.model.weights(base.checkpoint);
-  ft.quant.uniform("W2A2");
+  TrainConfig ft = finetune_config(temp_path("ft"), "W2A2");
   ft.optim.epochs(1).lr(0.01).bn_recalibration_batches(4);
   const TrainResult r = run_train(ft, false);
   std::ifstream log(temp_path("ft/metrics.jsonl"));
@@ -249,7 +249,7 @@ TEST_F(TrainerTest, FinetuneRecalibratesBatchNormAndEvalReproducesIt) {
   EXPECT_NEAR(again.loss, r.test.loss, 1e-6);
 
   TrainConfig joint = tiny_config(temp_path("joint"));
-  joint.model.weights(base.checkpoint);
+  joint.model.weights(ft.model.weights());
   joint.joint_indicators = true;
   joint.optim.bn_recalibration_batches(2);
   EXPECT_THAT([&] { run_train(joint, false); },

@@ -52,6 +52,9 @@ struct QuantizeOptions {
   TORCH_ARG(bool, per_channel) = false;
   // The fused fake-quant kernel (false: the composed-op reference).
   TORCH_ARG(bool, fused) = true;
+  // The largest relative change of an LSQ step in one fine-tuning update
+  // (0: unbounded); see quant::StepGuard.
+  TORCH_ARG(double, max_step_change) = 0.05;
 
  public:
   template <typename V>
@@ -60,6 +63,8 @@ struct QuantizeOptions {
     v("fixed_bits", fixed_bits_, "bits of the fixed layers when fine-tuning");
     v("per_channel", per_channel_, "per-channel weight steps when fine-tuning");
     v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
+    v("max_step_change", max_step_change_,
+      "largest relative change of an LSQ step size in one fine-tuning update (0: unbounded)");
   }
 };
 
