@@ -112,18 +112,18 @@ bool LsqQuantizerImpl::initialized(int64_t bits) const {
 
 torch::Tensor LsqQuantizerImpl::step(int64_t bits) const { return steps[index_of(bits)]; }
 
-torch::Tensor LsqQuantizerImpl::effective_step(int64_t bits) const {
-  const torch::Tensor s = step(bits);
-  return options.max_step() > 0 ? s.clamp(options.min_step(), options.max_step()) : s.clamp_min(options.min_step());
+namespace {
+// `s` clamped to [min_step, max_step] (max_step 0: no upper bound).
+torch::Tensor within_bounds(const torch::Tensor& s, const LsqQuantizerOptions& o) {
+  return o.max_step() > 0 ? s.clamp(o.min_step(), o.max_step()) : s.clamp_min(o.min_step());
 }
+}  // namespace
+
+torch::Tensor LsqQuantizerImpl::effective_step(int64_t bits) const { return within_bounds(step(bits), options); }
 
 void LsqQuantizerImpl::project_steps() {
   torch::NoGradGuard no_grad;
-  if (options.max_step() > 0) {
-    steps.clamp_(options.min_step(), options.max_step());
-  } else {
-    steps.clamp_min_(options.min_step());
-  }
+  steps.copy_(within_bounds(steps, options));
 }
 
 StepGuard::StepGuard(torch::nn::Module& root, double max_change) : max_change_(max_change) {
