@@ -29,7 +29,7 @@ from pathlib import Path
 
 from limpq_cli import Study as StudyBase, log
 
-CRITERIA = ["step", "relative", "noise", "fisher"]
+CRITERIA = ["step", "relative", "noise", "fisher", "fisher-error"]
 
 
 class Study(StudyBase):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from limpq_cli import Study as StudyBase, log, policy_run_key
 
-CRITERIA = ["step", "relative", "noise", "fisher"]
+CRITERIA = ["step", "relative", "noise", "fisher", "fisher-error"]
 
 
 class Study(StudyBase):

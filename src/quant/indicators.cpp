@@ -12,6 +12,7 @@
 namespace limpq::quant {
 namespace {
 
+// One value per candidate, in the candidates' order.
 nlohmann::ordered_json steps_to_json(const std::vector<int64_t>& candidates, const std::map<int64_t, double>& steps) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   for (int64_t b : candidates) j[std::to_string(b)] = steps.at(b);
@@ -49,12 +50,36 @@ std::map<int64_t, double> steps_from_json(const nlohmann::json& j, const char* k
   return steps;
 }
 
-nlohmann::ordered_json stats_to_json(const TensorStats& s) {
-  return {{"weight_rms", s.weight_rms}, {"act_rms", s.act_rms},         {"weight_fisher", s.weight_fisher},
-          {"act_fisher", s.act_fisher}, {"samples", s.samples}};
+nlohmann::ordered_json stats_to_json(const std::vector<int64_t>& candidates, const TensorStats& s) {
+  nlohmann::ordered_json j = {{"weight_rms", s.weight_rms},
+                              {"act_rms", s.act_rms},
+                              {"weight_fisher", s.weight_fisher},
+                              {"act_fisher", s.act_fisher}};
+  if (!s.weight_error.empty()) j["weight_error"] = steps_to_json(candidates, s.weight_error);
+  if (!s.act_error.empty()) j["act_error"] = steps_to_json(candidates, s.act_error);
+  j["samples"] = s.samples;
+  return j;
 }
 
-TensorStats stats_from_json(const nlohmann::json& j, const std::string& where) {
+// An optional stats field mapping every candidate to a finite value >= 0.
+std::map<int64_t, double> per_bits_from_json(const nlohmann::json& j, const char* key,
+                                             const std::vector<int64_t>& candidates, const std::string& where) {
+  std::map<int64_t, double> values;
+  if (!j.contains(key)) return values;
+  TORCH_CHECK(j[key].is_object(), where, ": stats.", key, " must map each candidate bit-width to a number");
+  for (int64_t b : candidates) {
+    const std::string k = std::to_string(b);
+    TORCH_CHECK(j[key].contains(k) && j[key][k].is_number(), where, ": stats.", key, " has no number for ", b,
+                " bits");
+    const double v = j[key][k].get<double>();
+    TORCH_CHECK(std::isfinite(v) && v >= 0, where, ": stats.", key, ".", k, " must be finite and >= 0, got ", v);
+    values[b] = v;
+  }
+  return values;
+}
+
+TensorStats stats_from_json(const nlohmann::json& j, const std::vector<int64_t>& candidates,
+                            const std::string& where) {
   TORCH_CHECK(j.is_object(), where, ": 'stats' must be an object");
   auto value = [&](const char* key) {
     TORCH_CHECK(j.contains(key) && j[key].is_number(), where, ": stats.", key, " must be a number");
@@ -67,6 +92,8 @@ TensorStats stats_from_json(const nlohmann::json& j, const std::string& where) {
   s.act_rms = value("act_rms");
   s.weight_fisher = value("weight_fisher");
   s.act_fisher = value("act_fisher");
+  s.weight_error = per_bits_from_json(j, "weight_error", candidates, where);
+  s.act_error = per_bits_from_json(j, "act_error", candidates, where);
   s.samples = get<int64_t>(j, "samples", where + ": stats");
   return s;
 }
@@ -87,7 +114,7 @@ nlohmann::ordered_json indicators_to_json(const Indicators& ind) {
     if (l.searchable) {
       e["weight_steps"] = steps_to_json(ind.candidates, l.weight_steps);
       e["act_steps"] = steps_to_json(ind.candidates, l.act_steps);
-      if (l.stats) e["stats"] = stats_to_json(*l.stats);
+      if (l.stats) e["stats"] = stats_to_json(ind.candidates, *l.stats);
     }
     layers.push_back(std::move(e));
   }
@@ -131,7 +158,7 @@ Indicators indicators_from_json(const nlohmann::json& j, const std::string& sour
     if (l.searchable) {
       l.weight_steps = steps_from_json(e, "weight_steps", ind.candidates, lwn);
       l.act_steps = steps_from_json(e, "act_steps", ind.candidates, lwn);
-      if (e.contains("stats")) l.stats = stats_from_json(e["stats"], lwn);
+      if (e.contains("stats")) l.stats = stats_from_json(e["stats"], ind.candidates, lwn);
     }
     ind.layers.push_back(std::move(l));
   }

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "limpq/quant/indicators.h"
+#include "limpq/search/criterion.h"
 #include "limpq/train/sensitivity.h"
 #include "limpq/util/atomic_file.h"
 
@@ -129,9 +130,8 @@ PipelineResult run_pipeline(PipelineConfig config) {
   if (measured) {
     result.indicators = sensitivity_stage(config, fp_checkpoint, criterion);
   } else {
-    TORCH_CHECK(criterion.empty() || criterion == "step" || criterion == "relative" || criterion == "noise" ||
-                    criterion == "fisher",
-                "pipeline: search.criterion must be one of step, relative, noise, fisher, drop, hessian, got '",
+    TORCH_CHECK(criterion.empty() || search::find_criterion(criterion).has_value(),
+                "pipeline: search.criterion must be one of ", search::criterion_names(), ", drop, hessian, got '",
                 criterion, "'");
     TrainConfig ind = base;
     ind.model.weights(fp_checkpoint);

@@ -80,7 +80,7 @@ TEST_F(ReportTest, DrawsTheCriterionTheSearchUsed) {
   // Without statistics the file's default is the paper's step, alpha 2.
   EXPECT_THAT(render_report(in), HasSubstr("criterion step, alpha 2,"));
   for (auto& l : in.indicators.layers) {
-    if (l.searchable) l.stats = quant::TensorStats{0.5, 1.0, 0, 0, 64};
+    if (l.searchable) l.stats = quant::TensorStats{0.5, 1.0, 0, 0, 64, {}, {}};
   }
   // With them, limpq search's default: the step relative to the tensor's rms.
   EXPECT_THAT(render_report(in), HasSubstr("criterion relative, alpha 0.25,"));

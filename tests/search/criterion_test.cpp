@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "limpq/search/search.h"
 #include "support/test_support.h"
 
@@ -12,7 +14,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
-// Two searchable layers with steps ~ rms / 2^b and given Fisher traces.
+// Two searchable layers with steps ~ rms / 2^b, given Fisher traces, and
+// Fisher-weighted errors that grow 5x per bit removed.
 quant::Indicators with_stats(double scale_a = 1.0) {
   quant::Indicators ind;
   ind.model = "toy";
@@ -25,7 +28,11 @@ quant::Indicators with_stats(double scale_a = 1.0) {
       l.weight_steps[b] = 3 * rms / static_cast<double>(1 << (b - 1));
       l.act_steps[b] = 4 * rms / static_cast<double>(1 << b);
     }
-    l.stats = quant::TensorStats{rms, 2 * rms, fisher, fisher / 4, 64};
+    l.stats = quant::TensorStats{rms, 2 * rms, fisher, fisher / 4, 64, {}, {}};
+    for (int64_t b : ind.candidates) {
+      l.stats->weight_error[b] = fisher * rms * rms * std::pow(5.0, -b);
+      l.stats->act_error[b] = 0.5 * fisher * rms * rms * std::pow(5.0, -b);
+    }
     ind.layers.push_back(l);
   }
   ind.provenance = {{"epochs", 3}};
@@ -35,9 +42,13 @@ quant::Indicators with_stats(double scale_a = 1.0) {
 class CriterionTest : public limpq::testing::SeededTest {};
 
 TEST_F(CriterionTest, NamesRoundTripAndUnknownOnesAreRejected) {
-  for (const char* name : {"step", "relative", "noise", "fisher"}) EXPECT_EQ(to_string(parse_criterion(name)), name);
+  for (const char* name : {"step", "relative", "noise", "fisher", "fisher-error"}) {
+    EXPECT_EQ(to_string(parse_criterion(name)), name);
+  }
   EXPECT_THAT([] { parse_criterion("hessian"); },
-              ThrowsMessage<c10::Error>(HasSubstr("criterion must be one of step, relative, noise, fisher, got 'hessian'")));
+              ThrowsMessage<c10::Error>(HasSubstr(
+                  "criterion must be one of step, relative, noise, fisher, fisher-error, got 'hessian'")));
+  EXPECT_FALSE(find_criterion("drop").has_value());
 }
 
 TEST_F(CriterionTest, FormsByHand) {
@@ -50,6 +61,10 @@ TEST_F(CriterionTest, FormsByHand) {
   EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kNoise).layers[1].weight_steps.at(2), s * s / (12 * 0.01));
   EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kFisher).layers[1].weight_steps.at(2), 50 * s * s / 24);
   EXPECT_DOUBLE_EQ(apply_criterion(ind, Criterion::kFisher).layers[1].act_steps.at(2), 12.5 * t * t / 24);
+  const auto error = apply_criterion(ind, Criterion::kFisherError);
+  EXPECT_DOUBLE_EQ(error.layers[1].weight_steps.at(2), 50 * 0.01 / 25);
+  EXPECT_DOUBLE_EQ(error.layers[1].act_steps.at(3), 0.5 * 50 * 0.01 / 125);
+  EXPECT_EQ(error.provenance["criterion"], "fisher-error");
   const auto fisher = apply_criterion(ind, Criterion::kFisher);
   EXPECT_EQ(fisher.provenance["criterion"], "fisher");
   EXPECT_EQ(fisher.provenance["from"]["epochs"], 3);
@@ -110,6 +125,11 @@ TEST_F(CriterionTest, ScaleFreeFormsNeedTheStatistics) {
               ThrowsMessage<c10::Error>(HasSubstr("layer 'b' has no 'stats'")));
   EXPECT_NO_THROW(apply_criterion(ind, Criterion::kStep));
   ind = with_stats();
+  ind.layers[2].stats->act_error.erase(3);
+  EXPECT_NO_THROW(apply_criterion(ind, Criterion::kFisher));
+  EXPECT_THAT([&] { apply_criterion(ind, Criterion::kFisherError); },
+              ThrowsMessage<c10::Error>(HasSubstr("layer 'b' has none for 3 bits")));
+  ind = with_stats();
   ind.layers[1].stats->act_rms = 0;
   EXPECT_THAT([&] { apply_criterion(ind, Criterion::kRelative); },
               ThrowsMessage<c10::Error>(HasSubstr("layer 'a' has weight_rms 0.1 and act_rms 0")));
@@ -123,12 +143,21 @@ TEST_F(CriterionTest, StatsSurviveTheFileAndBadOnesAreNamed) {
   ASSERT_TRUE(back.layers[1].stats.has_value());
   EXPECT_DOUBLE_EQ(back.layers[1].stats->weight_fisher, 50.0);
   EXPECT_EQ(back.layers[1].stats->samples, 64);
+  EXPECT_EQ(back.layers[1].stats->weight_error, ind.layers[1].stats->weight_error);
+  EXPECT_EQ(back.layers[2].stats->act_error, ind.layers[2].stats->act_error);
   EXPECT_FALSE(back.layers[0].stats.has_value());
 
   auto json = quant::indicators_to_json(ind);
   json["layers"][1]["stats"]["act_fisher"] = -1.0;
   EXPECT_THAT([&] { quant::indicators_from_json(json, "x.json"); },
               ThrowsMessage<c10::Error>(HasSubstr("layer 'a': stats.act_fisher must be finite and >= 0, got -1")));
+  json = quant::indicators_to_json(ind);
+  json["layers"][2]["stats"]["weight_error"].erase("2");
+  EXPECT_THAT([&] { quant::indicators_from_json(json, "x.json"); },
+              ThrowsMessage<c10::Error>(HasSubstr("layer 'b': stats.weight_error has no number for 2 bits")));
+  json = quant::indicators_to_json(ind);
+  json["layers"][1]["stats"].erase("act_error");  // a file written before the errors were recorded
+  EXPECT_TRUE(quant::indicators_from_json(json, "x.json").layers[1].stats->act_error.empty());
 }
 
 TEST_F(CriterionTest, EveryCriterionSearchesALearnedFile) {

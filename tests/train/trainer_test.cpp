@@ -9,7 +9,9 @@
 
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
+#include "limpq/nn/trace.h"
 #include "limpq/quant/indicators.h"
+#include "limpq/quant/lsq.h"
 #include "limpq/train/layer_stats.h"
 #include "limpq/train/pipeline.h"
 #include "limpq/util/atomic_file.h"
@@ -273,7 +275,7 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
   EXPECT_EQ(ind.provenance["fraction"].get<double>(), 0.5);
   ASSERT_EQ(ind.layers.size(), 22u);
   EXPECT_FALSE(ind.layers.front().searchable);
-  int monotone = 0, searchable = 0;
+  int monotone = 0, searchable = 0, error_grows = 0;
   for (const auto& l : ind.layers) {
     if (!l.searchable) continue;
     ++searchable;
@@ -290,8 +292,12 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
     EXPECT_GT(l.stats->weight_fisher, 0) << l.name;
     EXPECT_GT(l.stats->act_fisher, 0) << l.name;
     EXPECT_EQ(l.stats->samples, 80) << l.name;
+    ASSERT_EQ(l.stats->weight_error.size(), 3u) << l.name << ": a Fisher-weighted error per candidate";
+    ASSERT_EQ(l.stats->act_error.size(), 3u) << l.name;
+    error_grows += l.stats->weight_error.at(2) > l.stats->weight_error.at(4);
   }
   EXPECT_GT(monotone, searchable * 3 / 4) << "steps shrink as bits grow for most layers";
+  EXPECT_GT(error_grows, searchable * 3 / 4) << "2 bits cost more than 4 for most layers";
 
   // Resumable like any training run.
   TrainConfig again = c;
@@ -310,24 +316,52 @@ TEST_F(TrainerTest, LayerStatsAreTheFisherTraceOfPerExampleGradients) {
   auto loader = [&] {
     return data::DataLoader(data.train, data.eval_transform, data::LoaderOptions().batch_size(16));
   };
+  {
+    // The activation steps initialise on a first batch, as in a joint run.
+    torch::NoGradGuard no_grad;
+    model->forward(loader().next()->images);
+  }
   data::DataLoader two = loader();
   const auto stats = measure_layer_stats(qm, two, torch::kCPU, 2);
 
-  // By hand: the two examples' gradients one at a time, squared and averaged.
+  // By hand: the two examples' gradients one at a time, squared and averaged;
+  // the quantization errors at the 4-bit steps weighted by them.
   data::DataLoader again = loader();
   const auto batch = again.next();
   auto* conv = model->named_modules()["layer2.1.conv1"]->as<nn::QuantConv2dImpl>();
-  double sum = 0;
+  auto error_of = [](const quant::LsqQuantizerImpl& q, const torch::Tensor& x) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor xd = x.detach();
+    return (quant::lsq_fake_quant(xd, q.effective_step(4).detach(), q.range(4), 1.0) - xd).to(torch::kFloat64);
+  };
+  double sum = 0, act_error = 0;
+  torch::Tensor weight_grad2 = torch::zeros(conv->weight.sizes(), torch::kFloat64);
   for (int64_t i = 0; i < 2; ++i) {
-    model->zero_grad();
-    torch::nn::functional::cross_entropy(model->forward(batch->images.slice(0, i, i + 1)),
-                                         batch->labels.slice(0, i, i + 1))
-        .backward();
-    sum += conv->weight.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+    nn::LayerTracer tracer(/*keep_inputs=*/true);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(batch->images.slice(0, i, i + 1)),
+                                                                    batch->labels.slice(0, i, i + 1));
+    torch::Tensor input;
+    for (const auto& e : tracer.events()) {
+      if (e.module == conv && !input.defined()) input = e.input;
+    }
+    const auto grads = torch::autograd::grad({loss}, {conv->weight, input});
+    const torch::Tensor g2 = grads[0].to(torch::kFloat64).pow(2);
+    weight_grad2 += g2;
+    sum += g2.sum().item<double>();
+    act_error += 0.5 * (grads[1].to(torch::kFloat64).pow(2) * error_of(*conv->input_quantizer, input).pow(2))
+                           .sum()
+                           .item<double>();
   }
+  const double weight_error =
+      0.5 * (weight_grad2 / 2 * error_of(*conv->weight_quantizer, conv->weight).pow(2)).sum().item<double>();
   const quant::TensorStats& s = stats.at("layer2.1.conv1");
   EXPECT_EQ(s.samples, 2);
   EXPECT_NEAR(s.weight_fisher, sum / 2, 1e-6 * sum);
+  ASSERT_EQ(s.weight_error.size(), 1u);
+  EXPECT_GT(weight_error, 0);
+  EXPECT_GT(act_error, 0);
+  EXPECT_NEAR(s.weight_error.at(4), weight_error, 1e-6 * weight_error);
+  EXPECT_NEAR(s.act_error.at(4), act_error / 2, 1e-6 * act_error);
   EXPECT_NEAR(s.weight_rms, std::sqrt(conv->weight.detach().to(torch::kFloat64).pow(2).mean().item<double>()), 1e-12);
   EXPECT_EQ(stats.size(), 20u) << "every searchable layer";
   EXPECT_THAT([&] { measure_layer_stats(qm, two, torch::kCPU, 0); },

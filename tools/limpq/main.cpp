@@ -304,11 +304,12 @@ struct SearchCommand {
     cmd->add_option("--cr", cr, "compression ratio of the weights against 32 bits");
     cmd->add_option("--criterion", criterion,
                     "form of the indicators minimised: step (the learned step, the paper's) | relative (step / "
-                    "tensor rms) | noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24); default: "
+                    "tensor rms) | noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24) | fisher-error "
+                    "(Fisher-weighted measured quantization error at the learned step); default: "
                     "relative when the file has per-tensor statistics (limpq indicators records them), else step");
     cmd->add_option("--alpha", alpha,
                     "weight of the weight indicators against the activation ones (default: 2 for step, 0.25 for "
-                    "relative, noise and fisher, 1 for files from limpq sensitivity)");
+                    "relative, noise, fisher and fisher-error, 1 for files from limpq sensitivity)");
     cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
     cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");

@@ -12,6 +12,7 @@
 //      {"name": "layer1.0.conv1", "kind": "conv", "searchable": true, "macs": ..., "params": ...,
 //       "weight_steps": {"6": 0.0224, ...}, "act_steps": {"6": 0.0963, ...},
 //       "stats": {"weight_rms": 0.041, "act_rms": 0.52, "weight_fisher": 3.1e-3, "act_fisher": 7.4e-5,
+//                 "weight_error": {"6": 1.2e-7, ...}, "act_error": {"6": 3.0e-6, ...},
 //                 "samples": 256}},
 //      ...]}
 // Layers are in network order; fixed layers carry only their costs.
@@ -22,7 +23,9 @@
 // the run: each tensor's root mean square and the trace of its empirical
 // Fisher information (the sum over its elements of the mean squared
 // per-example loss gradient; for activations per example, over the nonzero
-// elements; include/limpq/train/layer_stats.h).
+// elements; include/limpq/train/layer_stats.h), and, per candidate
+// bit-width, the Fisher-weighted squared quantization error at the learned
+// step (weight_error, act_error; files written before it lack both).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +46,12 @@ struct TensorStats {
   double weight_fisher = 0;
   double act_fisher = 0;
   int64_t samples = 0;  // examples the statistics were measured on
+  // bits -> 1/2 sum_i F_ii (Q_b(x_i) - x_i)^2 at that bit-width's learned
+  // step: the second-order estimate of the loss increase from quantizing the
+  // tensor alone (activations: the mean over examples). Empty, or with one
+  // entry per candidate.
+  std::map<int64_t, double> weight_error;
+  std::map<int64_t, double> act_error;
 };
 
 struct IndicatorLayer {

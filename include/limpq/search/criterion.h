@@ -16,6 +16,13 @@
 //                                         empirical Fisher trace: a second-
 //                                         order estimate of the loss increase
 //                                         the step's rounding noise causes
+//   kFisherError  1/2 sum_i F_ii (Q_s(x_i) - x_i)^2
+//                                         the tensor's measured quantization
+//                                         error at the learned step (clipping
+//                                         included), weighted element by
+//                                         element by the Fisher diagonal: the
+//                                         same second-order estimate without
+//                                         the uniform-noise assumption
 //
 // The default criterion is kRelative with alpha 0.25 when the file has the
 // statistics, else the paper's kStep with alpha 2: on resnet20 / Fashion-
@@ -23,30 +30,36 @@
 // relative at alpha 0.25 fine-tuned best of the learned forms at W2A3 and
 // W3A3 BitOps, and alpha 0.25 beat 0.5 and 1 for all three scale-free forms.
 //
-// Every form is, per tensor, an increasing function of the step, so a
-// non-monotone point of the steps is a non-monotone point of every form.
+// The first four forms are, per tensor, increasing functions of the step, so
+// a non-monotone point of the steps is a non-monotone point of each of them;
+// kFisherError is measured at each bit-width and need not follow the steps.
 //
 //   Indicators values = apply_criterion(read_indicators("ind.json"), Criterion::kFisher);
 //   double alpha = default_alpha(Criterion::kFisher, values);   // 0.25
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "limpq/quant/indicators.h"
 
 namespace limpq::search {
 
-enum class Criterion { kStep, kRelative, kNoise, kFisher };
+enum class Criterion { kStep, kRelative, kNoise, kFisher, kFisherError };
 
-// "step" | "relative" | "noise" | "fisher"; anything else is an error
-// listing them.
+// "step" | "relative" | "noise" | "fisher" | "fisher-error"; anything else is
+// an error listing them.
 Criterion parse_criterion(const std::string& name);
+// The criterion called `name`, if there is one.
+std::optional<Criterion> find_criterion(const std::string& name);
+// Every criterion's name, comma-separated.
+std::string criterion_names();
 std::string to_string(Criterion criterion);
 
 // The indicators with every searchable layer's weight_steps / act_steps
 // replaced by the criterion's values. kStep returns them unchanged; the
-// others need every searchable layer's "stats" (an error names the file's
-// first layer without them). The provenance records the criterion and keeps
+// others need every searchable layer's "stats", kFisherError their
+// per-bit-width errors too (an error names the first layer without them). The provenance records the criterion and keeps
 // the original provenance under "from".
 quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion criterion);
 

@@ -8,6 +8,15 @@
 // and count only nonzero elements: zeros, such as a ReLU's, are represented
 // exactly at every bit-width and carry no rounding noise.
 //
+// Per candidate bit-width b, the Fisher-weighted squared quantization error
+// at the learned step s_b: weights 1/2 sum_i F_ii (Q_b(w_i) - w_i)^2 with the
+// per-element Fisher diagonal; activations the mean over examples of
+// 1/2 sum_i g_i^2 (Q_b(a_i) - a_i)^2 with that example's gradient. Unlike
+// Tr(F) s^2 / 24 this counts the clipping error and where in the tensor the
+// error falls; weights and activations share one unit (loss). Layers
+// without a learned step at every candidate (the untrained layers of a
+// one-at-a-time run) get no errors.
+//
 // The joint indicator run measures them at its end, with every searchable
 // layer at the highest candidate bit-width (the straight-through gradients
 // of a nearly full-precision network), and writes them into indicators.json.
