@@ -51,7 +51,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from limpq_cli import Study as StudyBase, log, policy_run_key
+from limpq_cli import Study as StudyBase, file_digest, log, policy_run_key
 
 BUDGETS = [("W2A3", ["--bitops", "W2A3"], "W2A3"), ("W3A3", ["--bitops", "W3A3"], "W3A3"),
            ("CR12", ["--cr", "12"], "W2A6")]
@@ -96,7 +96,8 @@ class Study(StudyBase):
         self.ledger = self.read_ledger()
 
     def search(self, budget, flags, name, source, extra):
-        path = self.out / "policies" / budget / f"{name}.json"
+        # Keyed by the source's content: another indicators file searches anew.
+        path = self.out / "policies" / budget / f"{name}_{file_digest(source)}.json"
         summary = path.with_suffix(".search.json")
         if not summary.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,11 @@ def run_limpq(limpq, argv, log_path, caller):
     return result
 
 
+def file_digest(path):
+    """The first 8 hex digits of a file's SHA-256: names what was derived from it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+
+
 def policy_run_key(policy, recipe):
     """(finetune flags, cache key) of fine-tuning under `policy` (a policy file
     or a uniform WxAy) with `recipe`: identical policies share one key."""

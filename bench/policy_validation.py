@@ -23,7 +23,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from limpq_cli import Study as StudyBase, log, policy_run_key
+from limpq_cli import Study as StudyBase, file_digest, log, policy_run_key
 
 CRITERIA = ["step", "relative", "noise", "fisher", "fisher-error"]
 
@@ -36,7 +36,8 @@ class Study(StudyBase):
         self.data = ["--dataset", args.dataset, "--val-size", str(args.val_size)]
 
     def search(self, indicators, budget, name, extra):
-        path = self.out / "policies" / budget / f"{name}.json"
+        # Keyed by the source's content: another indicators file searches anew.
+        path = self.out / "policies" / budget / f"{name}_{file_digest(indicators)}.json"
         summary = path.with_suffix(".search.json")
         if not summary.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
