@@ -14,6 +14,15 @@
 
 namespace limpq::train {
 
+double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
+                          const torch::Tensor& weight) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor xf = x.detach().to(torch::kFloat32).contiguous();
+  const torch::Tensor s = step.detach().to(xf.device());
+  const torch::Tensor error = (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).to(torch::kFloat64).pow(2);
+  return (weight.defined() ? error * weight : error).sum().item<double>();
+}
+
 const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name) {
   if (auto* conv = layer.as<nn::QuantConv2dImpl>()) return conv->weight;
   auto* linear = layer.as<nn::QuantLinearImpl>();
@@ -52,10 +61,7 @@ Quantizers quantizers_of(torch::nn::Module& layer, const std::string& name) {
 double weighted_error(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x,
                       const torch::Tensor& weight, const std::string& name) {
   TORCH_CHECK(q.initialized(bits), "layer stats: layer '", name, "' has no learned step for ", bits, " bits");
-  torch::NoGradGuard no_grad;
-  const torch::Tensor xf = x.detach().to(torch::kFloat32).contiguous();
-  const torch::Tensor delta = quant::lsq_fake_quant(xf, q.effective_step(bits).detach(), q.range(bits), 1.0) - xf;
-  return (delta.to(torch::kFloat64).pow(2) * weight).sum().item<double>();
+  return quantization_error(x, q.effective_step(bits), q.range(bits), weight);
 }
 
 }  // namespace

@@ -36,10 +36,7 @@ constexpr double kFloor = 1e-30;
 
 // ||Q_b(x) - x||^2 with the initial LSQ step of `x` at `range`.
 double squared_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range) {
-  torch::NoGradGuard no_grad;
-  const torch::Tensor xf = x.detach().to(torch::kFloat32).contiguous();
-  const torch::Tensor s = step.clamp_min(1e-12).to(xf.device());
-  return (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).pow(2).sum().item<double>();
+  return quantization_error(x, step.clamp_min(1e-12), range);
 }
 
 }  // namespace

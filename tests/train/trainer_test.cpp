@@ -64,7 +64,9 @@ TEST_F(TrainerTest, LearnsASeparableTaskAndWritesItsFiles) {
     auto j = nlohmann::json::parse(line);
     EXPECT_EQ(j["epoch"].get<int>(), ++lines);
     EXPECT_TRUE(j.contains("test"));
-    if (lines == epochs) EXPECT_FALSE(j.contains("warning")) << j.dump();
+    if (lines == epochs) {
+      EXPECT_FALSE(j.contains("warning")) << j.dump();
+    }
   }
   EXPECT_EQ(lines, epochs);
 

@@ -34,12 +34,19 @@
 #include "limpq/data/loader.h"
 #include "limpq/models/quantized.h"
 #include "limpq/quant/indicators.h"
+#include "limpq/quant/lsq.h"
 
 namespace limpq::train {
 
 // The weight of a quantizable layer (QuantConv2d or QuantLinear); `name`
 // names it in the error for any other module.
 const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name);
+
+// sum_i weight_i (Q(x_i) - x_i)^2: the squared error of quantizing `x` with
+// `step` (scalar, or one per channel along dim 0) at `range`, each element
+// weighted by `weight` (broadcast; undefined: 1). No gradient.
+double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
+                          const torch::Tensor& weight = {});
 
 // Statistics of every searchable layer of `model` (as currently quantized)
 // over `samples` examples from `loader` (data-parallel workers each take
