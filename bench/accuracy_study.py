@@ -85,6 +85,17 @@ def kendall_tau(a, b):
     return (concordant - discordant) / denom if denom else 1.0
 
 
+def form_flags(form):
+    """limpq search flags of a --forms entry: CRITERION or CRITERION@ALPHA."""
+    criterion, _, alpha = form.partition("@")
+    return ["--criterion", criterion] + (["--alpha", alpha] if alpha else [])
+
+
+def form_label(form):
+    criterion, _, alpha = form.partition("@")
+    return f"limpq {criterion}" + (f" (alpha {alpha})" if alpha else "")
+
+
 class Study(StudyBase):
     caller = "accuracy_study"
 
@@ -113,7 +124,8 @@ class Study(StudyBase):
             "limpq default": self.search(budget, flags, "default", a.indicators, []),
             "paper (step, alpha 2)": self.search(budget, flags, "paper", a.indicators, ["--criterion", "step",
                                                                                         "--alpha", "2"]),
-            **{f"limpq {form}": self.search(budget, flags, form, a.indicators, ["--criterion", form])
+            **{form_label(form): self.search(budget, flags, form.replace("@", "_alpha"), a.indicators,
+                                             form_flags(form))
                for form in a.forms},
             "hessian": self.search(budget, flags, "hessian", a.hessian, []),
             "measured drop": self.search(budget, flags, "drop", a.drop, []),
@@ -205,7 +217,8 @@ def main():
     p.add_argument("--drop", required=True)
     p.add_argument("--hessian", required=True)
     p.add_argument("--forms", nargs="*", default=["fisher"],
-                   help="forms of the learned step (limpq search --criterion) studied beside the default")
+                   help="forms of the learned step studied beside the default: CRITERION (limpq search "
+                        "--criterion, at its default alpha) or CRITERION@ALPHA")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=1, help="the shorter fine-tuning length E of the check")
