@@ -105,10 +105,13 @@ class Study(StudyBase):
         self.lr = args.lrs[0]
         self.ledger_path = Path(args.results) / "runs.jsonl"
         self.ledger = self.read_ledger()
+        self.binary = file_digest(args.limpq)
 
     def search(self, budget, flags, name, source, extra):
-        # Keyed by the source's content: another indicators file searches anew.
-        path = self.out / "policies" / budget / f"{name}_{file_digest(source)}.json"
+        # Keyed by the source's content and the binary (whose defaults decide
+        # "limpq default"): either changed, the search runs anew; fine-tuning
+        # runs are keyed by the policy itself, so identical policies share them.
+        path = self.out / "policies" / budget / f"{name}_{file_digest(source)}_{self.binary}.json"
         summary = path.with_suffix(".search.json")
         if not summary.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -122,10 +122,14 @@ quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion
 }
 
 Criterion default_criterion(const quant::Indicators& indicators) {
+  bool errors = true;
   for (const auto& l : indicators.layers) {
-    if (l.searchable && (!l.stats || !(l.stats->weight_rms > 0) || !(l.stats->act_rms > 0))) return Criterion::kStep;
+    if (!l.searchable) continue;
+    if (!l.stats || !(l.stats->weight_rms > 0) || !(l.stats->act_rms > 0)) return Criterion::kStep;
+    errors &= l.stats->weight_error.size() == indicators.candidates.size() &&
+              l.stats->act_error.size() == indicators.candidates.size();
   }
-  return Criterion::kRelative;
+  return errors ? Criterion::kFisherError : Criterion::kRelative;
 }
 
 double default_alpha(Criterion criterion, const quant::Indicators& indicators) {

@@ -105,12 +105,18 @@ TEST_F(CriterionTest, SearchUsesTheCriterionAndItsDefaultAlpha) {
   EXPECT_GT(b->weight + b->act, a->weight + a->act);
 }
 
-TEST_F(CriterionTest, DefaultIsRelativeWithStatisticsAndThePapersStepWithout) {
+TEST_F(CriterionTest, DefaultIsFisherErrorThenRelativeThenThePapersStep) {
   quant::Indicators ind = with_stats();
-  EXPECT_EQ(default_criterion(ind), Criterion::kRelative);
+  EXPECT_EQ(default_criterion(ind), Criterion::kFisherError);
   const SearchResult chosen = run_search(ind, SearchOptions().bitops("W3A3"));
-  EXPECT_EQ(chosen.criterion, "relative");
+  EXPECT_EQ(chosen.criterion, "fisher-error");
   EXPECT_EQ(chosen.alpha, 0.25);
+  // A file written before the per-bit errors were recorded.
+  for (auto& l : ind.layers) {
+    if (l.stats) l.stats->act_error.clear();
+  }
+  EXPECT_EQ(default_criterion(ind), Criterion::kRelative);
+  EXPECT_EQ(run_search(ind, SearchOptions().bitops("W3A3")).criterion, "relative");
   ind.layers[2].stats.reset();  // a file written before the statistics, or made elsewhere
   EXPECT_EQ(default_criterion(ind), Criterion::kStep);
   const SearchResult old_file = run_search(ind, SearchOptions().bitops("W3A3"));

@@ -306,7 +306,8 @@ struct SearchCommand {
                     "form of the indicators minimised: step (the learned step, the paper's) | relative (step / "
                     "tensor rms) | noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24) | fisher-error "
                     "(Fisher-weighted measured quantization error at the learned step); default: "
-                    "relative when the file has per-tensor statistics (limpq indicators records them), else step");
+                    "fisher-error when the file has per-tensor statistics with per-bit errors (limpq indicators "
+                    "records them), relative with older statistics, else step");
     cmd->add_option("--alpha", alpha,
                     "weight of the weight indicators against the activation ones (default: 2 for step, 0.25 for "
                     "relative, noise, fisher and fisher-error, 1 for files from limpq sensitivity)");

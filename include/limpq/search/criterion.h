@@ -24,11 +24,14 @@
 //                                         same second-order estimate without
 //                                         the uniform-noise assumption
 //
-// The default criterion is kRelative with alpha 0.25 when the file has the
-// statistics, else the paper's kStep with alpha 2: on resnet20 / Fashion-
-// MNIST validation data (BENCHMARKS.md, "Which criterion ranks layers"),
-// relative at alpha 0.25 fine-tuned best of the learned forms at W2A3 and
-// W3A3 BitOps, and alpha 0.25 beat 0.5 and 1 for all three scale-free forms.
+// The default criterion is kFisherError with alpha 0.25 when the file has
+// the per-bit errors (indicators trained by this version), kRelative with
+// alpha 0.25 when it has only the older statistics, else the paper's kStep
+// with alpha 2. fisher-error ranks layers with their measured single-layer
+// drop on resnet20 and mobilenet_v2 (Spearman +0.53 and +0.60, where
+// relative has +0.03 and +0.23) and its policies fine-tuned best of the
+// learned forms on the validation split (BENCHMARKS.md, "Which criterion
+// ranks layers" and "Accuracy study").
 //
 // The first four forms are, per tensor, increasing functions of the step, so
 // a non-monotone point of the steps is a non-monotone point of each of them;
@@ -63,8 +66,9 @@ std::string to_string(Criterion criterion);
 // the original provenance under "from".
 quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion criterion);
 
-// The criterion a search uses when none is given: kRelative when every
-// searchable layer has statistics, else kStep.
+// The criterion a search uses when none is given: kFisherError when every
+// searchable layer has statistics with per-bit errors, kRelative when they
+// have statistics without them, else kStep.
 Criterion default_criterion(const quant::Indicators& indicators);
 
 // The alpha a search uses when none is given: the file's provenance

@@ -51,8 +51,10 @@ struct SearchOptions {
   TORCH_ARG(double, size_mb) = 0;
   TORCH_ARG(double, cr) = 0;
   // The form of the indicators minimised (include/limpq/search/criterion.h):
-  // step (the paper's) | relative | noise | fisher; empty: default_criterion
-  // (relative when the file has the per-tensor statistics, else step).
+  // step (the paper's) | relative | noise | fisher | fisher-error; empty:
+  // default_criterion (fisher-error when the file has the per-tensor
+  // statistics with their per-bit errors, relative with the statistics
+  // alone, else step).
   TORCH_ARG(std::string, criterion) = "";
   // Weight of the weight indicators; unset: the criterion's default
   // (default_alpha: 2 for the paper's step, 0.25 for the scale-free forms, 1
