@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "limpq/dist/dist.h"
 #include "limpq/nn/quant_conv.h"
@@ -32,10 +36,6 @@ const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::str
 
 namespace {
 
-// Sums over examples, per searchable layer (rows): squared weight gradients,
-// squared activation gradients, squared activations, activation elements.
-enum Column : int64_t { kWeightGrad2, kActGrad2, kAct2, kActCount, kColumns };
-
 struct Quantizers {
   quant::LsqQuantizerImpl* weight;
   quant::LsqQuantizerImpl* input;
@@ -57,11 +57,99 @@ Quantizers quantizers_of(torch::nn::Module& layer, const std::string& name) {
   return {linear->weight_quantizer.get(), linear->input_quantizer.get()};
 }
 
-// sum_i weight_i (Q_b(x_i) - x_i)^2 with the quantizer's step for `bits`.
-double weighted_error(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x,
-                      const torch::Tensor& weight, const std::string& name) {
-  TORCH_CHECK(q.initialized(bits), "layer stats: layer '", name, "' has no learned step for ", bits, " bits");
-  return quantization_error(x, q.effective_step(bits), q.range(bits), weight);
+// One searchable layer's sums over examples, and the statistics they give.
+class LayerSums {
+ public:
+  LayerSums(std::string name, torch::Tensor weight, Quantizers quantizers, const std::vector<int64_t>& candidates)
+      : name_(std::move(name)),
+        weight_(std::move(weight)),
+        quantizers_(quantizers),
+        candidates_(candidates),
+        with_errors_(quantizers.learned(candidates)),
+        scalars_(torch::zeros({kScalars}, torch::kFloat64)),
+        weight_grad2_(torch::zeros(weight_.sizes(), weight_.options().dtype(torch::kFloat64))),
+        act_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)) {}
+
+  const torch::Tensor& weight() const { return weight_; }
+
+  // One example: the loss gradients by the weight and by the layer's input
+  // `act` (either undefined where the loss does not reach it).
+  void add(const torch::Tensor& weight_grad, const torch::Tensor& act_grad, const torch::Tensor& act) {
+    torch::NoGradGuard no_grad;
+    if (weight_grad.defined()) {
+      const torch::Tensor g2 = weight_grad.to(torch::kFloat64).pow(2);
+      weight_grad2_ += g2;
+      scalars_[kWeightGrad2] += g2.sum().item<double>();
+    }
+    if (act_grad.defined()) {
+      const torch::Tensor g2 = act_grad.to(torch::kFloat64).pow(2);
+      // Rounding noise only where the activation is not 0: a ReLU's zeros
+      // are represented exactly at every bit-width.
+      scalars_[kActGrad2] += (g2 * act.detach().ne(0)).sum().item<double>();
+      for (size_t j = 0; j < candidates_.size() && with_errors_; ++j) {
+        act_error_[static_cast<int64_t>(j)] += error_at(*quantizers_.input, candidates_[j], act, g2);
+      }
+    }
+    scalars_[kAct2] += act.detach().to(torch::kFloat64).pow(2).sum().item<double>();
+    scalars_[kActCount] += static_cast<double>(act.numel());
+  }
+
+  // The tensors data-parallel workers sum.
+  std::vector<torch::Tensor> sums() const { return {scalars_, weight_grad2_, act_error_}; }
+
+  quant::TensorStats stats(double count) const {
+    torch::NoGradGuard no_grad;
+    quant::TensorStats s;
+    s.weight_rms = std::sqrt(weight_.detach().to(torch::kFloat64).pow(2).mean().item<double>());
+    s.act_rms = std::sqrt(scalars_[kAct2].item<double>() / scalars_[kActCount].item<double>());
+    s.weight_fisher = scalars_[kWeightGrad2].item<double>() / count;
+    s.act_fisher = scalars_[kActGrad2].item<double>() / count;
+    const torch::Tensor fisher = weight_grad2_ / count;
+    for (size_t j = 0; j < candidates_.size() && with_errors_; ++j) {
+      const int64_t b = candidates_[j];
+      s.weight_error[b] = 0.5 * error_at(*quantizers_.weight, b, weight_, fisher);
+      s.act_error[b] = 0.5 * act_error_[static_cast<int64_t>(j)].item<double>() / count;
+    }
+    s.samples = static_cast<int64_t>(count);
+    return s;
+  }
+
+ private:
+  // Sums over examples: squared weight gradients, squared activation
+  // gradients (nonzero activations), squared activations, activation elements.
+  enum Scalar : int64_t { kWeightGrad2, kActGrad2, kAct2, kActCount, kScalars };
+
+  // sum_i weight_i (Q_b(x_i) - x_i)^2 with the quantizer's step for `bits`.
+  double error_at(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x,
+                  const torch::Tensor& weight) const {
+    TORCH_CHECK(q.initialized(bits), "layer stats: layer '", name_, "' has no learned step for ", bits, " bits");
+    return quantization_error(x, q.effective_step(bits), q.range(bits), weight);
+  }
+
+  std::string name_;
+  torch::Tensor weight_;
+  Quantizers quantizers_;
+  std::vector<int64_t> candidates_;
+  bool with_errors_;
+  torch::Tensor scalars_;       // [kScalars]
+  torch::Tensor weight_grad2_;  // the weight's shape
+  torch::Tensor act_error_;     // [candidates]: sum of sum_i g_i^2 (Q_b(a_i) - a_i)^2
+};
+
+// Each searchable layer's input in the traced forward pass, in the order of
+// `index_of`.
+std::vector<torch::Tensor> layer_inputs(const nn::LayerTracer& tracer,
+                                        const std::map<const torch::nn::Module*, size_t>& index_of,
+                                        const std::vector<std::string>& names) {
+  std::vector<torch::Tensor> acts(names.size());
+  for (const auto& e : tracer.events()) {
+    auto it = index_of.find(e.module);
+    if (it != index_of.end() && !acts[it->second].defined()) acts[it->second] = e.input;
+  }
+  for (size_t k = 0; k < names.size(); ++k) {
+    TORCH_CHECK(acts[k].defined(), "layer stats: layer '", names[k], "' did not run in the forward pass");
+  }
+  return acts;
 }
 
 }  // namespace
@@ -73,101 +161,50 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
   auto modules = model.named_modules("", /*include_self=*/false);
   std::map<const torch::nn::Module*, size_t> index_of;
   std::vector<std::string> names;
-  std::vector<torch::Tensor> weights;
-  std::vector<Quantizers> quantizers;
+  std::vector<LayerSums> layers;
   for (const auto& l : qm.layers()) {
     if (!l.searchable) continue;
-    index_of[modules[l.name].get()] = names.size();
+    torch::nn::Module& module = *modules[l.name];
+    index_of[&module] = names.size();
     names.push_back(l.name);
-    weights.push_back(quantizable_weight(*modules[l.name], l.name));
-    quantizers.push_back(quantizers_of(*modules[l.name], l.name));
+    layers.emplace_back(l.name, quantizable_weight(module, l.name), quantizers_of(module, l.name), qm.candidates());
   }
   const size_t n = names.size();
   TORCH_CHECK(n > 0, "layer stats: the model has no searchable layer");
-  const std::vector<int64_t>& candidates = qm.candidates();
-  const auto nb = static_cast<int64_t>(candidates.size());
-  torch::Tensor sums = torch::zeros({static_cast<int64_t>(n), kColumns}, torch::kFloat64);
-  // Per element of each weight, the summed squared per-example gradient;
-  // per (layer, candidate), the summed Fisher-weighted activation error.
-  std::vector<torch::Tensor> weight_grad2;
-  for (const auto& w : weights) weight_grad2.push_back(torch::zeros(w.sizes(), w.options().dtype(torch::kFloat64)));
-  torch::Tensor act_error = torch::zeros({static_cast<int64_t>(n), nb}, torch::kFloat64);
-  std::vector<bool> learned;
-  for (const auto& q : quantizers) learned.push_back(q.learned(candidates));
-  int64_t seen = 0;
+  std::vector<torch::Tensor> weights;
+  for (const auto& l : layers) weights.push_back(l.weight());
 
   model.eval();
   const auto format = models::memory_format_of(model);
   // Data-parallel workers share the examples (each reads its own shard).
   const int64_t mine = (samples + dist::world_size() - 1) / dist::world_size();
+  int64_t seen = 0;
   while (seen < mine) {
     auto batch = loader.next();
     if (!batch) break;
-    for (int64_t i = 0; i < batch->images.size(0) && seen < mine; ++i) {
+    for (int64_t i = 0; i < batch->images.size(0) && seen < mine; ++i, ++seen) {
       const torch::Tensor image = batch->images.slice(0, i, i + 1).to(device).contiguous(format);
       const torch::Tensor label = batch->labels.slice(0, i, i + 1).to(device);
       nn::LayerTracer tracer(/*keep_inputs=*/true);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(image), label);
-      std::vector<torch::Tensor> acts(n);
-      for (const auto& e : tracer.events()) {
-        auto it = index_of.find(e.module);
-        if (it != index_of.end() && !acts[it->second].defined()) acts[it->second] = e.input;
-      }
+      const std::vector<torch::Tensor> acts = layer_inputs(tracer, index_of, names);
       std::vector<torch::Tensor> wrt = weights;
-      for (size_t k = 0; k < n; ++k) {
-        TORCH_CHECK(acts[k].defined(), "layer stats: layer '", names[k], "' did not run in the forward pass");
-        wrt.push_back(acts[k]);
-      }
+      wrt.insert(wrt.end(), acts.begin(), acts.end());
       const auto grads = torch::autograd::grad({loss}, wrt, {}, /*retain_graph=*/false, /*create_graph=*/false,
                                                /*allow_unused=*/true);
-      torch::NoGradGuard no_grad;
-      for (size_t k = 0; k < n; ++k) {
-        auto row = sums[static_cast<int64_t>(k)];
-        if (grads[k].defined()) {
-          const torch::Tensor g2 = grads[k].to(torch::kFloat64).pow(2);
-          weight_grad2[k] += g2;
-          row[kWeightGrad2] += g2.sum().item<double>();
-        }
-        // Rounding noise only where the activation is not 0: a ReLU's zeros
-        // are represented exactly at every bit-width.
-        if (grads[n + k].defined()) {
-          const torch::Tensor g = grads[n + k].to(torch::kFloat64) * acts[k].detach().ne(0);
-          row[kActGrad2] += g.pow(2).sum().item<double>();
-          const torch::Tensor g2 = grads[n + k].to(torch::kFloat64).pow(2);
-          for (int64_t j = 0; j < nb && learned[k]; ++j) {
-            act_error[static_cast<int64_t>(k)][j] +=
-                weighted_error(*quantizers[k].input, candidates[j], acts[k], g2, names[k]);
-          }
-        }
-        row[kAct2] += acts[k].detach().to(torch::kFloat64).pow(2).sum().item<double>();
-        row[kActCount] += static_cast<double>(acts[k].numel());
-      }
-      ++seen;
+      for (size_t k = 0; k < n; ++k) layers[k].add(grads[k], grads[n + k], acts[k]);
     }
   }
-  std::vector<torch::Tensor> reduced = {sums, act_error, torch::full({1}, static_cast<double>(seen), torch::kFloat64)};
-  reduced.insert(reduced.end(), weight_grad2.begin(), weight_grad2.end());
-  dist::allreduce_sum(reduced);
-  const double count = reduced[2].item<double>();
+  std::vector<torch::Tensor> reduced = {torch::full({1}, static_cast<double>(seen), torch::kFloat64)};
+  for (const auto& l : layers) {
+    for (const auto& t : l.sums()) reduced.push_back(t);
+  }
+  dist::allreduce_sum(reduced);  // in place: the layers' sums are these tensors
+  const double count = reduced[0].item<double>();
   TORCH_CHECK(count > 0, "layer stats: the loader gave no example");
 
   std::map<std::string, quant::TensorStats> stats;
-  for (size_t k = 0; k < n; ++k) {
-    const auto row = reduced[0][static_cast<int64_t>(k)];
-    quant::TensorStats s;
-    s.weight_rms = std::sqrt(weights[k].detach().to(torch::kFloat64).pow(2).mean().item<double>());
-    s.act_rms = std::sqrt(row[kAct2].item<double>() / row[kActCount].item<double>());
-    s.weight_fisher = row[kWeightGrad2].item<double>() / count;
-    s.act_fisher = row[kActGrad2].item<double>() / count;
-    const torch::Tensor fisher = reduced[3 + k] / count;
-    for (int64_t j = 0; j < nb && learned[k]; ++j) {
-      const int64_t b = candidates[j];
-      s.weight_error[b] = 0.5 * weighted_error(*quantizers[k].weight, b, weights[k], fisher, names[k]);
-      s.act_error[b] = 0.5 * reduced[1][static_cast<int64_t>(k)][j].item<double>() / count;
-    }
-    s.samples = static_cast<int64_t>(count);
-    stats[names[k]] = s;
-  }
+  for (size_t k = 0; k < n; ++k) stats[names[k]] = layers[k].stats(count);
   return stats;
 }
 
