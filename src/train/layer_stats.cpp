@@ -77,9 +77,7 @@ class LayerSums {
   void add(const torch::Tensor& weight_grad, const torch::Tensor& act_grad, const torch::Tensor& act) {
     torch::NoGradGuard no_grad;
     if (weight_grad.defined()) {
-      const torch::Tensor g2 = weight_grad.to(torch::kFloat64).pow(2);
-      weight_grad2_ += g2;
-      scalars_[kWeightGrad2] += g2.sum().item<double>();
+      weight_grad2_ += weight_grad.to(torch::kFloat64).pow(2);
     }
     if (act_grad.defined()) {
       const torch::Tensor g2 = act_grad.to(torch::kFloat64).pow(2);
@@ -102,9 +100,9 @@ class LayerSums {
     quant::TensorStats s;
     s.weight_rms = std::sqrt(weight_.detach().to(torch::kFloat64).pow(2).mean().item<double>());
     s.act_rms = std::sqrt(scalars_[kAct2].item<double>() / scalars_[kActCount].item<double>());
-    s.weight_fisher = scalars_[kWeightGrad2].item<double>() / count;
+    const torch::Tensor fisher = weight_grad2_ / count;  // the weight's Fisher diagonal
+    s.weight_fisher = fisher.sum().item<double>();
     s.act_fisher = scalars_[kActGrad2].item<double>() / count;
-    const torch::Tensor fisher = weight_grad2_ / count;
     for (size_t j = 0; j < candidates_.size() && with_errors_; ++j) {
       const int64_t b = candidates_[j];
       s.weight_error[b] = 0.5 * error_at(*quantizers_.weight, b, weight_, fisher);
@@ -115,9 +113,9 @@ class LayerSums {
   }
 
  private:
-  // Sums over examples: squared weight gradients, squared activation
-  // gradients (nonzero activations), squared activations, activation elements.
-  enum Scalar : int64_t { kWeightGrad2, kActGrad2, kAct2, kActCount, kScalars };
+  // Sums over examples: squared activation gradients (nonzero activations),
+  // squared activations, activation elements.
+  enum Scalar : int64_t { kActGrad2, kAct2, kActCount, kScalars };
 
   // sum_i weight_i (Q_b(x_i) - x_i)^2 with the quantizer's step for `bits`.
   double error_at(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x,
@@ -132,7 +130,7 @@ class LayerSums {
   std::vector<int64_t> candidates_;
   bool with_errors_;
   torch::Tensor scalars_;       // [kScalars]
-  torch::Tensor weight_grad2_;  // the weight's shape
+  torch::Tensor weight_grad2_;  // the weight's shape: summed squared gradients
   torch::Tensor act_error_;     // [candidates]: sum of sum_i g_i^2 (Q_b(a_i) - a_i)^2
 };
 

@@ -62,8 +62,9 @@ std::string to_string(Criterion criterion);
 // The indicators with every searchable layer's weight_steps / act_steps
 // replaced by the criterion's values. kStep returns them unchanged; the
 // others need every searchable layer's "stats", kFisherError their
-// per-bit-width errors too (an error names the first layer without them). The provenance records the criterion and keeps
-// the original provenance under "from".
+// per-bit-width errors too (an error names the first layer without them).
+// The provenance records the criterion and keeps the original provenance
+// under "from".
 quant::Indicators apply_criterion(const quant::Indicators& indicators, Criterion criterion);
 
 // The criterion a search uses when none is given: kFisherError when every
