@@ -40,7 +40,8 @@ fine-tuned with --seeds at that length and the test set is read.
 Every run is cached under --out (identical policies share runs; an
 interrupted study resumes), and each finished fine-tuning run is also
 appended to <results>/runs.jsonl, which is committed: a study on a fresh
-machine resumes from it. Results: <out>/{length_check,accuracy}.{csv,md},
+machine resumes from it. Results: <out>/{length_check,accuracy,verdict}.{csv,md}
+(verdict: limpq's default against each baseline, beyond the seed spread or not),
 copied to --results.
 """
 
@@ -208,6 +209,32 @@ def mean_std(values):
     return f"{m:.2f}", f"{statistics.stdev(values):.2f}" if len(values) > 1 else ""
 
 
+def compare_to_default(tests):
+    """Rows of the plain statement: limpq's default against each baseline at
+    one budget. tests: method -> test top-1 of each seed. The random policies
+    are pooled into their mean. A gap counts only beyond the spread: the larger
+    seed standard deviation of the two sides (for the pooled random policies,
+    the mean of their per-policy deviations)."""
+    def std(v):
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    default = tests["limpq default"]
+    randoms = [v for n, v in tests.items() if n.startswith("random")]
+    baselines = {n: (statistics.mean(v), std(v)) for n, v in tests.items()
+                 if n != "limpq default" and not n.startswith("random")}
+    if randoms:
+        baselines["random (mean)"] = (statistics.mean(x for v in randoms for x in v),
+                                      statistics.mean(std(v) for v in randoms))
+    mean, spread = statistics.mean(default), std(default)
+    rows = []
+    for name, (m, s) in baselines.items():
+        gap, bound = mean - m, max(spread, s)
+        outcome = "beats" if gap > bound else "below" if gap < -bound else "within spread"
+        rows.append({"baseline": name, "default_top1": f"{mean:.2f}", "baseline_top1": f"{m:.2f}",
+                     "gap": f"{gap:+.2f}", "spread": f"{bound:.2f}", "default_is": outcome})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", required=True, help="a name for the outputs (resnet20, mobilenet_v2)")
@@ -270,11 +297,12 @@ def main():
     log(f"fine-tuning length: {epochs} epoch(s) ({'ranking unchanged' if stable else 'ranking changed'} when doubled)")
 
     # 2. The study at that length; the test set is read here.
-    rows = []
+    rows, tests = [], {}
     fp = study.full_precision_test()
     for budget, methods in plans.items():
         for name, (policy, summary) in methods.items():
             runs = [study.finetune(policy, s, epochs) for s in args.seeds]
+            tests.setdefault(budget, {})[name] = [r["test"]["top1"] for r in runs]
             test_m, test_s = mean_std([r["test"]["top1"] for r in runs])
             val_m, val_s = mean_std([r["val"]["top1"] for r in runs])
             rows.append({
@@ -293,6 +321,7 @@ def main():
     rows.append({k: "" for k in rows[0]} | {"budget": "FP", "method": "full precision",
                                             "test_top1": f"{fp['top1']:.2f}", "seeds": 1})
     write_table(study, "accuracy", rows)
+    write_table(study, "verdict", [{"budget": b} | r for b, t in tests.items() for r in compare_to_default(t)])
 
 
 if __name__ == "__main__":
