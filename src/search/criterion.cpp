@@ -69,7 +69,7 @@ const char* formula(Criterion criterion) {
     case Criterion::kRelative: return "s / rms";
     case Criterion::kNoise: return "s^2 / (12 rms^2)";
     case Criterion::kFisher: return "Tr(F) s^2 / 24";
-    case Criterion::kFisherError: return "1/2 sum_i F_ii (Q_s(x_i) - x_i)^2";
+    case Criterion::kFisherError: return "1/2 delta^T F delta, delta = Q_s(x) - x";
   }
   TORCH_INTERNAL_ASSERT(false, "unknown criterion");
 }

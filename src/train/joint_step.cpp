@@ -99,7 +99,8 @@ class JointIndicatorStep : public TrainStep {
       set_candidate(*std::max_element(candidates_.begin(), candidates_.end()));
       data::DataLoader loader = calibration_loader(*context.data, config_.data,
                                                    static_cast<uint64_t>(config_.run.seed()), context.device.is_cuda());
-      stats = measure_layer_stats(*quantized_, loader, context.device, config_.indicators.stats_samples());
+      stats = measure_layer_stats(*quantized_, loader, context.device, config_.indicators.stats_samples(),
+                                  static_cast<uint64_t>(config_.run.seed()));
     }
     const quant::Indicators indicators = collect_indicators(context.epochs, stats);
     if (context.main_rank) quant::write_indicators(result.indicators, indicators);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,13 +19,31 @@
 
 namespace limpq::train {
 
-double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
-                          const torch::Tensor& weight) {
+torch::Tensor quantization_delta(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range) {
   torch::NoGradGuard no_grad;
   const torch::Tensor xf = x.detach().to(torch::kFloat32).contiguous();
   const torch::Tensor s = step.detach().to(xf.device());
-  const torch::Tensor error = (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).to(torch::kFloat64).pow(2);
+  return (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).to(torch::kFloat64);
+}
+
+double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
+                          const torch::Tensor& weight) {
+  const torch::Tensor error = quantization_delta(x, step, range).pow(2);
   return (weight.defined() ? error * weight : error).sum().item<double>();
+}
+
+int64_t sample_label(const torch::Tensor& logits, std::mt19937_64& rng) {
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == 1, "sample_label: expects one example's logits [1, classes], got ",
+              logits.sizes());
+  const torch::Tensor p = torch::softmax(logits.detach().to(torch::kCPU, torch::kFloat64), 1).contiguous();
+  const double* prob = p.data_ptr<double>();
+  const int64_t classes = p.size(1);
+  double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  for (int64_t c = 0; c < classes - 1; ++c) {
+    if (u < prob[c]) return c;
+    u -= prob[c];
+  }
+  return classes - 1;
 }
 
 const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name) {
@@ -67,8 +86,12 @@ class LayerSums {
         candidates_(candidates),
         with_errors_(quantizers.learned(candidates)),
         scalars_(torch::zeros({kScalars}, torch::kFloat64)),
-        weight_grad2_(torch::zeros(weight_.sizes(), weight_.options().dtype(torch::kFloat64))),
-        act_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)) {}
+        weight_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)),
+        act_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)) {
+    for (int64_t b : candidates_) {
+      if (with_errors_) weight_deltas_.push_back(delta_at(*quantizers_.weight, b, weight_));
+    }
+  }
 
   const torch::Tensor& weight() const { return weight_; }
 
@@ -77,15 +100,26 @@ class LayerSums {
   void add(const torch::Tensor& weight_grad, const torch::Tensor& act_grad, const torch::Tensor& act) {
     torch::NoGradGuard no_grad;
     if (weight_grad.defined()) {
-      weight_grad2_ += weight_grad.to(torch::kFloat64).pow(2);
+      const torch::Tensor g = weight_grad.to(torch::kFloat64);
+      scalars_[kWeightGrad2] += g.pow(2).sum().item<double>();
+      // The same rounding error meets every example: its first-order loss
+      // change g . delta, squared, is the Fisher block's quadratic form.
+      for (size_t j = 0; j < weight_deltas_.size(); ++j) {
+        weight_error_[static_cast<int64_t>(j)] += (g * weight_deltas_[j]).sum().pow(2).item<double>();
+      }
     }
     if (act_grad.defined()) {
       const torch::Tensor g2 = act_grad.to(torch::kFloat64).pow(2);
       // Rounding noise only where the activation is not 0: a ReLU's zeros
       // are represented exactly at every bit-width.
       scalars_[kActGrad2] += (g2 * act.detach().ne(0)).sum().item<double>();
+      // An activation's rounding error changes with the example, nearly
+      // independently element to element: the cross terms average out, and
+      // the diagonal is the lower-variance estimate.
       for (size_t j = 0; j < candidates_.size() && with_errors_; ++j) {
-        act_error_[static_cast<int64_t>(j)] += error_at(*quantizers_.input, candidates_[j], act, g2);
+        act_error_[static_cast<int64_t>(j)] += (g2 * delta_at(*quantizers_.input, candidates_[j], act).pow(2))
+                                                   .sum()
+                                                   .item<double>();
       }
     }
     scalars_[kAct2] += act.detach().to(torch::kFloat64).pow(2).sum().item<double>();
@@ -93,19 +127,18 @@ class LayerSums {
   }
 
   // The tensors data-parallel workers sum.
-  std::vector<torch::Tensor> sums() const { return {scalars_, weight_grad2_, act_error_}; }
+  std::vector<torch::Tensor> sums() const { return {scalars_, weight_error_, act_error_}; }
 
   quant::TensorStats stats(double count) const {
     torch::NoGradGuard no_grad;
     quant::TensorStats s;
     s.weight_rms = std::sqrt(weight_.detach().to(torch::kFloat64).pow(2).mean().item<double>());
     s.act_rms = std::sqrt(scalars_[kAct2].item<double>() / scalars_[kActCount].item<double>());
-    const torch::Tensor fisher = weight_grad2_ / count;  // the weight's Fisher diagonal
-    s.weight_fisher = fisher.sum().item<double>();
+    s.weight_fisher = scalars_[kWeightGrad2].item<double>() / count;
     s.act_fisher = scalars_[kActGrad2].item<double>() / count;
     for (size_t j = 0; j < candidates_.size() && with_errors_; ++j) {
       const int64_t b = candidates_[j];
-      s.weight_error[b] = 0.5 * error_at(*quantizers_.weight, b, weight_, fisher);
+      s.weight_error[b] = 0.5 * weight_error_[static_cast<int64_t>(j)].item<double>() / count;
       s.act_error[b] = 0.5 * act_error_[static_cast<int64_t>(j)].item<double>() / count;
     }
     s.samples = static_cast<int64_t>(count);
@@ -113,15 +146,14 @@ class LayerSums {
   }
 
  private:
-  // Sums over examples: squared activation gradients (nonzero activations),
-  // squared activations, activation elements.
-  enum Scalar : int64_t { kActGrad2, kAct2, kActCount, kScalars };
+  // Sums over examples: squared weight gradients, squared activation
+  // gradients (nonzero activations), squared activations, activation elements.
+  enum Scalar : int64_t { kWeightGrad2, kActGrad2, kAct2, kActCount, kScalars };
 
-  // sum_i weight_i (Q_b(x_i) - x_i)^2 with the quantizer's step for `bits`.
-  double error_at(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x,
-                  const torch::Tensor& weight) const {
+  // Q_b(x) - x with the quantizer's learned step for `bits`.
+  torch::Tensor delta_at(const quant::LsqQuantizerImpl& q, int64_t bits, const torch::Tensor& x) const {
     TORCH_CHECK(q.initialized(bits), "layer stats: layer '", name_, "' has no learned step for ", bits, " bits");
-    return quantization_error(x, q.effective_step(bits), q.range(bits), weight);
+    return quantization_delta(x, q.effective_step(bits), q.range(bits));
   }
 
   std::string name_;
@@ -129,9 +161,10 @@ class LayerSums {
   Quantizers quantizers_;
   std::vector<int64_t> candidates_;
   bool with_errors_;
-  torch::Tensor scalars_;       // [kScalars]
-  torch::Tensor weight_grad2_;  // the weight's shape: summed squared gradients
-  torch::Tensor act_error_;     // [candidates]: sum of sum_i g_i^2 (Q_b(a_i) - a_i)^2
+  std::vector<torch::Tensor> weight_deltas_;  // per candidate: Q_b(w) - w
+  torch::Tensor scalars_;                     // [kScalars]
+  torch::Tensor weight_error_;                // [candidates]: sum over examples of (g . (Q_b(w) - w))^2
+  torch::Tensor act_error_;                   // [candidates]: sum of sum_i g_i^2 (Q_b(a_i) - a_i)^2
 };
 
 // Each searchable layer's input in the traced forward pass, in the order of
@@ -152,8 +185,14 @@ std::vector<torch::Tensor> layer_inputs(const nn::LayerTracer& tracer,
 
 }  // namespace
 
+std::mt19937_64 label_rng(uint64_t seed) {
+  std::seed_seq seq{seed, static_cast<uint64_t>(dist::rank())};
+  return std::mt19937_64(seq);
+}
+
 std::map<std::string, quant::TensorStats> measure_layer_stats(const models::QuantModel& qm, data::DataLoader& loader,
-                                                             const torch::Device& device, int64_t samples) {
+                                                             const torch::Device& device, int64_t samples,
+                                                             uint64_t seed) {
   TORCH_CHECK(samples > 0, "layer stats: samples must be positive, got ", samples);
   models::ModelImpl& model = *qm.model();
   auto modules = model.named_modules("", /*include_self=*/false);
@@ -176,15 +215,17 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
   const auto format = models::memory_format_of(model);
   // Data-parallel workers share the examples (each reads its own shard).
   const int64_t mine = (samples + dist::world_size() - 1) / dist::world_size();
+  std::mt19937_64 rng = label_rng(seed);
   int64_t seen = 0;
   while (seen < mine) {
     auto batch = loader.next();
     if (!batch) break;
     for (int64_t i = 0; i < batch->images.size(0) && seen < mine; ++i, ++seen) {
       const torch::Tensor image = batch->images.slice(0, i, i + 1).to(device).contiguous(format);
-      const torch::Tensor label = batch->labels.slice(0, i, i + 1).to(device);
       nn::LayerTracer tracer(/*keep_inputs=*/true);
-      const torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(image), label);
+      const torch::Tensor logits = model.forward(image);
+      const torch::Tensor label = torch::full({1}, sample_label(logits, rng), torch::dtype(torch::kLong).device(device));
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, label);
       const std::vector<torch::Tensor> acts = layer_inputs(tracer, index_of, names);
       std::vector<torch::Tensor> wrt = weights;
       wrt.insert(wrt.end(), acts.begin(), acts.end());

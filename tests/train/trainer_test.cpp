@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
+#include <vector>
 
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
@@ -307,7 +309,7 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
   EXPECT_NO_THROW(run_train(again, /*resume=*/true));
 }
 
-TEST_F(TrainerTest, LayerStatsAreTheFisherTraceOfPerExampleGradients) {
+TEST_F(TrainerTest, LayerStatsAreTheFisherOfPerExampleGradientsAtDrawnLabels) {
   TrainConfig fp = tiny_config(temp_path("fp"));
   const TrainResult base = run_train(fp, false);
   const Checkpoint ckpt = load_checkpoint(base.checkpoint);
@@ -323,51 +325,77 @@ TEST_F(TrainerTest, LayerStatsAreTheFisherTraceOfPerExampleGradients) {
     torch::NoGradGuard no_grad;
     model->forward(loader().next()->images);
   }
-  data::DataLoader two = loader();
-  const auto stats = measure_layer_stats(qm, two, torch::kCPU, 2);
+  data::DataLoader three = loader();
+  const auto stats = measure_layer_stats(qm, three, torch::kCPU, 3, /*seed=*/7);
 
-  // By hand: the two examples' gradients one at a time, squared and averaged;
-  // the quantization errors at the 4-bit steps weighted by them.
+  // By hand: each example's gradients at a label drawn from its softmax by
+  // the same generator; the Fisher trace is their squares averaged; the
+  // weight error the block form 1/2 mean_n (g_n . delta)^2, the activation
+  // error the diagonal 1/2 mean_n sum_i g_i^2 delta_i^2, at the 4-bit steps.
   data::DataLoader again = loader();
   const auto batch = again.next();
   auto* conv = model->named_modules()["layer2.1.conv1"]->as<nn::QuantConv2dImpl>();
-  auto error_of = [](const quant::LsqQuantizerImpl& q, const torch::Tensor& x) {
+  auto delta_of = [](const quant::LsqQuantizerImpl& q, const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
     const torch::Tensor xd = x.detach();
     return (quant::lsq_fake_quant(xd, q.effective_step(4).detach(), q.range(4), 1.0) - xd).to(torch::kFloat64);
   };
-  double sum = 0, act_error = 0;
-  torch::Tensor weight_grad2 = torch::zeros(conv->weight.sizes(), torch::kFloat64);
-  for (int64_t i = 0; i < 2; ++i) {
+  const torch::Tensor weight_delta = delta_of(*conv->weight_quantizer, conv->weight);
+  std::mt19937_64 rng = label_rng(7);
+  double trace = 0, weight_error = 0, act_error = 0, diagonal = 0;
+  for (int64_t i = 0; i < 3; ++i) {
     nn::LayerTracer tracer(/*keep_inputs=*/true);
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(batch->images.slice(0, i, i + 1)),
-                                                                    batch->labels.slice(0, i, i + 1));
+    const torch::Tensor logits = model->forward(batch->images.slice(0, i, i + 1));
+    const torch::Tensor label = torch::full({1}, sample_label(logits, rng), torch::kLong);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, label);
     torch::Tensor input;
     for (const auto& e : tracer.events()) {
       if (e.module == conv && !input.defined()) input = e.input;
     }
     const auto grads = torch::autograd::grad({loss}, {conv->weight, input});
-    const torch::Tensor g2 = grads[0].to(torch::kFloat64).pow(2);
-    weight_grad2 += g2;
-    sum += g2.sum().item<double>();
-    act_error += 0.5 * (grads[1].to(torch::kFloat64).pow(2) * error_of(*conv->input_quantizer, input).pow(2))
+    const torch::Tensor g = grads[0].to(torch::kFloat64);
+    trace += g.pow(2).sum().item<double>();
+    weight_error += 0.5 * (g * weight_delta).sum().pow(2).item<double>();
+    diagonal += 0.5 * (g.pow(2) * weight_delta.pow(2)).sum().item<double>();
+    act_error += 0.5 * (grads[1].to(torch::kFloat64).pow(2) * delta_of(*conv->input_quantizer, input).pow(2))
                            .sum()
                            .item<double>();
   }
-  const double weight_error =
-      0.5 * (weight_grad2 / 2 * error_of(*conv->weight_quantizer, conv->weight).pow(2)).sum().item<double>();
   const quant::TensorStats& s = stats.at("layer2.1.conv1");
-  EXPECT_EQ(s.samples, 2);
-  EXPECT_NEAR(s.weight_fisher, sum / 2, 1e-6 * sum);
+  EXPECT_EQ(s.samples, 3);
+  EXPECT_NEAR(s.weight_fisher, trace / 3, 1e-6 * trace);
   ASSERT_EQ(s.weight_error.size(), 1u);
   EXPECT_GT(weight_error, 0);
   EXPECT_GT(act_error, 0);
-  EXPECT_NEAR(s.weight_error.at(4), weight_error, 1e-6 * weight_error);
-  EXPECT_NEAR(s.act_error.at(4), act_error / 2, 1e-6 * act_error);
+  EXPECT_NEAR(s.weight_error.at(4), weight_error / 3, 1e-6 * weight_error);
+  EXPECT_GT(std::abs(weight_error - diagonal), 1e-3 * weight_error) << "the block form is not the diagonal";
+  EXPECT_NEAR(s.act_error.at(4), act_error / 3, 1e-6 * act_error);
   EXPECT_NEAR(s.weight_rms, std::sqrt(conv->weight.detach().to(torch::kFloat64).pow(2).mean().item<double>()), 1e-12);
   EXPECT_EQ(stats.size(), 20u) << "every searchable layer";
-  EXPECT_THAT([&] { measure_layer_stats(qm, two, torch::kCPU, 0); },
+  EXPECT_THAT([&] { measure_layer_stats(qm, three, torch::kCPU, 0, 7); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("samples must be positive, got 0")));
+}
+
+TEST(LayerStatsTest, DrawnLabelsFollowTheSoftmax) {
+  // p = (0.7, 0.2, 0.1): over 20000 draws each class within 1.5% of it.
+  const torch::Tensor logits = torch::tensor({0.7, 0.2, 0.1}, torch::kFloat64).log().view({1, 3});
+  std::mt19937_64 rng = label_rng(3);
+  std::vector<int64_t> counts(3, 0);
+  for (int i = 0; i < 20000; ++i) ++counts.at(static_cast<size_t>(sample_label(logits, rng)));
+  EXPECT_NEAR(counts[0] / 20000.0, 0.7, 0.015);
+  EXPECT_NEAR(counts[1] / 20000.0, 0.2, 0.015);
+  EXPECT_NEAR(counts[2] / 20000.0, 0.1, 0.015);
+  std::mt19937_64 a = label_rng(3), b = label_rng(3), c = label_rng(4);
+  std::vector<int64_t> da, db, dc;
+  for (int i = 0; i < 50; ++i) {
+    da.push_back(sample_label(logits, a));
+    db.push_back(sample_label(logits, b));
+    dc.push_back(sample_label(logits, c));
+  }
+  EXPECT_EQ(da, db) << "the same seed draws the same labels";
+  EXPECT_NE(da, dc);
+  EXPECT_THAT([&] { sample_label(torch::zeros({2, 3}), a); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("expects one example's logits [1, classes]")));
 }
 
 TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {

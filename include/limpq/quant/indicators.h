@@ -46,10 +46,12 @@ struct TensorStats {
   double weight_fisher = 0;
   double act_fisher = 0;
   int64_t samples = 0;  // examples the statistics were measured on
-  // bits -> 1/2 sum_i F_ii (Q_b(x_i) - x_i)^2 at that bit-width's learned
-  // step: the second-order estimate of the loss increase from quantizing the
-  // tensor alone (activations: the mean over examples). Empty, or with one
-  // entry per candidate.
+  // bits -> the Fisher-weighted squared error 1/2 delta^T F delta of
+  // quantizing the tensor alone at that bit-width's learned step
+  // (delta = Q_b(x) - x; weights: the tensor's Fisher block, activations: its
+  // diagonal, the mean over examples; include/limpq/train/layer_stats.h):
+  // the second-order estimate of the loss increase. Empty, or with one entry
+  // per candidate.
   std::map<int64_t, double> weight_error;
   std::map<int64_t, double> act_error;
 };

@@ -12,17 +12,20 @@
 //                                         root mean square
 //   kNoise     s^2 / (12 rms^2)           the relative power of the uniform
 //                                         rounding noise the step implies
-//   kFisher    Tr(F) s^2 / 24             that noise weighted by the tensor's
-//                                         empirical Fisher trace: a second-
-//                                         order estimate of the loss increase
-//                                         the step's rounding noise causes
-//   kFisherError  1/2 sum_i F_ii (Q_s(x_i) - x_i)^2
+//   kFisher    Tr(F) s^2 / 24             that noise weighted by the trace of
+//                                         the tensor's Fisher information: a
+//                                         second-order estimate of the loss
+//                                         increase the step's rounding noise
+//                                         causes
+//   kFisherError  1/2 delta^T F delta, delta = Q_s(x) - x
 //                                         the tensor's measured quantization
 //                                         error at the learned step (clipping
-//                                         included), weighted element by
-//                                         element by the Fisher diagonal: the
-//                                         same second-order estimate without
-//                                         the uniform-noise assumption
+//                                         included), weighted by the Fisher
+//                                         (weights: the tensor's whole block;
+//                                         activations: the diagonal): the same
+//                                         second-order estimate without the
+//                                         uniform-noise assumption
+//                                         (include/limpq/train/layer_stats.h)
 //
 // The default criterion is kFisherError with alpha 0.25 when the file has
 // the per-bit errors (indicators trained by this version), kRelative with
