@@ -31,7 +31,7 @@
 // the per-bit errors (indicators trained by this version), kRelative with
 // alpha 0.25 when it has only the older statistics, else the paper's kStep
 // with alpha 2. fisher-error ranks layers with their measured single-layer
-// drop on resnet20 and mobilenet_v2 (Spearman +0.53 and +0.60, where
+// drop on resnet20 and mobilenet_v2 (Spearman +0.60 and +0.62, where
 // relative has +0.03 and +0.23) and its policies fine-tuned best of the
 // learned forms on the validation split (BENCHMARKS.md, "Which criterion
 // ranks layers" and "Accuracy study").
