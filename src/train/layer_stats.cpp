@@ -88,9 +88,8 @@ class LayerSums {
         scalars_(torch::zeros({kScalars}, torch::kFloat64)),
         weight_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)),
         act_error_(torch::zeros({static_cast<int64_t>(candidates.size())}, torch::kFloat64)) {
-    for (int64_t b : candidates_) {
-      if (with_errors_) weight_deltas_.push_back(delta_at(*quantizers_.weight, b, weight_));
-    }
+    if (!with_errors_) return;
+    for (int64_t b : candidates_) weight_deltas_.push_back(delta_at(*quantizers_.weight, b, weight_));
   }
 
   const torch::Tensor& weight() const { return weight_; }
