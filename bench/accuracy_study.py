@@ -302,8 +302,8 @@ def main():
     for budget, methods in plans.items():
         for name, (policy, summary) in methods.items():
             runs = [study.finetune(policy, s, epochs) for s in args.seeds]
-            tests.setdefault(budget, {})[name] = [r["test"]["top1"] for r in runs]
-            test_m, test_s = mean_std([r["test"]["top1"] for r in runs])
+            test = tests.setdefault(budget, {})[name] = [r["test"]["top1"] for r in runs]
+            test_m, test_s = mean_std(test)
             val_m, val_s = mean_std([r["val"]["top1"] for r in runs])
             rows.append({
                 "budget": budget, "method": name,

@@ -26,12 +26,6 @@ torch::Tensor quantization_delta(const torch::Tensor& x, const torch::Tensor& st
   return (quant::lsq_fake_quant(xf, s, range, 1.0) - xf).to(torch::kFloat64);
 }
 
-double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
-                          const torch::Tensor& weight) {
-  const torch::Tensor error = quantization_delta(x, step, range).pow(2);
-  return (weight.defined() ? error * weight : error).sum().item<double>();
-}
-
 int64_t sample_label(const torch::Tensor& logits, std::mt19937_64& rng) {
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) == 1, "sample_label: expects one example's logits [1, classes], got ",
               logits.sizes());

@@ -36,7 +36,7 @@ constexpr double kFloor = 1e-30;
 
 // ||Q_b(x) - x||^2 with the initial LSQ step of `x` at `range`.
 double squared_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range) {
-  return quantization_error(x, step.clamp_min(1e-12), range);
+  return quantization_delta(x, step.clamp_min(1e-12), range).pow(2).sum().item<double>();
 }
 
 }  // namespace

@@ -57,12 +57,6 @@ const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::str
 // one per channel along dim 0) at `range`. No gradient.
 torch::Tensor quantization_delta(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range);
 
-// sum_i weight_i (Q(x_i) - x_i)^2: the squared error of quantizing `x` with
-// `step` (scalar, or one per channel along dim 0) at `range`, each element
-// weighted by `weight` (broadcast; undefined: 1). No gradient.
-double quantization_error(const torch::Tensor& x, const torch::Tensor& step, const quant::QuantRange& range,
-                          const torch::Tensor& weight = {});
-
 // A class drawn from softmax(logits), one example's logits [1, classes].
 int64_t sample_label(const torch::Tensor& logits, std::mt19937_64& rng);
 
