@@ -81,26 +81,21 @@ class RunKeys(unittest.TestCase):
 
 
 class AlphaChoice(unittest.TestCase):
-    def table(self, d, name, rows):
+    def table(self, d, name, runs):
+        """An alpha_check.csv of (alpha, budget, seed, validation top-1) runs."""
         path = Path(d, name)
         with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["alpha", "budget", "seed", "val_top1_1ep"])
-            w.writeheader()
-            w.writerows(rows)
+            w = csv.writer(f)
+            w.writerow(["alpha", "budget", "seed", "val_top1_1ep"])
+            w.writerows(runs)
         return str(path)
 
     def test_the_best_mean_over_all_tables_wins_and_uniform_is_not_a_candidate(self):
         with tempfile.TemporaryDirectory() as d:
-            one = self.table(d, "one.csv", [
-                {"alpha": "0.1", "budget": "W2A3", "seed": 0, "val_top1_1ep": 92.0},
-                {"alpha": "0.25", "budget": "W2A3", "seed": 0, "val_top1_1ep": 91.0},
-                {"alpha": "uniform W2A3", "budget": "W2A3", "seed": 0, "val_top1_1ep": 99.0},
-            ])
-            two = self.table(d, "two.csv", [
-                {"alpha": "0.1", "budget": "W3A3", "seed": 0, "val_top1_1ep": 85.0},
-                {"alpha": "0.25", "budget": "W3A3", "seed": 0, "val_top1_1ep": 87.0},
-                {"alpha": "uniform W3A3", "budget": "W3A3", "seed": 0, "val_top1_1ep": 99.0},
-            ])
+            one = self.table(d, "one.csv", [("0.1", "W2A3", 0, 92.0), ("0.25", "W2A3", 0, 91.0),
+                                            ("uniform W2A3", "W2A3", 0, 99.0)])
+            two = self.table(d, "two.csv", [("0.1", "W3A3", 0, 85.0), ("0.25", "W3A3", 0, 87.0),
+                                            ("uniform W3A3", "W3A3", 0, 99.0)])
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 alpha_check.choose([one, two])
@@ -108,11 +103,8 @@ class AlphaChoice(unittest.TestCase):
 
     def test_tables_with_missing_runs_are_refused(self):
         with tempfile.TemporaryDirectory() as d:
-            path = self.table(d, "t.csv", [
-                {"alpha": "0.1", "budget": "W2A3", "seed": 0, "val_top1_1ep": 92.0},
-                {"alpha": "0.1", "budget": "W2A3", "seed": 1, "val_top1_1ep": 92.0},
-                {"alpha": "0.25", "budget": "W2A3", "seed": 0, "val_top1_1ep": 93.0},
-            ])
+            path = self.table(d, "t.csv", [("0.1", "W2A3", 0, 92.0), ("0.1", "W2A3", 1, 92.0),
+                                           ("0.25", "W2A3", 0, 93.0)])
             with self.assertRaises(SystemExit) as e:
                 alpha_check.choose([path])
         self.assertIn("not hold the same runs", str(e.exception))
