@@ -235,32 +235,44 @@ def compare_to_default(tests):
     return rows
 
 
+def add_finetune_arguments(p, required=True, epochs_help="fine-tuning epochs"):
+    """The arguments of a study that fine-tunes through Study: its network,
+    folders, binary, full-precision checkpoint, data and recipe."""
+    p.add_argument("--network", required=required, help="a name for the outputs (resnet20, mobilenet_v2)")
+    p.add_argument("--out", default="", help="cache folder (default: runs/accuracy_study/NETWORK)")
+    p.add_argument("--results", default="", help="tables and ledger (default: bench/results/accuracy_study/NETWORK)")
+    p.add_argument("--limpq", default="build/limpq")
+    p.add_argument("--fp", required=required, help="full-precision checkpoint")
+    p.add_argument("--arch", default="resnet20", help="the network of --fp")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--epochs", type=int, default=1, help=epochs_help)
+    p.add_argument("--ft-limit", type=int, default=10000)
+    p.add_argument("--bn-batches", type=int, default=50)
+
+
+def default_folders(args):
+    """--out and --results of the network, where not given: the accuracy
+    study's, so that studies of one network share runs and ledger."""
+    args.out = args.out or f"runs/accuracy_study/{args.network}"
+    args.results = args.results or f"bench/results/accuracy_study/{args.network}"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", required=True, help="a name for the outputs (resnet20, mobilenet_v2)")
-    p.add_argument("--out", default="")
-    p.add_argument("--results", default="")
-    p.add_argument("--limpq", default="build/limpq")
-    p.add_argument("--fp", required=True)
-    p.add_argument("--arch", default="resnet20", help="the network of --fp")
+    add_finetune_arguments(p, epochs_help="the shorter fine-tuning length E of the check")
     p.add_argument("--indicators", required=True)
     p.add_argument("--drop", required=True)
     p.add_argument("--hessian", required=True)
     p.add_argument("--forms", nargs="*", default=["fisher"],
                    help="forms of the learned step studied beside the default: CRITERION (limpq search "
                         "--criterion, at its default alpha) or CRITERION@ALPHA")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--val-size", type=int, default=5000)
-    p.add_argument("--epochs", type=int, default=1, help="the shorter fine-tuning length E of the check")
-    p.add_argument("--ft-limit", type=int, default=10000)
-    p.add_argument("--bn-batches", type=int, default=50)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01],
                    help="fine-tuning learning rates to choose from on validation (the first if only one)")
     p.add_argument("--tau", type=float, default=0.7, help="ranking agreement that counts as unchanged")
     args = p.parse_args()
-    args.out = args.out or f"runs/accuracy_study/{args.network}"
-    args.results = args.results or f"bench/results/accuracy_study/{args.network}"
+    default_folders(args)
     study = Study(args)
     plans = {budget: study.policies(budget, flags, uniform) for budget, flags, uniform in BUDGETS}
 

@@ -24,8 +24,9 @@ import csv
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
 
-from accuracy_study import BUDGETS, Study, write_table
+from accuracy_study import BUDGETS, Study, add_finetune_arguments, default_folders, write_table
 from limpq_cli import log
 
 
@@ -54,14 +55,24 @@ def choose(paths):
     """Every alpha's mean validation top-1 over the tables; the best."""
     vals = defaultdict(list)
     for path in paths:
+        if not Path(path).is_file():
+            sys.exit(f"alpha_check: {path}: no such file (expected an alpha_check.csv of bench/alpha_check.py)")
         with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                key = next(k for k in r if k.startswith("val_top1"))
+            reader = csv.DictReader(f)
+            key = next((k for k in reader.fieldnames or [] if k.startswith("val_top1")), None)
+            if key is None or "alpha" not in reader.fieldnames:
+                sys.exit(f"alpha_check: {path}: expected the columns 'alpha' and 'val_top1_<E>ep' of an "
+                         f"alpha_check.csv, got {reader.fieldnames}")
+            for line, r in enumerate(reader, start=2):
                 alpha = "uniform" if r["alpha"].startswith("uniform") else r["alpha"]
-                vals[alpha].append(float(r[key]))
-    counts = {len(v) for v in vals.values()}
-    if len(counts) != 1:
-        sys.exit(f"alpha_check: the tables do not hold the same runs for every alpha ({dict(vals)})")
+                try:
+                    vals[alpha].append(float(r[key]))
+                except ValueError:
+                    sys.exit(f"alpha_check: {path}, line {line}: {key} must be a top-1 percentage, got {r[key]!r}")
+    counts = {a: len(v) for a, v in vals.items()}
+    if len(set(counts.values())) != 1:
+        sys.exit(f"alpha_check: the tables do not hold the same runs for every alpha: runs per alpha {counts}; "
+                 "every alpha (and uniform) needs one run per network, budget and seed")
     means = {a: statistics.mean(v) for a, v in vals.items()}
     for a, m in means.items():
         print(f"{a:>14}: mean validation top-1 {m:.2f} over {len(vals[a])} runs")
@@ -73,20 +84,10 @@ def choose(paths):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--choose", nargs="+", metavar="CSV", help="only compare alpha_check.csv tables")
-    p.add_argument("--network", help="a name for the outputs (resnet20, mobilenet_v2)")
-    p.add_argument("--out", default="")
-    p.add_argument("--results", default="")
-    p.add_argument("--limpq", default="build/limpq")
-    p.add_argument("--fp")
-    p.add_argument("--arch", default="resnet20", help="the network of --fp")
+    add_finetune_arguments(p, required=False)
     p.add_argument("--indicators")
     p.add_argument("--criterion", default="fisher-error")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.25, 0.5])
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--val-size", type=int, default=5000)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--ft-limit", type=int, default=10000)
-    p.add_argument("--bn-batches", type=int, default=50)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--lr", type=float, default=0.01)
     args = p.parse_args()
@@ -97,8 +98,7 @@ def main():
         if getattr(args, name) is None:
             p.error(f"--{name} is required (or --choose)")
     args.lrs = [args.lr]
-    args.out = args.out or f"runs/accuracy_study/{args.network}"
-    args.results = args.results or f"bench/results/accuracy_study/{args.network}"
+    default_folders(args)
     check(args)
 
 
