@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -50,10 +51,12 @@ class OnnxWriter : public nn::GraphWriter {
     if (conv.bias.defined()) inputs.push_back(float_initializer(name + ".bias", conv.bias));
     const auto& o = conv.options;
     onnx::NodeProto* node = add_node("Conv", inputs, name);
-    set_ints(node, "kernel_shape", {o.kernel_size(), o.kernel_size()});
-    set_ints(node, "strides", {o.stride(), o.stride()});
-    set_ints(node, "pads", {o.padding(), o.padding(), o.padding(), o.padding()});
-    set_ints(node, "dilations", {1, 1});
+    const auto& pad_begin = *o.padding();
+    const auto& pad_end = o.padding_end() ? **o.padding_end() : pad_begin;
+    set_ints(node, "kernel_shape", {(*o.kernel_size())[0], (*o.kernel_size())[1]});
+    set_ints(node, "strides", {(*o.stride())[0], (*o.stride())[1]});
+    set_ints(node, "pads", {pad_begin[0], pad_begin[1], pad_end[0], pad_end[1]});
+    set_ints(node, "dilations", {(*o.dilation())[0], (*o.dilation())[1]});
     set_int(node, "group", o.groups());
     return node->output(0);
   }
@@ -316,31 +319,10 @@ OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoi
   const torch::Tensor ours = torch::cat(logits).contiguous();
   const torch::Tensor y = torch::cat(labels);
 
-  const fs::path dir = fs::temp_directory_path() / ("limpq_verify_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{dir};
-  const std::string in_path = (dir / "input.f32").string(), out_path = (dir / "logits.f32").string();
-  util::write_file_atomic(in_path, {reinterpret_cast<const char*>(x.data_ptr<float>()), static_cast<size_t>(x.nbytes())});
-  std::vector<std::string> argv = {"node", runner, onnx_path, in_path};
-  for (int64_t d : x.sizes()) argv.push_back(std::to_string(d));
-  argv.push_back(out_path);
-  const util::ProcessResult run = util::run_process(argv);
-  TORCH_CHECK(run.exit_code == 0, "export --verify: ONNX Runtime failed (exit ", run.exit_code, "): ", run.output,
-              run.exit_code == 127 ? " (is Node.js installed?)" : "",
-              run.output.find("Cannot find module") != std::string::npos
-                  ? " (install it: ONNXRUNTIME_NODE_INSTALL=skip npm install, or scripts/setup.sh)"
-                  : "");
-  std::ifstream file(out_path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(bytes.size() == ours.nbytes(), "export --verify: ONNX Runtime returned ",
-              bytes.size(), " bytes of logits, expected ", ours.nbytes());
-  const torch::Tensor theirs = torch::from_blob(bytes.data(), ours.sizes(), torch::kFloat32).clone();
+  const OnnxRuntimeResult run = run_onnx_runtime(onnx_path, x, runner);
+  const torch::Tensor& theirs = run.outputs;
+  TORCH_CHECK(theirs.sizes() == ours.sizes(), "export --verify: ONNX Runtime returned logits of shape ",
+              theirs.sizes(), ", expected ", ours.sizes());
 
   OnnxVerification v;
   v.images = ours.size(0);
@@ -355,12 +337,55 @@ OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoi
   v.agreement = 100.0 * ours_top.eq(theirs_top).to(torch::kFloat64).mean().item<double>();
   v.limpq_top1 = 100.0 * ours_top.eq(y).to(torch::kFloat64).mean().item<double>();
   v.runtime_top1 = 100.0 * theirs_top.eq(y).to(torch::kFloat64).mean().item<double>();
-  const auto info = nlohmann::json::parse(run.output.substr(run.output.rfind('{')), nullptr, false);
-  if (!info.is_discarded() && info.contains("version")) {
-    v.runtime = info.value("runtime", "onnxruntime") + " " + info["version"].get<std::string>();
-    v.runtime_seconds = info.value("seconds", 0.0);
-  }
+  v.runtime = run.runtime;
+  v.runtime_seconds = run.seconds;
   return v;
+}
+
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input,
+                                   const std::string& runner) {
+  namespace fs = std::filesystem;
+  TORCH_CHECK(!runner.empty() && fs::exists(runner), "onnx runtime: the runner (tools/ort/run_onnx.js) was not found",
+              runner.empty() ? "" : " at '" + runner + "'", "; set LIMPQ_ORT_RUNNER or run from the source tree");
+  TORCH_CHECK(input.dim() == 4, "onnx runtime: expected an N x C x H x W input, got ", input.sizes());
+  const torch::Tensor x = input.to(torch::kCPU, torch::kFloat32).contiguous();
+  static std::atomic<int> calls{0};
+  const fs::path dir = fs::temp_directory_path() /
+                       ("limpq_ort_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
+  fs::create_directories(dir);
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  const std::string in_path = (dir / "input.f32").string(), out_path = (dir / "output.f32").string();
+  util::write_file_atomic(in_path, {reinterpret_cast<const char*>(x.data_ptr<float>()), static_cast<size_t>(x.nbytes())});
+  std::vector<std::string> argv = {"node", runner, onnx_path, in_path};
+  for (int64_t d : x.sizes()) argv.push_back(std::to_string(d));
+  argv.push_back(out_path);
+  const util::ProcessResult run = util::run_process(argv);
+  TORCH_CHECK(run.exit_code == 0, "onnx runtime: ONNX Runtime failed on '", onnx_path, "' (exit ", run.exit_code,
+              "): ", run.output, run.exit_code == 127 ? " (is Node.js installed?)" : "",
+              run.output.find("Cannot find module") != std::string::npos
+                  ? " (install it: ONNXRUNTIME_NODE_INSTALL=skip npm install, or scripts/setup.sh)"
+                  : "");
+  OnnxRuntimeResult result;
+  const auto info = nlohmann::json::parse(run.output.substr(run.output.rfind('{')), nullptr, false);
+  std::vector<int64_t> dims;
+  if (!info.is_discarded() && info.contains("version")) {
+    result.runtime = info.value("runtime", "onnxruntime") + " " + info["version"].get<std::string>();
+    result.seconds = info.value("seconds", 0.0);
+    if (info.contains("dims")) dims = info["dims"].get<std::vector<int64_t>>();
+  }
+  const std::string bytes = util::read_file(out_path);
+  int64_t count = 1;
+  for (int64_t d : dims) count *= d;
+  TORCH_CHECK(!dims.empty() && static_cast<int64_t>(bytes.size()) == count * 4, "onnx runtime: ONNX Runtime returned ",
+              bytes.size(), " bytes of output for shape ", c10::IntArrayRef(dims));
+  result.outputs = torch::from_blob(const_cast<char*>(bytes.data()), dims, torch::kFloat32).clone();
+  return result;
 }
 
 OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpoint, const OnnxOptions& options) {
@@ -427,6 +452,10 @@ std::string find_ort_runner() { return ""; }
 OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoint&, const data::DataOptions&,
                              int64_t, const std::string&) {
   TORCH_CHECK(false, "export --verify: cannot check '", onnx_path, "': limpq was built without ONNX support");
+}
+
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor&, const std::string&) {
+  TORCH_CHECK(false, "onnx runtime: cannot run '", onnx_path, "': limpq was built without ONNX support");
 }
 
 OnnxSummary write_onnx(const std::string& path, const train::Checkpoint&, const OnnxOptions&) {

@@ -54,11 +54,11 @@ std::vector<LayerInfo> analyze_layers(ModelImpl& model, const std::vector<int64_
       const auto& o = conv->options;
       info.in_channels = o.in_channels();
       info.out_channels = o.out_channels();
-      info.kernel_size = o.kernel_size();
-      info.stride = o.stride();
+      info.kernel_size = *o.kernel_size();
+      info.stride = *o.stride();
       info.groups = o.groups();
       info.output_shape = {1, e.output_shape[1], e.output_shape[2], e.output_shape[3]};
-      info.params = o.in_channels() * o.out_channels() * o.kernel_size() * o.kernel_size() / o.groups();
+      info.params = conv->weight.numel();
       info.macs = info.params * e.output_shape[2] * e.output_shape[3];
       info.signed_input = !e.input_nonnegative;
       if (i + 1 < events.size()) {

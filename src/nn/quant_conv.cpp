@@ -5,25 +5,41 @@
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
 
+#include <array>
 #include <cmath>
 
 #include "limpq/nn/trace.h"
 
 namespace limpq::nn {
 
+namespace {
+
+bool all_at_least(torch::ExpandingArray<2> a, int64_t lo) { return (*a)[0] >= lo && (*a)[1] >= lo; }
+
+}  // namespace
+
+bool QuantConv2dOptions::asymmetric_padding() const {
+  return padding_end_.has_value() && **padding_end_ != *padding_;
+}
+
 QuantConv2dImpl::QuantConv2dImpl(QuantConv2dOptions options_) : options(options_) { reset(); }
 
 void QuantConv2dImpl::reset() {
-  TORCH_CHECK(options.in_channels() > 0 && options.out_channels() > 0 && options.kernel_size() > 0,
+  TORCH_CHECK(options.in_channels() > 0 && options.out_channels() > 0 && all_at_least(options.kernel_size(), 1),
               "QuantConv2d: channels and kernel_size must be positive, got in=", options.in_channels(),
               " out=", options.out_channels(), " kernel=", options.kernel_size());
+  TORCH_CHECK(all_at_least(options.stride(), 1) && all_at_least(options.dilation(), 1) &&
+                  all_at_least(options.padding(), 0) &&
+                  (!options.padding_end() || all_at_least(*options.padding_end(), 0)),
+              "QuantConv2d: stride and dilation must be positive and padding non-negative, got stride=",
+              options.stride(), " dilation=", options.dilation(), " padding=", options.padding());
   TORCH_CHECK(options.groups() > 0 && options.in_channels() % options.groups() == 0 &&
                   options.out_channels() % options.groups() == 0,
               "QuantConv2d: groups=", options.groups(), " must divide in_channels=", options.in_channels(),
               " and out_channels=", options.out_channels());
   weight = register_parameter(
       "weight", torch::empty({options.out_channels(), options.in_channels() / options.groups(),
-                              options.kernel_size(), options.kernel_size()}));
+                              (*options.kernel_size())[0], (*options.kernel_size())[1]}));
   if (options.bias()) {
     bias = register_parameter("bias", torch::empty({options.out_channels()}));
   } else {
@@ -126,13 +142,26 @@ std::pair<torch::Tensor, torch::Tensor> QuantConv2dImpl::relu_and_forward(const 
 
 torch::Tensor QuantConv2dImpl::convolve(const torch::Tensor& x) {
   const torch::Tensor w = quantized() ? weight_quantizer(weight) : weight;
-  return torch::conv2d(x, w, bias, options.stride(), options.padding(), /*dilation=*/1, options.groups());
+  if (options.asymmetric_padding()) {
+    // Zero is on every quantizer's grid, so padding the quantized input
+    // equals quantizing the padded one.
+    const auto& begin = *options.padding();
+    const auto& end = **options.padding_end();
+    const torch::Tensor padded = torch::constant_pad_nd(x, {begin[1], end[1], begin[0], end[0]});
+    const std::array<int64_t, 2> no_padding{0, 0};
+    return torch::conv2d(padded, w, bias, at::IntArrayRef(*options.stride()), no_padding,
+                         at::IntArrayRef(*options.dilation()), options.groups());
+  }
+  return torch::conv2d(x, w, bias, at::IntArrayRef(*options.stride()), at::IntArrayRef(*options.padding()),
+                       at::IntArrayRef(*options.dilation()), options.groups());
 }
 
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   stream << "limpq::nn::QuantConv2d(" << options.in_channels() << ", " << options.out_channels()
          << ", kernel_size=" << options.kernel_size() << ", stride=" << options.stride()
-         << ", padding=" << options.padding() << ", groups=" << options.groups()
+         << ", padding=" << options.padding();
+  if (options.padding_end()) stream << ", padding_end=" << *options.padding_end();
+  stream << ", dilation=" << options.dilation() << ", groups=" << options.groups()
          << ", bias=" << std::boolalpha << options.bias() << ")";
 }
 

@@ -253,6 +253,9 @@ struct CostCommand {
       std::cout << j.dump() << std::endl;
       return;
     }
+    const auto square = [](const std::array<int64_t, 2>& a) {
+      return a[0] == a[1] ? std::to_string(a[0]) : fmt::format("{}x{}", a[0], a[1]);
+    };
     fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}\n", "layer", "kind", "in", "out", "k",
                "s", "groups", "out HxW", "MACs", "params", "");
     for (const auto& l : qm.layers()) {
@@ -261,7 +264,7 @@ struct CostCommand {
                                  : std::string("-");
       fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}{}\n", l.name,
                  l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear", l.in_channels, l.out_channels,
-                 l.kernel_size, l.stride, l.groups, hw, l.macs, l.params, l.searchable ? "" : "fixed",
+                 square(l.kernel_size), square(l.stride), l.groups, hw, l.macs, l.params, l.searchable ? "" : "fixed",
                  l.signed_input ? (l.searchable ? "signed input" : ", signed input") : "");
     }
     fmt::print("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n", arch,

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <torch/arg.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <string>
@@ -69,6 +70,15 @@ struct OnnxVerification {
 // tools/ort/run_onnx.js beside the source tree the executable was built in
 // (<exe>/../tools/ort) or under the current directory; "" when none exists.
 std::string find_ort_runner();
+
+// A batch run through ONNX Runtime (node + `runner`, CPU): the file's first
+// output, the runtime's name and version, and the seconds the run took.
+struct OnnxRuntimeResult {
+  torch::Tensor outputs;
+  std::string runtime;
+  double seconds = 0;
+};
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input, const std::string& runner);
 
 // Runs the first `images` test images of `data` through the checkpoint's
 // quantized forward pass and through ONNX Runtime (node + `runner`) on the

@@ -17,6 +17,7 @@
 
 #include <torch/arg.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -36,7 +37,8 @@ struct LayerInfo {
   std::string bn;    // the batch norm that follows it ("" if none)
   bool signed_input = true;
   bool searchable = true;
-  int64_t in_channels = 0, out_channels = 0, kernel_size = 1, stride = 1, groups = 1;
+  int64_t in_channels = 0, out_channels = 0, groups = 1;
+  std::array<int64_t, 2> kernel_size{1, 1}, stride{1, 1};  // height, width
   std::vector<int64_t> output_shape;  // batch 1
   int64_t macs = 0;    // C_in * C_out * k_h * k_w * H_out * W_out / G (linear: in * out)
   int64_t params = 0;  // C_in * C_out * k_h * k_w / G (linear: in * out); biases not counted

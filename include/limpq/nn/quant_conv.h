@@ -15,6 +15,7 @@
 //   auto y = conv(x);
 #pragma once
 
+#include <torch/expanding_array.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
@@ -25,16 +26,26 @@
 
 namespace limpq::nn {
 
+// Sizes per spatial axis (height, width); a single number means both, as in
+// torch::nn::Conv2dOptions. `padding` is symmetric; `padding_end`, when set,
+// makes it asymmetric: `padding` pads the top and left, `padding_end` the
+// bottom and right (ONNX's pads = {top, left, bottom, right}).
 struct QuantConv2dOptions {
-  QuantConv2dOptions(int64_t in_channels, int64_t out_channels, int64_t kernel_size)
+  QuantConv2dOptions(int64_t in_channels, int64_t out_channels, torch::ExpandingArray<2> kernel_size)
       : in_channels_(in_channels), out_channels_(out_channels), kernel_size_(kernel_size) {}
   TORCH_ARG(int64_t, in_channels);
   TORCH_ARG(int64_t, out_channels);
-  TORCH_ARG(int64_t, kernel_size);
-  TORCH_ARG(int64_t, stride) = 1;
-  TORCH_ARG(int64_t, padding) = 0;
+  TORCH_ARG(torch::ExpandingArray<2>, kernel_size);
+  TORCH_ARG(torch::ExpandingArray<2>, stride) = 1;
+  TORCH_ARG(torch::ExpandingArray<2>, padding) = 0;
+  TORCH_ARG(c10::optional<torch::ExpandingArray<2>>, padding_end) = c10::nullopt;
+  TORCH_ARG(torch::ExpandingArray<2>, dilation) = 1;
   TORCH_ARG(int64_t, groups) = 1;
   TORCH_ARG(bool, bias) = false;
+
+ public:
+  // True when the bottom/right padding differs from the top/left.
+  bool asymmetric_padding() const;
 };
 
 class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {

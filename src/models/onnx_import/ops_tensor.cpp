@@ -1,0 +1,260 @@
+// Ops that move, reshape, select or create tensors. Their integer inputs
+// (shapes, axes, indices) are read at import when they are constants, and at
+// run time when the graph computes them (Shape -> Gather -> Concat ->
+// Reshape, as PyTorch exports x.view(x.size(0), ...)).
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "ops.h"
+
+namespace limpq::models::onnx_import {
+namespace {
+
+std::vector<int64_t> to_ints(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kCPU, torch::kInt64).flatten().contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+Kernel convert_constant(ImportContext& ctx) {
+  torch::Tensor value;
+  if (ctx.has_attribute("value")) {
+    value = ctx.attr_tensor("value");
+  } else if (ctx.has_attribute("value_float")) {
+    value = torch::tensor(ctx.attr_float("value_float", 0.0), torch::kFloat32);
+  } else if (ctx.has_attribute("value_int")) {
+    value = torch::tensor(ctx.attr_int("value_int", 0), torch::kInt64);
+  } else if (ctx.has_attribute("value_ints")) {
+    value = torch::tensor(ctx.attr_ints("value_ints", {}), torch::kInt64);
+  } else {
+    ctx.refuse("only value, value_float, value_int and value_ints are handled");
+  }
+  return [value](const Values&, const RunState&) { return Values{value}; };
+}
+
+// A tensor of the shape its input names, filled with `value` (float 0 by
+// default); PyTorch's F.pad exports its pads through one.
+Kernel convert_constant_of_shape(ImportContext& ctx) {
+  torch::Tensor value = ctx.has_attribute("value") ? ctx.attr_tensor("value") : torch::zeros({1}, torch::kFloat32);
+  ctx.check(value.numel() == 1, "value must hold one element");
+  value = value.flatten();
+  return [value](const Values& in, const RunState&) {
+    return Values{value.expand(to_ints(in.at(0))).contiguous()};
+  };
+}
+
+Kernel convert_concat(ImportContext& ctx) {
+  const int64_t axis = ctx.attr_int("axis", 0);
+  return [axis](const Values& in, const RunState&) {
+    return Values{torch::cat(in, normalize_axis(axis, in.at(0).dim()))};
+  };
+}
+
+Kernel convert_flatten(ImportContext& ctx) {
+  const int64_t axis = ctx.attr_int("axis", 1);
+  return [axis](const Values& in, const RunState&) {
+    const torch::Tensor& x = in.at(0);
+    const int64_t a = axis < 0 ? axis + x.dim() : axis;
+    TORCH_CHECK(a >= 0 && a <= x.dim(), "Flatten: axis ", axis, " is out of range for ", x.sizes());
+    int64_t outer = 1;
+    for (int64_t d = 0; d < a; ++d) outer *= x.size(d);
+    return Values{x.reshape({outer, -1})};
+  };
+}
+
+// A shape entry 0 copies the input's size there (allowzero = 0). A file
+// whose input batch size is fixed (exported without dynamic_axes) names
+// that size as a constant; it is replaced by the batch size of the pass
+// where the input's first dimension is the batch.
+Kernel convert_reshape(ImportContext& ctx) {
+  ctx.check(ctx.attr_int("allowzero", 0) == 0, "allowzero = 1 is not handled");
+  return [](const Values& in, const RunState& state) {
+    const torch::Tensor& x = in.at(0);
+    std::vector<int64_t> shape = to_ints(in.at(1));
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (shape[d] == 0 && static_cast<int64_t>(d) < x.dim()) shape[d] = x.size(d);
+    }
+    if (!shape.empty() && state.export_batch > 0 && state.batch != state.export_batch &&
+        shape[0] == state.export_batch && x.dim() > 0 && x.size(0) == state.batch) {
+      shape[0] = state.batch;
+    }
+    return Values{x.reshape(shape)};
+  };
+}
+
+Kernel convert_transpose(ImportContext& ctx) {
+  const std::vector<int64_t> perm = ctx.attr_ints("perm", {});
+  return [perm](const Values& in, const RunState&) {
+    const torch::Tensor& x = in.at(0);
+    if (!perm.empty()) return Values{x.permute(perm)};
+    std::vector<int64_t> reversed(x.dim());
+    for (int64_t d = 0; d < x.dim(); ++d) reversed[d] = x.dim() - 1 - d;
+    return Values{x.permute(reversed)};
+  };
+}
+
+// Opset 13: the sizes as an optional input; without it, equal parts.
+Kernel convert_split(ImportContext& ctx) {
+  const int64_t axis = ctx.attr_int("axis", 0);
+  const int64_t parts = static_cast<int64_t>(ctx.node().outputs.size());
+  std::vector<int64_t> sizes;
+  if (ctx.has_input(1)) sizes = ctx.constant_ints(1, "split");
+  return [axis, parts, sizes](const Values& in, const RunState&) {
+    const torch::Tensor& x = in.at(0);
+    const int64_t a = normalize_axis(axis, x.dim());
+    if (!sizes.empty()) return x.split_with_sizes(sizes, a);
+    TORCH_CHECK(x.size(a) % parts == 0, "Split: ", x.size(a), " is not divisible into ", parts, " equal parts");
+    return x.split(x.size(a) / parts, a);
+  };
+}
+
+// starts, ends, axes and steps as inputs; out-of-range starts and ends
+// (INT64_MAX for "to the end") clamp to the dimension as ONNX specifies:
+// [0, size] for positive steps, [-1, size - 1] for negative ones.
+torch::Tensor slice_axis(const torch::Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step) {
+  TORCH_CHECK(step != 0, "Slice: step must not be 0");
+  const int64_t size = x.size(axis);
+  auto resolve = [size](int64_t v, int64_t lo, int64_t hi) { return std::clamp<int64_t>(v < 0 ? v + size : v, lo, hi); };
+  if (step > 0) {
+    const int64_t begin = resolve(start, 0, size);
+    return x.slice(axis, begin, std::max(begin, resolve(end, 0, size)), step);
+  }
+  const int64_t begin = resolve(start, 0, size - 1);
+  const int64_t stop = end < -size ? -1 : resolve(end, -1, size - 1);
+  if (begin <= stop) return x.slice(axis, 0, 0);
+  return x.index_select(axis, torch::arange(begin, stop, step, torch::TensorOptions(torch::kInt64).device(x.device())));
+}
+
+Kernel convert_slice(ImportContext& ctx) {
+  return [](const Values& in, const RunState&) {
+    torch::Tensor x = in.at(0);
+    const std::vector<int64_t> starts = to_ints(in.at(1));
+    const std::vector<int64_t> ends = to_ints(in.at(2));
+    std::vector<int64_t> axes, steps;
+    if (in.size() > 3 && in[3].defined()) axes = to_ints(in[3]);
+    if (in.size() > 4 && in[4].defined()) steps = to_ints(in[4]);
+    TORCH_CHECK(starts.size() == ends.size(), "Slice: starts and ends differ in length");
+    for (size_t i = 0; i < starts.size(); ++i) {
+      const int64_t axis = normalize_axis(axes.empty() ? static_cast<int64_t>(i) : axes.at(i), x.dim());
+      x = slice_axis(x, axis, starts[i], ends[i], steps.empty() ? 1 : steps.at(i));
+    }
+    return Values{x};
+  };
+}
+
+Kernel convert_gather(ImportContext& ctx) {
+  const int64_t axis = ctx.attr_int("axis", 0);
+  return [axis](const Values& in, const RunState&) {
+    const torch::Tensor& x = in.at(0);
+    const int64_t a = normalize_axis(axis, x.dim());
+    torch::Tensor indices = in.at(1).to(torch::kInt64);
+    indices = torch::where(indices < 0, indices + x.size(a), indices).to(x.device());
+    // out.shape = x.shape[:a] + indices.shape + x.shape[a+1:]
+    torch::Tensor flat = x.index_select(a, indices.flatten());
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().begin() + a);
+    shape.insert(shape.end(), indices.sizes().begin(), indices.sizes().end());
+    shape.insert(shape.end(), x.sizes().begin() + a + 1, x.sizes().end());
+    return Values{flat.reshape(shape)};
+  };
+}
+
+Kernel convert_shape(ImportContext& ctx) {
+  const int64_t start = ctx.attr_int("start", 0);
+  const int64_t end = ctx.attr_int("end", std::numeric_limits<int64_t>::max());
+  return [start, end](const Values& in, const RunState&) {
+    const auto sizes = in.at(0).sizes();
+    const int64_t rank = static_cast<int64_t>(sizes.size());
+    auto clamp_index = [rank](int64_t v) { return std::clamp<int64_t>(v < 0 ? v + rank : v, 0, rank); };
+    const int64_t b = clamp_index(start), e = std::max(b, clamp_index(end));
+    return Values{torch::tensor(std::vector<int64_t>(sizes.begin() + b, sizes.begin() + e), torch::kInt64)};
+  };
+}
+
+Kernel convert_unsqueeze(ImportContext& ctx) {
+  std::vector<int64_t> axes = ctx.constant_ints(1, "axes");
+  return [axes](const Values& in, const RunState&) {
+    torch::Tensor x = in.at(0);
+    const int64_t rank = x.dim() + static_cast<int64_t>(axes.size());
+    std::vector<int64_t> sorted;
+    for (int64_t a : axes) sorted.push_back(normalize_axis(a, rank));
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t a : sorted) x = x.unsqueeze(a);
+    return Values{x};
+  };
+}
+
+Kernel convert_squeeze(ImportContext& ctx) {
+  std::vector<int64_t> axes;
+  if (ctx.has_input(1)) axes = ctx.constant_ints(1, "axes");
+  return [axes](const Values& in, const RunState&) {
+    torch::Tensor x = in.at(0);
+    if (axes.empty()) return Values{x.squeeze()};
+    std::vector<int64_t> sorted;
+    for (int64_t a : axes) sorted.push_back(normalize_axis(a, x.dim()));
+    std::sort(sorted.rbegin(), sorted.rend());
+    for (int64_t a : sorted) {
+      TORCH_CHECK(x.size(a) == 1, "Squeeze: axis ", a, " has size ", x.size(a), ", expected 1");
+      x = x.squeeze(a);
+    }
+    return Values{x};
+  };
+}
+
+// pads = {x1_begin, x2_begin, ..., x1_end, x2_end, ...} over every axis;
+// modes constant, reflect and edge.
+Kernel convert_pad(ImportContext& ctx) {
+  const std::string mode = ctx.attr_string("mode", "constant");
+  ctx.check(mode == "constant" || mode == "reflect" || mode == "edge", "mode " + mode + " is not handled");
+  const std::vector<int64_t> pads = ctx.constant_ints(1, "pads");
+  double value = 0.0;
+  if (auto v = ctx.constant_input(2)) value = v->item<double>();
+  else ctx.check(!ctx.has_input(2), "constant_value must be known at import");
+  ctx.check(!ctx.has_input(3), "the axes input is not handled");
+  return [pads, mode, value](const Values& in, const RunState&) {
+    const torch::Tensor& x = in.at(0);
+    const int64_t rank = x.dim();
+    TORCH_CHECK(static_cast<int64_t>(pads.size()) == 2 * rank, "Pad: ", pads.size(), " pads for a ", rank,
+                "-d tensor");
+    // torch's order: last axis first, (begin, end) pairs.
+    std::vector<int64_t> torch_pads;
+    int64_t outer = 0;  // leading axes without padding are left out
+    while (outer < rank && pads[outer] == 0 && pads[outer + rank] == 0) ++outer;
+    for (int64_t d = rank - 1; d >= outer; --d) {
+      torch_pads.push_back(pads[d]);
+      torch_pads.push_back(pads[d + rank]);
+    }
+    if (torch_pads.empty()) return Values{x};
+    if (mode == "constant") return Values{torch::constant_pad_nd(x, torch_pads, value)};
+    namespace F = torch::nn::functional;
+    auto options = F::PadFuncOptions(torch_pads);
+    if (mode == "reflect") {
+      options.mode(torch::kReflect);
+    } else {
+      options.mode(torch::kReplicate);
+    }
+    return Values{F::pad(x, options)};
+  };
+}
+
+}  // namespace
+
+// Opset 13 moved axes and split sizes to inputs (Squeeze, Unsqueeze, Split),
+// and opset 18 moves them again; between them one converter each.
+void add_tensor_ops(std::vector<OpEntry>& r) {
+  r.push_back({"Constant", 13, convert_constant});
+  r.push_back({"ConstantOfShape", 9, convert_constant_of_shape});
+  r.push_back({"Concat", 13, convert_concat});
+  r.push_back({"Flatten", 13, convert_flatten});
+  r.push_back({"Reshape", 13, convert_reshape});
+  r.push_back({"Transpose", 13, convert_transpose});
+  r.push_back({"Split", 13, convert_split});
+  r.push_back({"Slice", 13, convert_slice});
+  r.push_back({"Gather", 13, convert_gather});
+  r.push_back({"Shape", 13, convert_shape});
+  r.push_back({"Unsqueeze", 13, convert_unsqueeze});
+  r.push_back({"Squeeze", 13, convert_squeeze});
+  r.push_back({"Pad", 13, convert_pad});
+}
+
+}  // namespace limpq::models::onnx_import

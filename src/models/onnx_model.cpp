@@ -1,0 +1,428 @@
+// The importer: an OnnxGraph (onnx_import/graph.h) becomes a Program, the
+// list of steps the forward pass runs, and the limpq layers that hold the
+// weights.
+//
+// Import runs in this order, each phase refusing what it cannot handle with
+// the node's name, op type and opset:
+//   1. Identity of an initializer (how PyTorch's exporter shares equal
+//      values, e.g. the fresh batch norms' ones and zeros) becomes a copy of
+//      that initializer under the Identity's output name, so that every
+//      layer gets its own parameters.
+//   2. Each node, in the file's order: its converter (onnx_import/ops.h)
+//      creates the layer it stands for and returns its kernel. A node without
+//      weights whose inputs are all constants is run once here and its
+//      outputs kept as constants (the shape arithmetic of fixed sizes).
+//   3. Values get slots; each slot is released after its last reader.
+//   4. One forward pass (the probe) checks that the program runs, and gives
+//      the number of classes.
+#include "limpq/models/onnx_model.h"
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <sstream>
+
+#include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
+#include "onnx_import/graph.h"
+#include "onnx_import/ops.h"
+
+namespace limpq::models {
+namespace onnx_import {
+
+struct Step {
+  Kernel kernel;
+  std::vector<int> inputs;   // slots; -1 for an omitted input or a layer's parameter
+  std::vector<int> outputs;  // slots; -1 for an output nothing reads
+  std::vector<int> release;  // slots read for the last time here
+  std::string where;         // "node 'x' (Op, opset N)"
+};
+
+struct Program {
+  std::vector<Step> steps;
+  std::vector<std::pair<int, torch::Tensor>> constants;  // constants the steps read, by slot
+  int num_slots = 0;
+  int input_slot = -1, output_slot = -1;
+  int64_t export_batch = -1;
+};
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// "/layer1/layer1.0/conv1/Conv" -> "layer1.0.conv1": PyTorch names a scope
+// by its module's attribute name, and a container's child as
+// "<container>.<index>", so a component that extends the one before it by
+// ".x" adds only "x".
+std::string module_path_from_scope(const std::string& node_name) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= node_name.size()) {
+    const size_t slash = node_name.find('/', start);
+    const std::string part = node_name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!part.empty()) parts.push_back(part);
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (parts.size() < 2) return "";
+  parts.pop_back();  // the op's own name
+  std::string path, last;
+  for (const auto& p : parts) {
+    if (!last.empty() && starts_with(p, last + ".")) {
+      path += p.substr(last.size());
+    } else {
+      path += (path.empty() ? "" : ".") + p;
+    }
+    last = p;
+  }
+  return path;
+}
+
+// A path torch::nn::Module accepts: non-empty dot-separated components.
+bool valid_module_path(const std::string& path) {
+  if (path.empty() || path.front() == '.' || path.back() == '.' || path.find("..") != std::string::npos) return false;
+  return std::all_of(path.begin(), path.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::string where(const OnnxNode& node, int64_t opset) {
+  return "node '" + node.name + "' (" + node.op_type + ", opset " + std::to_string(opset) + ")";
+}
+
+}  // namespace
+}  // namespace onnx_import
+
+using namespace onnx_import;
+
+// Builds one OnnxModelImpl from a graph; see the file comment for the phases.
+class OnnxModelBuilder {
+ public:
+  OnnxModelBuilder(OnnxGraph graph, OnnxModelImpl& model) : g_(std::move(graph)), model_(model) {
+    program_ = std::make_unique<Program>();
+  }
+
+  void build() {
+    check_input();
+    resolve_identities();
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      if (!skipped_[i]) convert(i);
+    }
+    assign_output();
+    compute_releases();
+    model_.opset_ = g_.opset;
+    model_.program_ = std::move(program_);
+    probe();
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const { TORCH_CHECK(false, "onnx: '", g_.source, "': ", what); }
+
+  void check_input() {
+    const auto& d = g_.input_dims;
+    if (d.size() != 4) fail("input '" + g_.input + "' has " + std::to_string(d.size()) + " dimensions; limpq imports image "
+                            "classifiers with an N x C x H x W input");
+    if (d[1] <= 0 || d[2] <= 0 || d[3] <= 0) {
+      fail("input '" + g_.input + "' has a symbolic channel count, height or width; limpq needs them fixed: "
+           "export with dynamic_axes on the batch dimension only ({'" + g_.input + "': {0: 'batch'}})");
+    }
+    model_.input_shape_ = {d[1], d[2], d[3]};
+    program_->export_batch = d[0];
+    if (g_.outputs.size() != 1) {
+      fail("has " + std::to_string(g_.outputs.size()) + " outputs; limpq imports classifiers with one output (logits)");
+    }
+    program_->input_slot = slot_of(g_.input);
+  }
+
+  // Phase 1: Identity(initializer) -> a copy of the initializer.
+  void resolve_identities() {
+    skipped_.assign(g_.nodes.size(), false);
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const auto& n = g_.nodes[i];
+      if (n.op_type != "Identity" || n.inputs.size() != 1 || n.outputs.size() != 1) continue;
+      auto it = g_.initializers.find(n.inputs[0]);
+      if (it == g_.initializers.end()) continue;
+      g_.initializers[n.outputs[0]] = it->second.clone();
+      skipped_[i] = true;
+    }
+  }
+
+  std::optional<torch::Tensor> constant(const std::string& name) const {
+    if (auto it = g_.initializers.find(name); it != g_.initializers.end()) return it->second;
+    if (auto it = folded_.find(name); it != folded_.end()) return it->second;
+    return std::nullopt;
+  }
+
+  // Phase 2 for one node.
+  void convert(size_t index) {
+    const OnnxNode& node = g_.nodes[index];
+    const std::string at = where(node, g_.opset);
+    if (!(node.domain.empty() || node.domain == "ai.onnx")) {
+      fail(at + ": domain '" + node.domain + "' is not imported (only the default ONNX domain)");
+    }
+    const OpEntry* entry = find_op(node.op_type, g_.opset);
+    if (!entry) fail(at + ": op " + node.op_type + " is not supported by limpq's importer (docs/onnx.md lists the ops)");
+    ImportContext ctx(
+        node, g_.opset, entry->has_weights ? layer_name(node, index) : std::string(),
+        [this](const std::string& name) { return constant(name); },
+        [this](const std::string& name, std::shared_ptr<torch::nn::Module> layer, bool transposed) {
+          add_layer(name, std::move(layer), transposed);
+        });
+    Kernel kernel;
+    try {
+      kernel = entry->convert(ctx);
+      ctx.check_attributes_used();
+    } catch (const c10::Error& e) {
+      fail(e.msg());
+    }
+    check_training_outputs(node, at);
+    if (!entry->has_weights && all_inputs_constant(node)) {
+      fold(node, kernel, at);
+      return;
+    }
+    Step step;
+    step.kernel = std::move(kernel);
+    step.where = at;
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const std::string& name = node.inputs[i];
+      if (name.empty() || ctx.parameter_inputs().count(i)) {
+        step.inputs.push_back(-1);
+      } else {
+        step.inputs.push_back(runtime_input(name, at));
+      }
+    }
+    for (const auto& out : node.outputs) step.outputs.push_back(out.empty() ? -1 : slot_of(out));
+    for (const auto& out : node.outputs) produced_.insert(out);
+    program_->steps.push_back(std::move(step));
+  }
+
+  bool all_inputs_constant(const OnnxNode& node) const {
+    return std::all_of(node.inputs.begin(), node.inputs.end(),
+                       [this](const std::string& name) { return name.empty() || constant(name).has_value(); });
+  }
+
+  void fold(const OnnxNode& node, const Kernel& kernel, const std::string& at) {
+    Values inputs;
+    for (const auto& name : node.inputs) inputs.push_back(name.empty() ? torch::Tensor() : *constant(name));
+    Values outputs;
+    try {
+      torch::NoGradGuard no_grad;
+      outputs = kernel(inputs, RunState{});
+    } catch (const c10::Error& e) {
+      fail(at + ": " + e.msg());
+    }
+    for (size_t i = 0; i < node.outputs.size() && i < outputs.size(); ++i) {
+      if (!node.outputs[i].empty()) folded_[node.outputs[i]] = outputs[i];
+    }
+    ++model_.folded_nodes_;
+  }
+
+  // The slot of a value a step reads: the graph input, an earlier node's
+  // output, or a constant (kept for the steps).
+  int runtime_input(const std::string& name, const std::string& at) {
+    if (name == g_.input || produced_.count(name)) return slot_of(name);
+    if (auto c = constant(name)) {
+      const int slot = slot_of(name);
+      if (!constant_slots_.count(slot)) {
+        constant_slots_.insert(slot);
+        program_->constants.emplace_back(slot, *c);
+      }
+      return slot;
+    }
+    fail(at + ": reads '" + name + "', which no earlier node produces (the graph is not in topological order)");
+  }
+
+  int slot_of(const std::string& name) {
+    auto [it, inserted] = slots_.emplace(name, program_->num_slots);
+    if (inserted) ++program_->num_slots;
+    return it->second;
+  }
+
+  // A training-mode export's batch norm also outputs its running statistics;
+  // nothing may read them.
+  void check_training_outputs(const OnnxNode& node, const std::string& at) const {
+    if (node.op_type != "BatchNormalization") return;
+    for (size_t i = 1; i < node.outputs.size(); ++i) {
+      if (node.outputs[i].empty()) continue;
+      bool read = std::find(g_.outputs.begin(), g_.outputs.end(), node.outputs[i]) != g_.outputs.end();
+      for (const auto& other : g_.nodes) {
+        read = read || std::find(other.inputs.begin(), other.inputs.end(), node.outputs[i]) != other.inputs.end();
+      }
+      if (read) {
+        fail(at + ": a training-mode export (the graph reads the batch norm's running statistics); export the "
+             "model in eval() with torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE) to keep "
+             "batch norm, or TrainingMode.EVAL to fold it");
+      }
+    }
+  }
+
+  // The module path of a weighted node: its weight's name where the export
+  // kept it, else the node's scope, else the op type and node index.
+  std::string layer_name(const OnnxNode& node, size_t index) const {
+    std::string name;
+    const std::string weight = node.inputs.size() > 1 ? node.inputs[1] : "";
+    if (ends_with(weight, ".weight") && !starts_with(weight, "onnx::")) {
+      name = weight.substr(0, weight.size() - std::string(".weight").size());
+    }
+    if (!valid_module_path(name)) name = module_path_from_scope(node.name);
+    if (!valid_module_path(name)) {
+      name = node.op_type + "_" + std::to_string(index);
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    }
+    return unique_path(name);
+  }
+
+  // `path`, or `path_1`, `path_2`, ... where a layer or a container already
+  // has it (a module called twice in the exported forward).
+  std::string unique_path(const std::string& path) const {
+    auto taken = [this](const std::string& p) {
+      if (layer_paths_.count(p) || container_paths_.count(p)) return true;
+      for (size_t dot = p.find('.'); dot != std::string::npos; dot = p.find('.', dot + 1)) {
+        if (layer_paths_.count(p.substr(0, dot))) return true;
+      }
+      return false;
+    };
+    if (!taken(path)) return path;
+    for (int k = 1;; ++k) {
+      const std::string candidate = path + "_" + std::to_string(k);
+      if (!taken(candidate)) return candidate;
+    }
+  }
+
+  // Registers `layer` at its dotted path, creating the containers on the way.
+  void add_layer(const std::string& path, std::shared_ptr<torch::nn::Module> layer, bool transposed) {
+    torch::nn::Module* parent = &model_;
+    std::string prefix;
+    size_t start = 0;
+    for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', start)) {
+      const std::string part = path.substr(start, dot - start);
+      prefix += (prefix.empty() ? "" : ".") + part;
+      auto children = parent->named_children();
+      if (!children.contains(part)) {
+        parent->register_module(part, std::make_shared<torch::nn::Module>("OnnxScope"));
+        container_paths_.insert(prefix);
+      }
+      parent = parent->named_children()[part].get();
+      start = dot + 1;
+    }
+    parent->register_module(path.substr(start), std::move(layer));
+    layer_paths_.insert(path);
+    if (transposed) model_.transposed_weights_.insert(path);
+  }
+
+  void assign_output() {
+    const std::string& out = g_.outputs.front();
+    if (!produced_.count(out)) fail("output '" + out + "' is not computed from the input");
+    program_->output_slot = slot_of(out);
+  }
+
+  // Phase 3: each slot is released after the last step that reads it.
+  void compute_releases() {
+    std::vector<int> last(program_->num_slots, -1);
+    for (size_t s = 0; s < program_->steps.size(); ++s) {
+      for (int slot : program_->steps[s].inputs) {
+        if (slot >= 0) last[slot] = static_cast<int>(s);
+      }
+    }
+    for (int slot = 0; slot < program_->num_slots; ++slot) {
+      if (last[slot] >= 0 && slot != program_->output_slot && !constant_slots_.count(slot)) {
+        program_->steps[last[slot]].release.push_back(slot);
+      }
+    }
+  }
+
+  // Phase 4: one pass on zeros (batch 2, or one more than a fixed export
+  // batch, so that a frozen batch size shows here).
+  void probe() {
+    const int64_t batch = model_.program_->export_batch > 0 ? model_.program_->export_batch + 1 : 2;
+    std::vector<int64_t> shape = {batch};
+    shape.insert(shape.end(), model_.input_shape_.begin(), model_.input_shape_.end());
+    torch::Tensor logits;
+    {
+      torch::NoGradGuard no_grad;
+      model_.eval();
+      logits = model_.forward(torch::zeros(shape));
+      model_.train();
+    }
+    if (logits.dim() != 2 || logits.size(0) != batch) {
+      std::ostringstream s;
+      s << logits.sizes();
+      fail("output '" + g_.outputs.front() + "' has shape " + s.str() + " for a batch of " + std::to_string(batch) +
+           "; limpq imports classifiers whose output is N x classes");
+    }
+    model_.num_classes_ = logits.size(1);
+  }
+
+  OnnxGraph g_;
+  OnnxModelImpl& model_;
+  std::unique_ptr<Program> program_;
+  std::vector<bool> skipped_;
+  std::map<std::string, torch::Tensor> folded_;
+  std::map<std::string, int> slots_;
+  std::set<int> constant_slots_;
+  std::set<std::string> produced_;
+  std::set<std::string> layer_paths_, container_paths_;
+};
+
+OnnxModelImpl::OnnxModelImpl(std::string source, std::string checksum)
+    : ModelImpl("onnx"), source_(std::move(source)), checksum_(std::move(checksum)) {}
+
+OnnxModelImpl::~OnnxModelImpl() = default;
+
+torch::Tensor OnnxModelImpl::forward(torch::Tensor x) {
+  const Program& p = *program_;
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == input_shape_[0] && x.size(2) == input_shape_[1] &&
+                  x.size(3) == input_shape_[2],
+              "onnx: '", source_, "' takes N x ", input_shape_[0], " x ", input_shape_[1], " x ", input_shape_[2],
+              " input, got ", x.sizes());
+  std::vector<torch::Tensor> slots(p.num_slots);
+  // Float constants (operands of arithmetic) follow the input's device;
+  // integer ones (shapes, indices) stay on the CPU where they are read.
+  for (const auto& [slot, value] : p.constants) {
+    slots[slot] = value.is_floating_point() && value.device() != x.device() ? value.to(x.device()) : value;
+  }
+  slots[p.input_slot] = std::move(x);
+  const RunState state{is_training(), p.export_batch, slots[p.input_slot].size(0)};
+  Values inputs;
+  for (const auto& step : p.steps) {
+    inputs.clear();
+    for (int s : step.inputs) inputs.push_back(s >= 0 ? slots[s] : torch::Tensor());
+    Values outputs;
+    try {
+      outputs = step.kernel(inputs, state);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "onnx: '", source_, "': ", step.where, ": ", e.msg());
+    }
+    for (size_t i = 0; i < step.outputs.size() && i < outputs.size(); ++i) {
+      if (step.outputs[i] >= 0) slots[step.outputs[i]] = std::move(outputs[i]);
+    }
+    for (int s : step.release) slots[s] = torch::Tensor();
+  }
+  return slots[p.output_slot];
+}
+
+OnnxModel import_onnx_bytes(const std::string& bytes, const std::string& source) {
+  OnnxGraph graph = read_onnx_graph(bytes, source);
+  auto model = std::make_shared<OnnxModelImpl>(source, util::Crc32().update(bytes).str());
+  OnnxModelBuilder(std::move(graph), *model).build();
+  return model;
+}
+
+OnnxModel import_onnx(const std::string& path) { return import_onnx_bytes(util::read_file(path), path); }
+
+std::vector<std::string> onnx_supported_ops() {
+  std::set<std::string> ops;
+  for (const auto& e : op_registry()) ops.insert(e.op_type);
+  return {ops.begin(), ops.end()};
+}
+
+}  // namespace limpq::models

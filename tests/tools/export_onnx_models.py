@@ -1,0 +1,200 @@
+"""Exports networks to ONNX for limpq's importer tests.
+
+For each network and export mode writes into OUT_DIR:
+  <name>_<mode>.onnx        torch.onnx.export of the network in eval()
+  <name>_<mode>.json        PyTorch's parameter count, the count the import
+                            must have (batch norms folded in eval mode), the
+                            opset, the input shape and the module paths of
+                            the convs and linear layers
+  <name>_<mode>.f32 / _logits.f32
+                            an input batch (float32, N x C x H x W) and
+                            PyTorch's logits on it
+Modes: "eval" (TrainingMode.EVAL, opset 13: PyTorch folds each batch norm
+into the conv before it) and "preserve" (TrainingMode.PRESERVE on a model in
+eval(), opset 17: batch norm kept). Every export has a dynamic batch axis.
+
+Also the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
+spatial size, two inputs.
+
+Files are rebuilt only when this script changes (a stamp holds its hash).
+
+Run with Debian's python3 (python3-torch, python3-torchvision):
+    /usr/bin/python3 tests/tools/export_onnx_models.py OUT_DIR [--set default|slow|all]
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import torch
+import torchvision
+from torch.onnx import TrainingMode
+
+SIDE = 32
+CLASSES = 10
+DEFAULT_SET = ["tinynet", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf",
+               "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet"]
+SLOW_SET = ["resnet50", "mobilenet_v3_large", "vgg11_bn"]
+
+
+class TinyNet(torch.nn.Module):
+    """A network none of limpq's built-in architectures is: a non-square
+    kernel, dilation, a grouped conv, one-sided zero padding, a
+    squeeze-excitation gate, hardswish, ceil-mode pooling, a concat, dropout
+    and a view-based flatten (Shape -> Gather -> Reshape)."""
+
+    def __init__(self, num_classes=CLASSES):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False),
+                                        torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.wide = torch.nn.Conv2d(16, 16, (1, 5), padding=(0, 2), bias=False)
+        self.dilated = torch.nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=4, bias=False)
+        self.bn = torch.nn.BatchNorm2d(32)
+        self.gate = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(32, 8, 1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 32, 1), torch.nn.Sigmoid())
+        self.pad = torch.nn.ZeroPad2d((0, 1, 0, 1))
+        self.down = torch.nn.Conv2d(32, 24, 2, stride=2, bias=False)
+        self.pool = torch.nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.drop = torch.nn.Dropout(0.2)
+        self.fc = torch.nn.Linear(24 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([self.wide(x), self.dilated(x)], 1)
+        x = torch.nn.functional.hardswish(self.bn(x))
+        x = x * self.gate(x)
+        x = self.pool(self.down(self.pad(x)))
+        return self.fc(self.drop(x.view(x.size(0), -1)))
+
+
+def build(name):
+    torch.manual_seed(0)
+    if name == "tinynet":
+        return TinyNet()
+    kwargs = dict(num_classes=CLASSES)
+    if name == "googlenet":
+        kwargs.update(aux_logits=False, init_weights=True)
+    return getattr(torchvision.models, name)(**kwargs)
+
+
+def side_of(name):
+    # vgg's classifier pools to 7x7, which ONNX export needs to divide the map.
+    return 224 if name == "vgg11_bn" else SIDE
+
+
+def randomise_batch_norms(model):
+    """Statistics and affine parameters that matter (fresh ones are 0 and 1)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
+def folded_parameter_count(model, x):
+    """The parameter count once every batch norm whose input is a conv's
+    output is folded into that conv, as PyTorch's eval-mode export does for
+    these networks: the batch norm's weight and bias go, the conv gains a
+    bias where it had none."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0], o)))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    outputs = {id(o): m for m, i, o in calls if isinstance(m, torch.nn.Conv2d)}
+    count = sum(p.numel() for p in model.parameters())
+    for m, i, o in calls:
+        if isinstance(m, torch.nn.BatchNorm2d) and id(i) in outputs:
+            conv = outputs[id(i)]
+            count -= m.weight.numel() + m.bias.numel()
+            if conv.bias is None:
+                count += conv.out_channels
+    return count
+
+
+def export(name, mode, out_dir):
+    model = build(name)
+    randomise_batch_norms(model)
+    model.eval()
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, side_of(name), side_of(name))
+    with torch.no_grad():
+        logits = model(x)
+    opset = 13 if mode == "eval" else 17
+    path = os.path.join(out_dir, f"{name}_{mode}")
+    torch.onnx.export(model, x[:1], path + ".onnx", opset_version=opset, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      training=TrainingMode.PRESERVE if mode == "preserve" else TrainingMode.EVAL)
+    torch_params = sum(p.numel() for p in model.parameters())
+    info = {"name": name, "mode": mode, "opset": opset, "input_shape": list(x.shape[1:]),
+            "torch_parameters": torch_params,
+            "expected_parameters": torch_params if mode == "preserve" else folded_parameter_count(model, x[:1]),
+            "layers": [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]}
+    x.numpy().tofile(path + ".f32")
+    logits.numpy().tofile(path + "_logits.f32")
+    with open(path + ".json", "w") as f:
+        json.dump(info, f)
+
+
+class Erf(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.erf(self.conv(x)).mean((2, 3))
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, y):
+        return (self.conv(x) + self.conv(y)).mean((2, 3))
+
+
+def export_refusals(out_dir):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    torch.onnx.export(Erf().eval(), x, os.path.join(out_dir, "bad_unsupported_op.onnx"), opset_version=13,
+                      input_names=["input"])
+    torch.onnx.export(Erf().eval(), x, os.path.join(out_dir, "bad_dynamic_spatial.onnx"), opset_version=13,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}})
+    torch.onnx.export(TwoInputs().eval(), (x, x), os.path.join(out_dir, "bad_two_inputs.onnx"), opset_version=13,
+                      input_names=["a", "b"])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out_dir")
+    parser.add_argument("--set", choices=["default", "slow", "all"], default="default")
+    args = parser.parse_args()
+    names = {"default": DEFAULT_SET, "slow": SLOW_SET, "all": DEFAULT_SET + SLOW_SET}[args.set]
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(__file__, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    stamp = os.path.join(args.out_dir, f"stamp_{args.set}")
+    if os.path.exists(stamp) and open(stamp).read() == digest:
+        print(f"{args.out_dir}: up to date")
+        return
+    torch.set_num_threads(1)
+    for name in names:
+        for mode in ("eval", "preserve"):
+            export(name, mode, args.out_dir)
+            print(f"exported {name} ({mode})", flush=True)
+    if args.set != "slow":
+        export_refusals(args.out_dir)
+    with open(stamp, "w") as f:
+        f.write(digest)
+
+
+if __name__ == "__main__":
+    import warnings
+    warnings.filterwarnings("ignore")
+    sys.exit(main())
