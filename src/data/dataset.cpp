@@ -138,4 +138,29 @@ Transform Transform::imagenet_eval(int64_t resize, int64_t size, std::vector<flo
   return Transform(std::move(steps), std::move(mean), std::move(std));
 }
 
+Transform Transform::adapted(int64_t channels, int64_t size) const {
+  TORCH_CHECK(size >= 0, "transform: image size must be >= 0, got ", size);
+  TORCH_CHECK(channels == 0 || channels == 3 || channels == static_cast<int64_t>(mean_.size()),
+              "transform: channels must be 3 (a grayscale image replicated) or the dataset's own ", mean_.size(),
+              ", got ", channels);
+  Transform out = *this;
+  if (size > 0) {
+    out.steps_.emplace_back([size](const Image& img, Rng&) {
+      return img.height == size && img.width == size ? img : resize(img, size, size);
+    });
+  }
+  if (channels == 3 && mean_.size() == 1) {
+    out.steps_.emplace_back([](const Image& img, Rng&) {
+      Image rgb(img.height, img.width, 3);
+      for (size_t i = 0; i < img.pixels.size(); ++i) {
+        for (size_t c = 0; c < 3; ++c) rgb.pixels[3 * i + c] = img.pixels[i];
+      }
+      return rgb;
+    });
+    out.mean_.assign(3, mean_[0]);
+    out.std_.assign(3, std_[0]);
+  }
+  return out;
+}
+
 }  // namespace limpq::data

@@ -9,6 +9,9 @@
 namespace limpq::data {
 namespace {
 
+// The crop of image-folder datasets when data.image_size is 0.
+constexpr int64_t kFolderImageSize = 224;
+
 struct DatasetSpec {
   std::string name;
   std::string default_root;
@@ -61,30 +64,38 @@ DataBundle bundle_for(const DataOptions& options, const DatasetSpec& spec,
   Transform train_t = Transform::normalize_only(spec.mean, spec.std);
   Transform eval_t = Transform::normalize_only(spec.mean, spec.std);
   if (folder) {
-    TORCH_CHECK(options.image_size() > 0 && options.resize_size() >= options.image_size(),
-                "data: image_size must be positive and resize_size >= image_size, got ",
-                options.image_size(), " and ", options.resize_size());
-    train_t = options.augment() ? Transform::imagenet_train(options.image_size(), spec.mean, spec.std)
-                                : Transform::imagenet_eval(options.resize_size(), options.image_size(),
-                                                           spec.mean, spec.std);
-    eval_t = Transform::imagenet_eval(options.resize_size(), options.image_size(), spec.mean, spec.std);
+    const int64_t size = options.image_size() > 0 ? options.image_size() : kFolderImageSize;
+    TORCH_CHECK(options.resize_size() >= size, "data: resize_size must be >= image_size, got ",
+                options.resize_size(), " and ", size);
+    train_t = options.augment() ? Transform::imagenet_train(size, spec.mean, spec.std)
+                                : Transform::imagenet_eval(options.resize_size(), size, spec.mean, spec.std);
+    eval_t = Transform::imagenet_eval(options.resize_size(), size, spec.mean, spec.std);
   }
   const Image sample = test->image(0);
   if (!folder && options.augment()) {
     TORCH_CHECK(sample.height == sample.width, "data: ", test->description(), " has non-square images");
     train_t = Transform::padded_crop_flip(sample.height, spec.crop_padding, spec.flip, spec.mean, spec.std);
   }
+  // Image folders are cropped to image_size above; the other datasets are
+  // resized to it after their augmentation, which crops at their own size.
+  const int64_t resize = folder ? 0 : options.image_size();
+  train_t = train_t.adapted(options.channels(), resize);
+  eval_t = eval_t.adapted(options.channels(), resize);
+  int64_t height = sample.height, width = sample.width;
+  if (folder || options.image_size() > 0) {
+    height = width = options.image_size() > 0 ? options.image_size() : kFolderImageSize;
+  }
+  const int64_t channels = options.channels() > 0 ? options.channels() : (folder ? 3 : sample.channels);
   DataBundle bundle{nullptr, nullptr, std::move(test), std::move(train_t), std::move(eval_t), {}, 0};
   bundle.num_classes = bundle.test->num_classes();
-  if (folder) {
-    bundle.input_shape = {3, options.image_size(), options.image_size()};
-  } else {
-    bundle.input_shape = {sample.channels, sample.height, sample.width};
-  }
+  bundle.input_shape = {channels, height, width};
   return bundle;
 }
 
 void check_options(const DataOptions& options) {
+  TORCH_CHECK(options.image_size() >= 0, "data: image_size must be >= 0 (0: the dataset's own), got ",
+              options.image_size());
+  TORCH_CHECK(options.channels() >= 0, "data: channels must be >= 0 (0: the dataset's own), got ", options.channels());
   TORCH_CHECK(options.batch_size() > 0, "data: batch_size must be positive, got ", options.batch_size());
   TORCH_CHECK(options.eval_batch_size() > 0, "data: eval_batch_size must be positive, got ",
               options.eval_batch_size());

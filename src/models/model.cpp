@@ -5,7 +5,9 @@
 #include <torch/nn/modules/dropout.h>
 
 #include "limpq/models/mobilenet.h"
+#include "limpq/models/onnx_model.h"
 #include "limpq/models/resnet.h"
+#include "limpq/models/state_dict.h"
 
 namespace limpq::models {
 
@@ -90,6 +92,56 @@ Model make_model(const std::string& arch, int64_t in_channels, int64_t num_class
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   TORCH_CHECK(false, "model: unknown architecture '", arch, "' (known: ", known, ")");
+}
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string out;
+  for (int64_t d : s) out += (out.empty() ? "" : "x") + std::to_string(d);
+  return out;
+}
+
+// An imported network fixes its input and class count; the data must fit.
+void check_data_fits(const OnnxModelImpl& model, const std::vector<int64_t>& input_shape, int64_t num_classes) {
+  const auto& want = model.input_shape();
+  TORCH_CHECK(input_shape == want, "model: '", model.source(), "' takes ", shape_text(want),
+              " input but the data gives ", shape_text(input_shape), "; adapt the data with data.channels: ", want[0],
+              " and data.image_size: ", want[1], " (--channels ", want[0], " --image-size ", want[1], ")",
+              want[1] != want[2] ? ", or export the network for a square input" : "");
+  TORCH_CHECK(model.num_classes() == num_classes, "model: '", model.source(), "' has ", model.num_classes(),
+              " outputs but the data has ", num_classes, " classes; export the network with ", num_classes,
+              " classes (e.g. torchvision's num_classes=", num_classes, ")");
+}
+
+}  // namespace
+
+ModelOptions resolve_model_options(ModelOptions options) {
+  if (options.onnx().empty()) {
+    TORCH_CHECK(options.arch() != kOnnxArch, "model: arch 'onnx' needs the file: set model.onnx (--onnx FILE)");
+    return options;
+  }
+  TORCH_CHECK(options.arch() == ModelOptions().arch() || options.arch() == kOnnxArch,
+              "model: model.onnx (--onnx) and model.arch (--arch) exclude each other; got onnx '", options.onnx(),
+              "' and arch '", options.arch(), "'");
+  return options.arch(kOnnxArch);
+}
+
+Model build_model(const ModelOptions& given, const std::vector<int64_t>& input_shape, int64_t num_classes) {
+  const ModelOptions options = resolve_model_options(given);
+  TORCH_CHECK(input_shape.size() == 3, "model: input shape must be C,H,W, got ", shape_text(input_shape));
+  Model model;
+  if (options.onnx().empty()) {
+    model = make_model(options.arch(), input_shape[0], num_classes);
+  } else {
+    OnnxModel imported = import_onnx(options.onnx());
+    check_data_fits(*imported, input_shape, num_classes);
+    model = imported;
+  }
+  if (!options.weights().empty()) {
+    load_state_dict(*model, read_weights_for(options.weights(), options.arch()), options.weights());
+  }
+  return model;
 }
 
 }  // namespace limpq::models

@@ -43,6 +43,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   Dict dict(c10::StringType::get(), c10::AnyType::get());
   dict.insert("format", std::string(kCheckpointFormat));
   dict.insert("arch", ckpt.arch);
+  if (!ckpt.onnx.empty()) {
+    dict.insert("onnx", ckpt.onnx);
+    dict.insert("onnx_checksum", ckpt.onnx_checksum);
+  }
   dict.insert("input_shape", c10::List<int64_t>(ckpt.input_shape));
   dict.insert("num_classes", ckpt.num_classes);
   dict.insert("model", models::state_dict_to_ivalue(ckpt.model));
@@ -89,6 +93,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   Checkpoint ckpt;
   ckpt.arch = field(dict, "arch", path).toStringRef();
+  if (dict.contains(c10::IValue(std::string("onnx")))) {
+    ckpt.onnx = field(dict, "onnx", path).toStringRef();
+    ckpt.onnx_checksum = field(dict, "onnx_checksum", path).toStringRef();
+  }
   ckpt.input_shape = field(dict, "input_shape", path).toIntVector();
   ckpt.num_classes = field(dict, "num_classes", path).toInt();
   ckpt.model = models::state_dict_from_ivalue(field(dict, "model", path), path);

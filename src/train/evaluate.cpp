@@ -8,8 +8,10 @@
 #include <thread>
 
 #include "limpq/dist/dist.h"
+#include "limpq/models/onnx_model.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/batch_norm.h"
+#include "limpq/util/atomic_file.h"
 #include "limpq/util/options.h"
 #include "limpq/util/runtime.h"
 
@@ -170,6 +172,21 @@ data::DataOptions data_options_of(const Checkpoint& checkpoint) {
   return data;
 }
 
+Checkpoint onnx_checkpoint(const std::string& path) {
+  models::OnnxModel model = models::import_onnx(path);
+  Checkpoint ckpt;
+  ckpt.arch = models::kOnnxArch;
+  ckpt.onnx = path;
+  ckpt.onnx_checksum = model->checksum();
+  ckpt.input_shape = model->input_shape();
+  ckpt.num_classes = model->num_classes();
+  ckpt.model = models::state_dict(*model);
+  data::DataOptions data = data::DataOptions().channels(ckpt.input_shape[0]).image_size(ckpt.input_shape[1]);
+  models::ModelOptions model_options = models::ModelOptions().onnx(path).arch(models::kOnnxArch);
+  ckpt.config = nlohmann::json{{"data", util::to_json(data)}, {"model", util::to_json(model_options)}}.dump();
+  return ckpt;
+}
+
 namespace {
 
 // Whether the run that wrote the checkpoint trained channels-last. Evaluating
@@ -243,9 +260,29 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   return result;
 }
 
+namespace {
+
+// The checkpoint's network, randomly initialised: a built-in architecture, or
+// the ONNX file it was trained from, which must be unchanged.
+models::Model network_of(const Checkpoint& checkpoint, const std::string& source) {
+  if (checkpoint.arch != models::kOnnxArch) {
+    return models::make_model(checkpoint.arch, checkpoint.input_shape[0], checkpoint.num_classes);
+  }
+  TORCH_CHECK(!checkpoint.onnx.empty(), "'", source, "': a checkpoint of an imported network without its ONNX file");
+  TORCH_CHECK(util::file_exists(checkpoint.onnx), "'", source, "' was trained from the ONNX file '", checkpoint.onnx,
+              "', which no longer exists; restore it there");
+  models::OnnxModel model = models::import_onnx(checkpoint.onnx);
+  TORCH_CHECK(model->checksum() == checkpoint.onnx_checksum, "'", source, "' was trained from the ONNX file '",
+              checkpoint.onnx, "' with checksum ", checkpoint.onnx_checksum, ", but that file now has ",
+              model->checksum(), "; restore the original file");
+  return model;
+}
+
+}  // namespace
+
 LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source) {
   LoadedModel loaded;
-  loaded.model = models::make_model(checkpoint.arch, checkpoint.input_shape[0], checkpoint.num_classes);
+  loaded.model = network_of(checkpoint, source);
   if (!checkpoint.quantization.empty()) {
     const auto record = nlohmann::json::parse(checkpoint.quantization, nullptr, /*allow_exceptions=*/false);
     TORCH_CHECK(!record.is_discarded(), "'", source, "': the quantization record is not valid JSON");

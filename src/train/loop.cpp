@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "limpq/dist/dist.h"
+#include "limpq/models/onnx_model.h"
 #include "limpq/models/state_dict.h"
 #include "limpq/nn/trace.h"
 #include "limpq/util/atomic_file.h"
@@ -209,6 +210,10 @@ TrainingLoop::TrainingLoop(const TrainConfig& config, models::Model model, const
   schedule_ = std::make_unique<CosineSchedule>(optim.lr(), optim.min_lr(), warmup_steps, total_steps);
   build_optimizer();
   checkpoint_.arch = config.model.arch();
+  if (const auto* imported = dynamic_cast<const models::OnnxModelImpl*>(model_.get())) {
+    checkpoint_.onnx = imported->source();
+    checkpoint_.onnx_checksum = imported->checksum();
+  }
   checkpoint_.input_shape = data.input_shape;
   checkpoint_.num_classes = data.num_classes;
   checkpoint_.config = config_.to_json().dump();

@@ -79,7 +79,8 @@ struct Setup {
   torch::Device device;
 
   models::Model fresh_model(const SensitivityConfig& config) const {
-    models::Model model = models::make_model(config.model.arch(), data.input_shape[0], data.num_classes);
+    models::Model model = models::build_model(models::ModelOptions(config.model).weights(""), data.input_shape,
+                                              data.num_classes);
     if (!weights.empty()) models::load_state_dict(*model, weights, config.model.weights());
     return model;
   }
@@ -480,7 +481,9 @@ quant::Indicators drop_sensitivity(const SensitivityConfig& config, const Setup&
 
 }  // namespace
 
-quant::Indicators run_sensitivity(const SensitivityConfig& config) {
+quant::Indicators run_sensitivity(const SensitivityConfig& given) {
+  SensitivityConfig config = given;
+  config.model = models::resolve_model_options(config.model);
   const std::string& method = config.sensitivity.method();
   TORCH_CHECK(method == "hessian" || method == "drop", "sensitivity: unknown method '", method,
               "' (expected hessian or drop)");

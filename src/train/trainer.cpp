@@ -33,14 +33,6 @@ void check_options(const TrainConfig& config) {
   TORCH_CHECK(run.checkpoint_every() >= 0, "run: checkpoint_every must be >= 0, got ", run.checkpoint_every());
 }
 
-models::Model build_model(const models::ModelOptions& options, const data::DataBundle& data) {
-  models::Model model = models::make_model(options.arch(), data.input_shape[0], data.num_classes);
-  if (!options.weights().empty()) {
-    models::load_state_dict(*model, models::read_weights_for(options.weights(), options.arch()), options.weights());
-  }
-  return model;
-}
-
 // In a data-parallel run the quantizers' lazy step initialisation averages
 // over the workers and their gradient scale counts the global batch; both
 // are reset when the run ends, however it ends.
@@ -62,6 +54,7 @@ struct DataParallelQuantizers {
 
 TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) {
   check_options(config);
+  config.model = models::resolve_model_options(config.model);
   const RunOptions& run = config.run;
   dist::init_from_environment(std::chrono::milliseconds(std::llround(run.dist_timeout() * 1000)));
   dist::set_sync_batch_norm(run.sync_bn());
@@ -75,7 +68,7 @@ TrainResult run_train(TrainConfig config, bool resume, const TrainHooks& hooks) 
               "' already exists; pass --resume to continue it or choose another --out-dir");
 
   data::DataBundle data = data::make_data(config.data, seed);
-  models::Model model = build_model(config.model, data);
+  models::Model model = models::build_model(config.model, data.input_shape, data.num_classes);
   std::unique_ptr<TrainStep> step = make_train_step(config, model, data);
   model->to(device);
   if (run.channels_last()) models::to_channels_last(*model);

@@ -15,6 +15,7 @@
 #include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
 #include "limpq/dist/launch.h"
+#include "limpq/models/onnx_model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/compare.h"
 #include "limpq/search/criterion.h"
@@ -149,7 +150,7 @@ struct EvalCommand {
   limpq::data::DataOptions data;
   limpq::train::EvalOptions options;
   FlagSet flags;
-  std::string checkpoint;
+  std::string checkpoint, onnx;
   std::string split = "test";
   std::string device = "cpu";
   std::string policy, uniform;
@@ -158,8 +159,12 @@ struct EvalCommand {
   bool json = false;
 
   void add_to(CLI::App& app) {
-    auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint: top-1, top-5 and loss");
-    cmd->add_option("--checkpoint", checkpoint, "checkpoint written by limpq")->required()->check(CLI::ExistingFile);
+    auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint, or an ONNX network's own weights: top-1, top-5 and loss");
+    auto* from_checkpoint =
+        cmd->add_option("--checkpoint", checkpoint, "checkpoint written by limpq")->check(CLI::ExistingFile);
+    cmd->add_option("--onnx", onnx, "an ONNX classifier: its own weights, the data adapted to its input")
+        ->check(CLI::ExistingFile)
+        ->excludes(from_checkpoint);
     cmd->add_option("--split", split, "test | val")->default_str(split);
     cmd->add_option("--device", device, "cpu | cuda | cuda:N")->default_str(device);
     cmd->add_option("--threads", threads, "compute threads (0: all cores)")->default_str("0");
@@ -177,9 +182,12 @@ struct EvalCommand {
   }
 
   void run() {
-    // A checkpoint, or a packed model from limpq export.
-    const auto ckpt = limpq::deploy::is_packed_file(checkpoint) ? limpq::deploy::read_packed(checkpoint)
-                                                                 : limpq::train::load_checkpoint(checkpoint);
+    TORCH_CHECK(!checkpoint.empty() || !onnx.empty(), "eval: give --checkpoint FILE or --onnx FILE");
+    // A checkpoint, a packed model from limpq export, or an ONNX file.
+    const auto ckpt = !onnx.empty()                               ? limpq::train::onnx_checkpoint(onnx)
+                      : limpq::deploy::is_packed_file(checkpoint) ? limpq::deploy::read_packed(checkpoint)
+                                                                  : limpq::train::load_checkpoint(checkpoint);
+    if (!onnx.empty()) checkpoint = onnx;
     data = limpq::train::data_options_of(ckpt);
     flags.apply();
     options.split(split).device(device).threads(threads).policy(policy).uniform(uniform).bn_recalibration_batches(
@@ -201,7 +209,8 @@ struct EvalCommand {
 // `limpq cost`: the per-layer cost table of a model at an input resolution
 // (LIMPQ.md section 5), traced from a forward pass.
 struct CostCommand {
-  std::string arch = "resnet20";
+  limpq::models::ModelOptions model;
+  FlagSet flags;
   std::vector<int64_t> input_shape = {1, 28, 28};
   int64_t num_classes = 10;
   std::vector<std::string> fixed_layers;
@@ -210,9 +219,12 @@ struct CostCommand {
 
   void add_to(CLI::App& app) {
     auto* cmd = app.add_subcommand("cost", "Per-layer MACs, parameters, BitOps and size of a model");
-    cmd->add_option("--arch,--model", arch, "architecture")->default_str(arch);
-    cmd->add_option("--input-shape", input_shape, "C H W (e.g. --input-shape 3 224 224)")->expected(3)->default_str("1 28 28");
-    cmd->add_option("--num-classes", num_classes, "classes of the classifier")->default_str("10");
+    flags.add(*cmd, model, "Model");
+    cmd->add_option("--input-shape", input_shape, "C H W (e.g. --input-shape 3 224 224; an ONNX network: its own)")
+        ->expected(3)
+        ->default_str("1 28 28");
+    cmd->add_option("--num-classes", num_classes, "classes of the classifier (an ONNX network: its own)")
+        ->default_str("10");
     cmd->add_option("--fixed-layers", fixed_layers, "layers kept out of the search (default: first conv and last layer)");
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers in the uniform figures")->default_str("8");
     cmd->add_flag("--json", json, "print the table and totals as one JSON object");
@@ -220,8 +232,15 @@ struct CostCommand {
   }
 
   void run() {
-    auto model = limpq::models::make_model(arch, input_shape.at(0), num_classes);
-    limpq::models::QuantModel qm(model, input_shape,
+    flags.apply();
+    if (!model.onnx().empty()) {
+      // The file fixes the input and the classes.
+      const auto imported = limpq::models::import_onnx(model.onnx());
+      input_shape = imported->input_shape();
+      num_classes = imported->num_classes();
+    }
+    const std::string arch = model.onnx().empty() ? model.arch() : model.onnx();
+    limpq::models::QuantModel qm(limpq::models::build_model(model, input_shape, num_classes), input_shape,
                                  limpq::models::QuantizeOptions().fixed_layers(fixed_layers).fixed_bits(fixed_bits));
     int64_t macs = 0, params = 0;
     for (const auto& l : qm.layers()) {

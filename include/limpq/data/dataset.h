@@ -98,6 +98,11 @@ class Transform {
   static Transform imagenet_eval(int64_t resize, int64_t size, std::vector<float> mean,
                                  std::vector<float> std);
 
+  // This transform, then a resize to `size` x `size` (0: none) and, with
+  // `channels` 3, a grayscale image's channel replicated (mean and std
+  // with it; 0: as they are).
+  Transform adapted(int64_t channels, int64_t size) const;
+
  private:
   std::vector<Step> steps_;
   std::vector<float> mean_, std_;

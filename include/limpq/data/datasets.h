@@ -7,6 +7,10 @@
 //   cifar100        (required)                             3x32x32, 100 classes
 //   image-folder    (required; root/train, root/val)       3x224x224 (image_size)
 //
+// data.image_size and data.channels adapt a dataset to a network's input
+// (an imported ONNX network fixes it): Fashion-MNIST at image_size 32 and
+// channels 3 is 3x32x32, the gray replicated.
+//
 //   auto data = limpq::data::make_data(DataOptions().dataset("fashion-mnist").val_size(5000), seed);
 //   DataLoader train(data.train, data.train_transform, ...);
 #pragma once
@@ -35,9 +39,14 @@ struct DataOptions {
   // Evaluate on the first N test examples of a seeded permutation (0: all).
   TORCH_ARG(int64_t, test_limit) = 0;
   TORCH_ARG(bool, augment) = true;
-  // Image-folder datasets: training crop size and evaluation resize.
-  TORCH_ARG(int64_t, image_size) = 224;
+  // The side of the images the network sees: image-folder datasets crop to
+  // it (0: 224); the others are resized to it (0: their own size).
+  TORCH_ARG(int64_t, image_size) = 0;
+  // Image-folder datasets: the evaluation resize before the center crop.
   TORCH_ARG(int64_t, resize_size) = 256;
+  // Channels the network takes: 3 replicates a grayscale dataset's channel
+  // (0: the dataset's own).
+  TORCH_ARG(int64_t, channels) = 0;
 
  public:
   template <typename V>
@@ -51,8 +60,10 @@ struct DataOptions {
     v("limit", limit_, "train on this many examples (0: all)");
     v("test_limit", test_limit_, "evaluate on this many test examples (0: all)");
     v("augment", augment_, "standard training augmentation");
-    v("image_size", image_size_, "image-folder crop size");
+    v("image_size", image_size_,
+      "side of the network's input: image-folder crop size (0: 224), other datasets resized to it (0: their own)");
     v("resize_size", resize_size_, "image-folder evaluation resize");
+    v("channels", channels_, "channels of the network's input: 3 replicates a grayscale image (0: the dataset's own)");
   }
 };
 

@@ -37,11 +37,18 @@ class ModelImpl : public torch::nn::Module {
 };
 using Model = std::shared_ptr<ModelImpl>;
 
+// The arch recorded for a network imported from ONNX (model.onnx).
+inline constexpr const char* kOnnxArch = "onnx";
+
 struct ModelOptions {
   TORCH_ARG(std::string, arch) = "resnet20";
   // Weights to start from: a torch.save(dict(model.state_dict())) file from
-  // PyTorch, or a limpq checkpoint. Empty: random initialisation.
+  // PyTorch, or a limpq checkpoint. Empty: random initialisation (or, for
+  // an ONNX network, the file's own weights).
   TORCH_ARG(std::string, weights) = "";
+  // An ONNX classifier to import instead of a built-in architecture
+  // (onnx_model.h); excludes `arch`.
+  TORCH_ARG(std::string, onnx) = "";
 
  public:
   template <typename V>
@@ -49,8 +56,21 @@ struct ModelOptions {
     v("arch", arch_,
       "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2 | mobilenet_v2_stem1");
     v("weights", weights_, "initial weights: a PyTorch state_dict file or a limpq checkpoint");
+    v("onnx", onnx_,
+      "your own network: an ONNX file from torch.onnx.export to import instead of --arch (docs/onnx.md)");
   }
 };
+
+// `options` checked and resolved: with `onnx` set, `arch` must be left at
+// its default (or be "onnx") and becomes "onnx".
+ModelOptions resolve_model_options(ModelOptions options);
+
+// The network `options` names: the built-in `arch` for an input of
+// `input_shape` (C, H, W) and `num_classes` outputs, randomly initialised,
+// or the ONNX file's network with the file's weights, which must take that
+// input and give that many classes (the error says which data options adapt
+// the data to it). `options.weights()`, when set, is loaded on top.
+Model build_model(const ModelOptions& options, const std::vector<int64_t>& input_shape, int64_t num_classes);
 
 // Writes the children of `seq` in order (limpq's layers, ReLU/ReLU6, dropout,
 // nested sequentials and the residual blocks); returns the output's name.

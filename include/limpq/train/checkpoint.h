@@ -26,7 +26,10 @@ inline constexpr const char* kCheckpointFormat = "limpq.checkpoint/2";
 inline constexpr const char* kCheckpointFormatV1 = "limpq.checkpoint/1";
 
 struct Checkpoint {
-  std::string arch;
+  std::string arch;  // models::kOnnxArch for a network imported from ONNX
+  // The ONNX file of an imported network and its checksum (CRC-32 of its
+  // bytes); loading refuses a file with another checksum. Empty otherwise.
+  std::string onnx, onnx_checksum;
   std::vector<int64_t> input_shape;  // C, H, W
   int64_t num_classes = 0;
   models::StateDict model;

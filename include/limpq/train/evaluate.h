@@ -81,6 +81,12 @@ LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source);
 // The data options a checkpoint was trained with.
 data::DataOptions data_options_of(const Checkpoint& checkpoint);
 
+// An ONNX network with the file's own weights as a full-precision
+// checkpoint, for evaluation (`limpq eval --onnx FILE`); its data options
+// adapt the default dataset to the network's input (data.channels,
+// data.image_size).
+Checkpoint onnx_checkpoint(const std::string& path);
+
 EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, const data::DataOptions& data);
 
 }  // namespace limpq::train
