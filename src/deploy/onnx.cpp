@@ -10,14 +10,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string_view>
 
+#include "limpq/models/onnx_model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
@@ -25,6 +28,7 @@
 #include "limpq/train/trainer.h"
 #include "limpq/data/loader.h"
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 #include "limpq/util/subprocess.h"
 
 namespace limpq::deploy {
@@ -112,12 +116,8 @@ class OnnxWriter : public nn::GraphWriter {
     return node->output(0);
   }
 
- private:
-  const std::string& name_of(const torch::nn::Module* m) const {
-    auto it = names_.find(m);
-    TORCH_CHECK(it != names_.end(), "export: a layer of the graph is not a module of the model");
-    return it->second;
-  }
+  // The vocabulary below also rewrites an imported network's own graph
+  // (write_imported_graph).
 
   onnx::NodeProto* add_node(const std::string& op, const std::vector<std::string>& inputs, const std::string& name) {
     onnx::NodeProto* node = graph_->add_node();
@@ -247,6 +247,15 @@ class OnnxWriter : public nn::GraphWriter {
     return node->output(0);
   }
 
+  OnnxSummary& summary() { return *summary_; }
+
+ private:
+  const std::string& name_of(const torch::nn::Module* m) const {
+    auto it = names_.find(m);
+    TORCH_CHECK(it != names_.end(), "export: a layer of the graph is not a module of the model");
+    return it->second;
+  }
+
   onnx::GraphProto* graph_;
   OnnxOptions options_;
   OnnxSummary* summary_;
@@ -266,6 +275,112 @@ void set_tensor_type(onnx::ValueInfoProto* value, const std::string& name, const
       dim->set_dim_param(d);
     }
   }
+}
+
+// Removes the nodes whose outputs nothing reads (the file's own weights'
+// Identity copies, replaced by the layers' current ones) and the
+// initializers no node reads.
+void remove_unused(onnx::GraphProto* graph) {
+  for (bool changed = true; changed;) {
+    std::set<std::string> read;
+    for (const auto& out : graph->output()) read.insert(out.name());
+    for (const auto& node : graph->node()) read.insert(node.input().begin(), node.input().end());
+    changed = false;
+    auto* nodes = graph->mutable_node();
+    for (int i = nodes->size() - 1; i >= 0; --i) {
+      const auto& outs = nodes->Get(i).output();
+      if (std::none_of(outs.begin(), outs.end(), [&](const std::string& o) { return read.count(o) > 0; })) {
+        nodes->DeleteSubrange(i, 1);
+        changed = true;
+      }
+    }
+    if (changed) continue;
+    auto* inits = graph->mutable_initializer();
+    for (int i = inits->size() - 1; i >= 0; --i) {
+      if (!read.count(inits->Get(i).name())) inits->DeleteSubrange(i, 1);
+    }
+  }
+}
+
+// An imported network: the graph of the file it came from, each layer's
+// node now reading its quantized input and weight (Q -> Clip -> DQ and
+// integer weights -> DQ, the learned steps as scales) and every layer's
+// current parameters; the other nodes, the input and the output as the file
+// has them, at the file's opset.
+void write_imported_graph(onnx::ModelProto& proto, models::OnnxModelImpl& model, OnnxWriter& writer) {
+  const std::string bytes = util::read_file(model.source());
+  TORCH_CHECK(util::Crc32().update(bytes).str() == model.checksum(), "export: '", model.source(),
+              "' changed since the network was imported; restore the original file");
+  onnx::ModelProto source;
+  TORCH_CHECK(source.ParseFromString(bytes), "export: cannot read '", model.source(), "'");
+  proto.set_ir_version(source.ir_version());
+  proto.clear_opset_import();
+  *proto.mutable_opset_import() = source.opset_import();
+  onnx::GraphProto* graph = proto.mutable_graph();
+  const onnx::GraphProto& g = source.graph();
+  std::set<std::string> initializers;
+  for (const auto& t : g.initializer()) initializers.insert(t.name());
+  for (const auto& in : g.input()) {
+    if (!initializers.count(in.name())) *graph->add_input() = in;
+  }
+  *graph->mutable_output() = g.output();
+  // The layers' parameters in the file (inputs 1.. of their nodes) give way
+  // to their current values, written under the layers' own names; the file's
+  // copies (initializers, and the Identity nodes that share equal values)
+  // go unless another node reads them.
+  auto layer_of = [&](const onnx::NodeProto& node) {
+    return node.output_size() > 0 ? model.node_layers().find(node.output(0)) : model.node_layers().end();
+  };
+  std::set<std::string> replaced, kept;
+  for (const auto& node : g.node()) {
+    const bool is_layer = layer_of(node) != model.node_layers().end();
+    for (int i = 0; i < node.input_size(); ++i) (is_layer && i > 0 ? replaced : kept).insert(node.input(i));
+  }
+  auto removed = [&](const std::string& name) { return replaced.count(name) > 0 && kept.count(name) == 0; };
+  for (const auto& t : g.initializer()) {
+    if (!removed(t.name())) *graph->add_initializer() = t;
+  }
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) modules[item.key()] = item.value();
+  for (const auto& original : g.node()) {
+    if (original.output_size() > 0 &&
+        std::all_of(original.output().begin(), original.output().end(), removed)) {
+      continue;
+    }
+    onnx::NodeProto node = original;
+    auto layer = layer_of(node);
+    if (layer != model.node_layers().end()) {
+      const std::string& name = layer->second;
+      const auto& module = modules.at(name);
+      if (auto* conv = module->as<nn::QuantConv2dImpl>()) {
+        node.set_input(0, writer.quantize_activation(name, node.input(0), conv->quantized() ? conv->input_quantizer.get() : nullptr));
+        node.set_input(1, writer.weight_value(name, conv->weight, conv->quantized() ? conv->weight_quantizer.get() : nullptr));
+        if (conv->bias.defined()) node.set_input(2, writer.float_initializer(name + ".bias", conv->bias));
+      } else if (auto* linear = module->as<nn::QuantLinearImpl>()) {
+        node.set_input(0, writer.quantize_activation(name, node.input(0), linear->quantized() ? linear->input_quantizer.get() : nullptr));
+        std::string weight =
+            writer.weight_value(name, linear->weight, linear->quantized() ? linear->weight_quantizer.get() : nullptr);
+        if (model.transposed_weights().count(name)) {
+          onnx::NodeProto* t = writer.add_node("Transpose", {weight}, name + ".weight");
+          OnnxWriter::set_ints(t, "perm", {1, 0});
+          weight = t->output(0);
+        }
+        node.set_input(1, weight);
+        if (linear->bias.defined()) node.set_input(2, writer.float_initializer(name + ".bias", linear->bias));
+      } else if (auto* bn = module->as<nn::SwitchableBatchNorm2dImpl>()) {
+        TORCH_CHECK(!bn->switchable(), "export: '", name, "' is a switchable batch norm (an indicator-training "
+                    "checkpoint); export a checkpoint fine-tuned under a policy");
+        node.set_input(1, writer.float_initializer(name + ".weight", bn->weight));
+        node.set_input(2, writer.float_initializer(name + ".bias", bn->bias));
+        node.set_input(3, writer.float_initializer(name + ".running_mean", bn->running_mean));
+        node.set_input(4, writer.float_initializer(name + ".running_var", bn->running_var));
+      }
+    }
+    *graph->add_node() = std::move(node);
+    ++writer.summary().nodes;
+  }
+  remove_unused(graph);
+  graph->set_name(g.name().empty() ? "limpq" : g.name());
 }
 
 }  // namespace
@@ -411,20 +526,29 @@ OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpo
   policy->set_value(quant::policy_to_json(loaded.quant->current_policy()).dump());
 
   onnx::GraphProto* graph = proto.mutable_graph();
-  graph->set_name(checkpoint.arch);
-  std::vector<std::string> input_dims = {"N"};
-  for (int64_t d : checkpoint.input_shape) input_dims.push_back(std::to_string(d));
-  set_tensor_type(graph->add_input(), "input", input_dims);
   OnnxWriter writer(graph, *model, options, &summary);
-  const std::string output = model->write_graph(writer, "input");
-  onnx::NodeProto* identity = graph->add_node();
-  identity->set_op_type("Identity");
-  identity->set_name("logits");
-  identity->add_input(output);
-  identity->add_output("logits");
-  set_tensor_type(graph->add_output(), "logits", {"N", std::to_string(checkpoint.num_classes)});
+  if (auto* imported = dynamic_cast<models::OnnxModelImpl*>(model.get())) {
+    TORCH_CHECK(options.opset() == 13, "export: an imported network keeps the opset of its file; INT4 storage "
+                "(--opset 21) is not available for it");
+    write_imported_graph(proto, *imported, writer);
+  } else {
+    graph->set_name(checkpoint.arch);
+    std::vector<std::string> input_dims = {"N"};
+    for (int64_t d : checkpoint.input_shape) input_dims.push_back(std::to_string(d));
+    set_tensor_type(graph->add_input(), "input", input_dims);
+    const std::string output = model->write_graph(writer, "input");
+    onnx::NodeProto* identity = graph->add_node();
+    identity->set_op_type("Identity");
+    identity->set_name("logits");
+    identity->add_input(output);
+    identity->add_output("logits");
+    set_tensor_type(graph->add_output(), "logits", {"N", std::to_string(checkpoint.num_classes)});
+  }
 
-  if (options.opset() <= 17) {  // the newest opset libonnx 1.12 knows
+  for (const auto& o : proto.opset_import()) {
+    if (o.domain().empty() || o.domain() == "ai.onnx") summary.opset = o.version();
+  }
+  if (summary.opset <= 17) {  // the newest opset libonnx 1.12 knows
     try {
       onnx::checker::check_model(proto);
     } catch (const std::exception& e) {

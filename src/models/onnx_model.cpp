@@ -178,12 +178,14 @@ class OnnxModelBuilder {
           add_layer(name, std::move(layer), transposed);
         });
     Kernel kernel;
+    last_layer_.clear();
     try {
       kernel = entry->convert(ctx);
       ctx.check_attributes_used();
     } catch (const c10::Error& e) {
       fail(e.msg());
     }
+    if (!last_layer_.empty() && !node.outputs.empty()) model_.node_layers_[node.outputs[0]] = last_layer_;
     check_training_outputs(node, at);
     if (!entry->has_weights && all_inputs_constant(node)) {
       fold(node, kernel, at);
@@ -316,6 +318,7 @@ class OnnxModelBuilder {
     }
     parent->register_module(path.substr(start), std::move(layer));
     layer_paths_.insert(path);
+    last_layer_ = path;
     if (transposed) model_.transposed_weights_.insert(path);
   }
 
@@ -371,6 +374,7 @@ class OnnxModelBuilder {
   std::set<int> constant_slots_;
   std::set<std::string> produced_;
   std::set<std::string> layer_paths_, container_paths_;
+  std::string last_layer_;  // the layer the node being converted added
 };
 
 OnnxModelImpl::OnnxModelImpl(std::string source, std::string checksum)

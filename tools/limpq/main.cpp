@@ -620,7 +620,7 @@ struct ExportCommand {
     }
     const auto s = limpq::deploy::write_onnx(out, ckpt, limpq::deploy::OnnxOptions().opset(opset));
     fmt::print("{}: {} bytes, opset {}, {} nodes; {} integer weights ({} as INT4), {} quantized activations; {}\n", out,
-               s.file_bytes, opset, s.nodes, s.quantized_weights, s.int4_weights, s.quantized_activations,
+               s.file_bytes, s.opset, s.nodes, s.quantized_weights, s.int4_weights, s.quantized_activations,
                s.checked ? "passed the ONNX checker" : "not checked (libonnx predates this opset)");
     if (!verify) return;
     const auto v = limpq::deploy::verify_onnx(out, ckpt, limpq::train::data_options_of(ckpt), verify_images,

@@ -35,6 +35,7 @@ struct OnnxOptions {
 };
 
 struct OnnxSummary {
+  int64_t opset = 0;
   int64_t file_bytes = 0;
   int64_t nodes = 0;
   int64_t quantized_weights = 0;      // weights exported as integers

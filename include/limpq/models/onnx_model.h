@@ -23,6 +23,7 @@
 // node, its op type and the opset (docs/onnx.md lists the ops).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -56,6 +57,9 @@ class OnnxModelImpl : public ModelImpl {
   const std::set<std::string>& transposed_weights() const { return transposed_weights_; }
   // Nodes the importer ran at import because every input was a constant.
   int64_t folded_nodes() const { return folded_nodes_; }
+  // The layer each weighted node became, keyed by the node's first output
+  // (unique in a graph): how export finds the node of a layer.
+  const std::map<std::string, std::string>& node_layers() const { return node_layers_; }
 
  private:
   friend class OnnxModelBuilder;
@@ -65,6 +69,7 @@ class OnnxModelImpl : public ModelImpl {
   int64_t opset_ = 0;
   int64_t folded_nodes_ = 0;
   std::set<std::string> transposed_weights_;
+  std::map<std::string, std::string> node_layers_;
   std::unique_ptr<onnx_import::Program> program_;
 };
 using OnnxModel = std::shared_ptr<OnnxModelImpl>;
