@@ -1,0 +1,123 @@
+// An imported network through limpq's own path: trained, fine-tuned under a
+// policy named in its PyTorch module paths, exported back to ONNX and run
+// in ONNX Runtime; and the refusals around it (a changed file, data that
+// does not fit, --arch with --onnx).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "limpq/deploy/onnx.h"
+#include "limpq/models/onnx_model.h"
+#include "limpq/train/checkpoint.h"
+#include "limpq/train/evaluate.h"
+#include "limpq/train/trainer.h"
+#include "limpq/util/atomic_file.h"
+#include "support/test_support.h"
+
+namespace limpq::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+class OnnxPipelineTest : public limpq::testing::SeededTest {
+ protected:
+  void SetUp() override {
+    SeededTest::SetUp();
+    const char* dir = std::getenv("LIMPQ_ONNX_MODELS_DIR");
+    ASSERT_NE(dir, nullptr) << "run through ctest: the onnx_models_export fixture sets LIMPQ_ONNX_MODELS_DIR";
+    if (!models::onnx_import_available()) GTEST_SKIP() << "built without libonnx";
+    // The network in a folder of the test's own, so that it can be changed.
+    onnx_ = temp_path("tinynet.onnx");
+    std::filesystem::copy_file(std::string(dir) + "/tinynet_preserve.onnx", onnx_);
+    other_onnx_ = std::string(dir) + "/tinynet_eval.onnx";
+  }
+
+  // Synthetic MNIST (1x28x28) adapted to the network's 3x32x32 input.
+  TrainConfig tiny_config(const std::string& out_dir) {
+    const std::string data_dir = temp_path("data");
+    if (!std::filesystem::exists(data_dir)) limpq::testing::write_synthetic_mnist(data_dir, 160, 40);
+    TrainConfig c;
+    c.data.dataset("mnist").root(data_dir).batch_size(16).eval_batch_size(20).workers(1).channels(3).image_size(32);
+    c.model.onnx(onnx_);
+    c.optim.epochs(1).lr(0.05);
+    c.run.out_dir(out_dir).threads(1).progress(false);
+    return c;
+  }
+
+  std::string onnx_, other_onnx_;
+};
+
+TEST_F(OnnxPipelineTest, FineTunedUnderAPolicyAndExportedBackToOnnxRuntime) {
+  const TrainResult fp = run_train(tiny_config(temp_path("fp")), false);
+  TrainConfig ft = tiny_config(temp_path("ft"));
+  ft.model.weights(fp.checkpoint);
+  // A policy in the network's own module paths.
+  const std::string policy = temp_path("policy.json");
+  util::write_file_atomic(policy, R"({"format": "limpq.policy/1", "layers": {
+      "wide": {"weight_bits": 3, "act_bits": 4}, "dilated": {"weight_bits": 2, "act_bits": 4},
+      "gate.1": {"weight_bits": 4, "act_bits": 4}, "gate.3": {"weight_bits": 4, "act_bits": 4},
+      "down": {"weight_bits": 3, "act_bits": 3}},
+      "fixed": {"stem.0": {"weight_bits": 8, "act_bits": 8}, "fc": {"weight_bits": 8, "act_bits": 8}}})");
+  ft.quant.policy(policy);
+  const Checkpoint ckpt = load_checkpoint(run_train(ft, false).checkpoint);
+  EXPECT_EQ(ckpt.arch, "onnx");
+  EXPECT_EQ(ckpt.onnx, onnx_);
+
+  const std::string exported = temp_path("quantized.onnx");
+  const deploy::OnnxSummary s = deploy::write_onnx(exported, ckpt);
+  EXPECT_TRUE(s.checked);
+  EXPECT_EQ(s.opset, 17);  // the file's own
+  EXPECT_EQ(s.quantized_weights, 7);
+  EXPECT_EQ(s.quantized_activations, 7);
+  const deploy::OnnxVerification v =
+      deploy::verify_onnx(exported, ckpt, data_options_of(ckpt), 40, deploy::find_ort_runner());
+  EXPECT_EQ(v.images, 40);
+  EXPECT_GE(v.agreement, 97.5);
+  EXPECT_LT(v.median_rel_diff, 1e-4);
+}
+
+TEST_F(OnnxPipelineTest, CheckpointRefusesAChangedFile) {
+  const TrainResult fp = run_train(tiny_config(temp_path("fp")), false);
+  const Checkpoint ckpt = load_checkpoint(fp.checkpoint);
+  EXPECT_NO_THROW(load_model(ckpt, fp.checkpoint));
+  std::filesystem::copy_file(other_onnx_, onnx_, std::filesystem::copy_options::overwrite_existing);
+  EXPECT_THAT(limpq::testing::error_of([&] { load_model(ckpt, fp.checkpoint); }),
+              HasSubstr("was trained from the ONNX file '" + onnx_ + "' with checksum"));
+}
+
+TEST_F(OnnxPipelineTest, DataThatDoesNotFitNamesBothShapesAndTheFix) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.data.channels(0).image_size(0);
+  const std::string message = limpq::testing::error_of([&] { run_train(c, false); });
+  EXPECT_THAT(message, HasSubstr("takes 3x32x32 input but the data gives 1x28x28"));
+  EXPECT_THAT(message, HasSubstr("--channels 3 --image-size 32"));
+}
+
+TEST_F(OnnxPipelineTest, ArchAndOnnxExcludeEachOther) {
+  TrainConfig c = tiny_config(temp_path("run"));
+  c.model.arch("resnet18");
+  EXPECT_THAT(limpq::testing::error_of([&] { run_train(c, false); }),
+              HasSubstr("model.onnx (--onnx) and model.arch (--arch) exclude each other"));
+}
+
+// `limpq eval --onnx`: the file's own weights, the data adapted to it.
+TEST_F(OnnxPipelineTest, OnnxCheckpointEvaluatesTheFilesOwnWeights) {
+  const Checkpoint ckpt = onnx_checkpoint(onnx_);
+  EXPECT_EQ(ckpt.input_shape, (std::vector<int64_t>{3, 32, 32}));
+  const data::DataOptions data = data_options_of(ckpt);
+  EXPECT_EQ(data.channels(), 3);
+  EXPECT_EQ(data.image_size(), 32);
+  const models::OnnxModel model = models::import_onnx(onnx_);
+  LoadedModel loaded = load_model(ckpt, onnx_);
+  model->eval();
+  loaded.model->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(loaded.model->forward(x), model->forward(x)));
+}
+
+}  // namespace
+}  // namespace limpq::train
