@@ -95,6 +95,9 @@ bool valid_module_path(const std::string& path) {
   });
 }
 
+// Values per input image: 64 Mi (3 x 4096 x 4096 fits).
+constexpr int64_t kMaxInputElements = int64_t{1} << 26;
+
 std::string where(const OnnxNode& node, int64_t opset) {
   return "node '" + node.name + "' (" + node.op_type + ", opset " + std::to_string(opset) + ")";
 }
@@ -134,6 +137,13 @@ class OnnxModelBuilder {
     if (d[1] <= 0 || d[2] <= 0 || d[3] <= 0) {
       fail("input '" + g_.input + "' has a symbolic channel count, height or width; limpq needs them fixed: "
            "export with dynamic_axes on the batch dimension only ({'" + g_.input + "': {0: 'batch'}})");
+    }
+    const bool too_large = d[1] > kMaxInputElements || d[2] > kMaxInputElements || d[3] > kMaxInputElements ||
+                           d[1] * d[2] > kMaxInputElements / d[3];
+    if (too_large) {
+      fail("input '" + g_.input + "' of " + std::to_string(d[1]) + "x" + std::to_string(d[2]) + "x" +
+           std::to_string(d[3]) + " is larger than limpq imports (" + std::to_string(kMaxInputElements) +
+           " values per image)");
     }
     model_.input_shape_ = {d[1], d[2], d[3]};
     program_->export_batch = d[0];

@@ -10,11 +10,13 @@
 #include <filesystem>
 
 #include "limpq/deploy/onnx.h"
+#include "limpq/deploy/pytorch.h"
 #include "limpq/models/onnx_model.h"
 #include "limpq/train/checkpoint.h"
 #include "limpq/train/evaluate.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/subprocess.h"
 #include "support/test_support.h"
 
 namespace limpq::train {
@@ -77,6 +79,20 @@ TEST_F(OnnxPipelineTest, FineTunedUnderAPolicyAndExportedBackToOnnxRuntime) {
   EXPECT_EQ(v.images, 40);
   EXPECT_GE(v.agreement, 97.5);
   EXPECT_LT(v.median_rel_diff, 1e-4);
+
+  // The same network as a state_dict that the user's own PyTorch module
+  // loads by its parameter names, with the learned steps beside the weights.
+  const std::string state_dict = temp_path("tinynet.pt");
+  const deploy::StateDictSummary sd = deploy::write_pytorch_state_dict(state_dict, ckpt);
+  EXPECT_EQ(sd.quantized_layers, 7);
+  const util::ProcessResult loaded = util::run_process(
+      {LIMPQ_PYTHON, "-c",
+       "import sys, torch; sys.path.insert(0, '" LIMPQ_TEST_TOOLS_DIR "'); from export_onnx_models import TinyNet; "
+       "sd = torch.load('" + state_dict + "'); "
+       "TinyNet().load_state_dict({k: v for k, v in sd.items() if not k.endswith(('_step', '_bits'))}); "
+       "print(int(sd['down.weight_bits']), int(sd['down.act_bits']), float(sd['down.weight_step']) > 0)"});
+  EXPECT_EQ(loaded.exit_code, 0) << loaded.output;
+  EXPECT_THAT(loaded.output, HasSubstr("3 3 True"));
 }
 
 TEST_F(OnnxPipelineTest, CheckpointRefusesAChangedFile) {

@@ -12,6 +12,7 @@
 
 #include "limpq/deploy/onnx.h"
 #include "limpq/deploy/packed.h"
+#include "limpq/deploy/pytorch.h"
 #include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
 #include "limpq/dist/launch.h"
@@ -592,9 +593,10 @@ struct ExportCommand {
 
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("export", "Export a fine-tuned quantized model: --format packed (bit-packed "
-                                                 "integer weights, limpq.packed/1) or onnx (QDQ graph)");
+                                                 "integer weights, limpq.packed/1), onnx (QDQ graph) or state-dict "
+                                                 "(a PyTorch state_dict with each layer's learned steps and bits)");
     cmd->add_option("--checkpoint", checkpoint, "checkpoint from limpq finetune")->required()->check(CLI::ExistingFile);
-    cmd->add_option("--format", format, "packed | onnx")->default_str(format);
+    cmd->add_option("--format", format, "packed | onnx | state-dict")->default_str(format);
     cmd->add_option("--out", out, "output file")->required();
     cmd->add_option("--opset", opset, "ONNX opset: 13 (int8 storage) or 21 (INT4 storage for weights of <= 4 bits)")
         ->default_str("13");
@@ -605,10 +607,16 @@ struct ExportCommand {
   }
 
   void run() {
-    TORCH_CHECK(format == "packed" || format == "onnx", "export: format '", format,
-                "' is not supported (supported: packed, onnx)");
+    TORCH_CHECK(format == "packed" || format == "onnx" || format == "state-dict", "export: format '", format,
+                "' is not supported (supported: packed, onnx, state-dict)");
     TORCH_CHECK(!verify || format == "onnx", "export: --verify checks ONNX exports (--format onnx)");
     const auto ckpt = limpq::train::load_checkpoint(checkpoint);
+    if (format == "state-dict") {
+      const auto s = limpq::deploy::write_pytorch_state_dict(out, ckpt);
+      fmt::print("{}: {} bytes, {} tensors (torch.load), learned steps and bits of {} quantized layers\n", out,
+                 s.file_bytes, s.tensors, s.quantized_layers);
+      return;
+    }
     if (format == "packed") {
       const auto summary = limpq::deploy::write_packed(out, ckpt);
       fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",

@@ -12,6 +12,9 @@
 namespace limpq::models::onnx_import {
 namespace {
 
+// The largest tensor a shape computed by the graph may ask for.
+constexpr int64_t kMaxElements = int64_t{1} << 28;
+
 std::vector<int64_t> to_ints(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kCPU, torch::kInt64).flatten().contiguous();
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
@@ -40,7 +43,14 @@ Kernel convert_constant_of_shape(ImportContext& ctx) {
   ctx.check(value.numel() == 1, "value must hold one element");
   value = value.flatten();
   return [value](const Values& in, const RunState&) {
-    return Values{value.expand(to_ints(in.at(0))).contiguous()};
+    const std::vector<int64_t> shape = to_ints(in.at(0));
+    int64_t count = 1;
+    for (int64_t d : shape) {
+      TORCH_CHECK(d >= 0 && d <= kMaxElements / std::max<int64_t>(count, 1), "ConstantOfShape: shape ",
+                  c10::IntArrayRef(shape), " is invalid or larger than ", kMaxElements, " elements");
+      count *= std::max<int64_t>(d, 1);
+    }
+    return Values{value.expand(shape).contiguous()};
   };
 }
 
