@@ -85,6 +85,11 @@ class Chart {
     add(fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="{}" fill="{}">{}</circle>)", cx, cy, r, fill,
                     title.empty() ? "" : "<title>" + escape(title) + "</title>"));
   }
+  // An unfilled circle (a point drawn with a caveat).
+  void ring(double cx, double cy, double r, const std::string& stroke, const std::string& title = "") {
+    add(fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="{}" fill="white" stroke="{}" stroke-width="1.5">{}</circle>)",
+                    cx, cy, r, stroke, title.empty() ? "" : "<title>" + escape(title) + "</title>"));
+  }
   // Horizontal grid lines and labels at the given y values.
   void y_grid(const std::vector<double>& ticks, const std::string& format) {
     for (double t : ticks) {
@@ -199,15 +204,32 @@ std::string indicator_chart(const quant::Indicators& ind) {
   return c.svg("indicator curves per layer");
 }
 
+// The objective of uniform precision at `bits`, scored with the same indicators.
+double uniform_objective(const ReportInputs& in, int64_t bits) {
+  double objective = 0;
+  for (const auto& l : in.indicators.layers) {
+    if (l.searchable) objective += l.act_steps.at(bits) + *in.alpha * l.weight_steps.at(bits);
+  }
+  return objective;
+}
+
+// Every point at its criterion value (erased indicator points at their own
+// values, never the search program's penalty), so one forced answer cannot
+// stretch the axis; answers that use erased points are drawn hollow.
 std::string pareto_chart(const ReportInputs& in, const std::vector<search::SweepPoint>& sweep, double chosen_bitops,
                          double chosen_objective) {
   Chart c("chart-pareto", 640, 340, 70, 20, 30, 50);
   double xmax = chosen_bitops, ymin = chosen_objective, ymax = chosen_objective;
+  auto include = [&](double bitops, double objective) {
+    xmax = std::max(xmax, bitops);
+    ymin = std::min(ymin, objective);
+    ymax = std::max(ymax, objective);
+  };
   for (const auto& p : sweep) {
-    if (!p.feasible) continue;
-    xmax = std::max(xmax, p.result.achieved_bitops);
-    ymin = std::min(ymin, p.result.solve.objective);
-    ymax = std::max(ymax, p.result.solve.objective);
+    if (p.feasible) include(p.result.achieved_bitops, p.result.objective);
+  }
+  for (int64_t b : in.indicators.candidates) {
+    include(search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits), uniform_objective(in, b));
   }
   const double pad = (ymax - ymin) * 0.08 + 1e-12;
   c.x_range(0, xmax * 1.05 / 1e9);
@@ -222,17 +244,29 @@ std::string pareto_chart(const ReportInputs& in, const std::vector<search::Sweep
   c.text((c.plot_left() + c.plot_right()) / 2, c.plot_bottom() + 38, "GBitOps (whole network)", "middle");
   c.text(12, c.plot_top() - 12, "search objective (sum of indicators, lower is better)", "start");
   std::vector<std::pair<double, double>> pts;
+  bool any_erased = false;
   for (const auto& p : sweep) {
-    if (p.feasible) pts.emplace_back(p.result.achieved_bitops / 1e9, p.result.solve.objective);
+    if (p.feasible) pts.emplace_back(p.result.achieved_bitops / 1e9, p.result.objective);
   }
   c.polyline(pts, kWeightColor);
-  for (const auto& [x, y] : pts) c.circle(c.px(x), c.py(y), 2.5, kWeightColor, fmt::format("{:.4g} G: {:.4g}", x, y));
-  // Uniform precisions, scored with the same indicators.
-  for (int64_t b : in.indicators.candidates) {
-    double objective = 0;
-    for (const auto& l : in.indicators.layers) {
-      if (l.searchable) objective += l.act_steps.at(b) + *in.alpha * l.weight_steps.at(b);
+  for (const auto& p : sweep) {
+    if (!p.feasible) continue;
+    const double x = p.result.achieved_bitops / 1e9, y = p.result.objective;
+    const size_t erased = p.result.erased_used.size();
+    if (erased == 0) {
+      c.circle(c.px(x), c.py(y), 2.5, kWeightColor, fmt::format("{:.4g} G: {:.4g}", x, y));
+    } else {
+      any_erased = true;
+      c.ring(c.px(x), c.py(y), 4, kWeightColor,
+             fmt::format("{:.4g} G: {:.4g}, uses {} erased indicator points (the budget leaves no other choice)", x, y,
+                         erased));
     }
+  }
+  if (any_erased) {
+    c.text(c.plot_right(), c.plot_top() - 12, "hollow: uses erased (non-monotone) indicator points", "end", 10);
+  }
+  for (int64_t b : in.indicators.candidates) {
+    const double objective = uniform_objective(in, b);
     const double g = search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits) / 1e9;
     c.rect(c.px(g) - 3.5, c.py(objective) - 3.5, 7, 7, kFixedColor, fmt::format("uniform W{0}A{0}", b));
     c.text(c.px(g) + 6, c.py(objective) - 6, fmt::format("W{0}A{0}", b), "start", 9);
@@ -296,6 +330,27 @@ std::string accuracy_chart(const std::vector<ReportAccuracy>& acc) {
   c.text(c.plot_left(), 14 + 34.0 * acc.size() + 24, fmt::format("top-1 accuracy (axis from {:.0f}%)", x_lo), "start",
          10);
   return c.svg("accuracy against full precision and uniform precision");
+}
+
+// The policy's choices at erased indicator points (a value below the one
+// at the next larger candidate, as the search erases them): "layer:weight@2".
+std::vector<std::string> erased_points_used(const ReportInputs& in) {
+  std::vector<int64_t> bits = in.indicators.candidates;
+  std::sort(bits.rbegin(), bits.rend());
+  std::vector<std::string> used;
+  for (const auto& l : in.indicators.layers) {
+    const quant::LayerBits* b = l.searchable ? in.policy.find(l.name) : nullptr;
+    if (b == nullptr) continue;
+    auto erased = [&](const std::map<int64_t, double>& values, int64_t chosen) {
+      for (size_t i = 0; i + 1 < bits.size(); ++i) {
+        if (bits[i + 1] == chosen && values.at(chosen) < values.at(bits[i])) return true;
+      }
+      return false;
+    };
+    if (erased(l.weight_steps, b->weight)) used.push_back(fmt::format("{}:weight@{}", l.name, b->weight));
+    if (erased(l.act_steps, b->act)) used.push_back(fmt::format("{}:act@{}", l.name, b->act));
+  }
+  return used;
 }
 
 // The inputs with the indicators replaced by the criterion's values, and
@@ -381,6 +436,12 @@ td:first-child, th:first-child { text-align: left; }
     html << fmt::format("<div class=\"card\">{}<b>{:.2f}%</b>top-1</div>", escape(a.name), a.top1);
   }
   html << "</div>\n";
+  if (const auto used = erased_points_used(in); !used.empty()) {
+    html << "<p class=\"sub\">This policy uses " << used.size()
+         << " erased (non-monotone) indicator points, the budget leaving no other choice: "
+         << escape(fmt::format("{}", fmt::join(used, ", ")))
+         << ". The objective counts them at their own values.</p>\n";
+  }
   html << "<h2>Bit-widths per layer</h2>\n" << bits_chart(rows);
   html << "<h2>BitOps and size against the budget</h2>\n"
        << budget_chart(in.bitops_budget.empty() ? "" : "(" + in.bitops_budget + ")", bitops, budget, fp_bitops,

@@ -81,15 +81,21 @@ ExtraConstraint read_constraint_csv(const std::string& path, double budget) {
 }
 
 nlohmann::ordered_json SearchResult::to_json() const {
-  nlohmann::ordered_json erased_json = nlohmann::ordered_json::array();
-  for (const auto& e : erased) {
-    erased_json.push_back({{"layer", e.layer}, {"tensor", e.tensor}, {"bits", e.bits}, {"value", e.value}});
-  }
+  auto points = [](const std::vector<ErasedPoint>& list) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const auto& e : list) {
+      out.push_back({{"layer", e.layer}, {"tensor", e.tensor}, {"bits", e.bits}, {"value", e.value}});
+    }
+    return out;
+  };
   return {{"status", to_string(solve.status)},
           {"solver", solve.solver},
           {"criterion", criterion},
           {"alpha", alpha},
-          {"objective", solve.objective},
+          {"objective", objective},
+          {"uses_erased_points", !erased_used.empty()},
+          {"erased_used", points(erased_used)},
+          {"program_objective", solve.objective},
           {"bound", solve.bound},
           {"gap", solve.gap()},
           {"target_bitops", target_bitops},
@@ -102,7 +108,7 @@ nlohmann::ordered_json SearchResult::to_json() const {
           {"average_act_bits", average_act_bits},
           {"nodes", solve.nodes},
           {"solve_seconds", solve.seconds},
-          {"erased", erased_json}};
+          {"erased", points(erased)}};
 }
 
 namespace {
@@ -295,15 +301,28 @@ void add_extra_constraint(const SearchSpace& space, const quant::Indicators& ind
 }
 
 // The policy of the solver's choice and its figures.
+// The erased point of `layer`'s `tensor` at `bits`, or null.
+const ErasedPoint* find_erased(const SearchResult& result, const std::string& layer, const std::string& tensor,
+                               int64_t bits) {
+  for (const auto& e : result.erased) {
+    if (e.layer == layer && e.tensor == tensor && e.bits == bits) return &e;
+  }
+  return nullptr;
+}
+
 void fill_policy(const SearchSpace& space, const quant::Indicators& ind, SearchResult& result) {
   result.policy.model = ind.model;
   double weighted_w = 0, weighted_a = 0, total_params = 0, total_macs = 0;
   int64_t achieved_bitops = space.fixed_bitops, achieved_size = space.fixed_size;
+  result.objective = 0;
   for (size_t g = 0; g < space.searchable.size(); ++g) {
     const int64_t choice = result.solve.choice[g];
     const quant::LayerBits b{space.bits[choice / space.nb()], space.bits[choice % space.nb()]};
     const auto* l = space.searchable[g];
     result.policy.layers.emplace_back(l->name, b);
+    result.objective += l->act_steps.at(b.act) + result.alpha * l->weight_steps.at(b.weight);
+    if (const auto* e = find_erased(result, l->name, "weight", b.weight)) result.erased_used.push_back(*e);
+    if (const auto* e = find_erased(result, l->name, "act", b.act)) result.erased_used.push_back(*e);
     achieved_bitops += l->macs * b.weight * b.act;
     achieved_size += l->params * b.weight;
     weighted_w += static_cast<double>(l->params) * b.weight;
@@ -451,7 +470,7 @@ std::string sweep_to_csv(const std::vector<SweepPoint>& sweep) {
   for (const auto& p : sweep) {
     if (p.feasible) {
       const auto& r = p.result;
-      out += fmt::format("{:.9g},1,{:.12g},{:.9g},{:.0f},{:.6g},{:.6g}\n", p.budget_bitops / 1e9, r.solve.objective,
+      out += fmt::format("{:.9g},1,{:.12g},{:.9g},{:.0f},{:.6g},{:.6g}\n", p.budget_bitops / 1e9, r.objective,
                          r.achieved_bitops / 1e9, r.achieved_size_bits / 8, r.average_weight_bits, r.average_act_bits);
     } else {
       out += fmt::format("{:.9g},0,,,,,\n", p.budget_bitops / 1e9);

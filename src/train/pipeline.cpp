@@ -158,10 +158,13 @@ PipelineResult run_pipeline(PipelineConfig config) {
   quant::write_policy(result.policy, result.search.policy);
   write_search_record(join(out, "search.json"), config, result);
   fmt::print(stderr, "criterion {}, alpha {:g}: ", measured ? criterion : result.search.criterion, result.search.alpha);
-  fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points\n",
+  fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points{}\n",
              search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
-             result.search.achieved_size_bits / 8e3, result.search.solve.objective, result.search.solve.seconds * 1e3,
-             result.search.erased.size());
+             result.search.achieved_size_bits / 8e3, result.search.objective, result.search.solve.seconds * 1e3,
+             result.search.erased.size(),
+             result.search.erased_used.empty()
+                 ? std::string()
+                 : fmt::format(" ({} of them forced into the policy by the budget)", result.search.erased_used.size()));
 
   // 4. Fine-tuning: the searched policy, and uniform precision at the budget.
   TrainConfig ft = base;

@@ -192,6 +192,18 @@ TEST_F(OnnxFileTest, NotAnOnnxFile) {
   EXPECT_THAT(refusal(path), HasSubstr("is not an ONNX model"));
 }
 
+// TrainingMode.TRAINING: batch norms also output running statistics, which
+// nothing reads; the network imports with its batch norms and dropout.
+TEST_F(OnnxFileTest, TrainingModeExportImports) {
+  OnnxModel model = import_onnx(fixture_dir() + "/tinynet_training.onnx");
+  std::set<std::string> layers;
+  for (const auto& l : analyze_layers(*model, model->input_shape())) layers.insert(l.name);
+  EXPECT_EQ(layers, (std::set<std::string>{"stem.0", "wide", "dilated", "gate.1", "gate.3", "down", "fc"}));
+  EXPECT_EQ(layers.count("stem.0"), 1u);
+  model->train();
+  EXPECT_EQ(model->forward(torch::randn({4, 3, 32, 32})).sizes(), (std::vector<int64_t>{4, 10}));
+}
+
 TEST_F(OnnxFileTest, MissingFile) {
   EXPECT_THAT(limpq::testing::error_of([&] { import_onnx(temp_path("absent.onnx")); }), HasSubstr("absent.onnx"));
 }

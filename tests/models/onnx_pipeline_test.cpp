@@ -8,12 +8,16 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "limpq/deploy/onnx.h"
 #include "limpq/deploy/pytorch.h"
 #include "limpq/models/onnx_model.h"
+#include "limpq/quant/policy.h"
 #include "limpq/train/checkpoint.h"
 #include "limpq/train/evaluate.h"
+#include "limpq/train/pipeline.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/subprocess.h"
@@ -94,6 +98,46 @@ TEST_F(OnnxPipelineTest, FineTunedUnderAPolicyAndExportedBackToOnnxRuntime) {
   EXPECT_EQ(loaded.exit_code, 0) << loaded.output;
   EXPECT_THAT(loaded.output, HasSubstr("3 3 True"));
 }
+
+// The whole pipeline on a network of none of limpq's architectures, with
+// batch norm kept and folded: the policy names the PyTorch module paths, and
+// the fine-tuned network exports and runs in ONNX Runtime.
+class OnnxRunTest : public OnnxPipelineTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(OnnxRunTest, PipelineAtW3A3LevelAndExportVerified) {
+  const char* dir = std::getenv("LIMPQ_ONNX_MODELS_DIR");
+  const std::string mode = GetParam();
+  const nlohmann::json info =
+      nlohmann::json::parse(util::read_file(std::string(dir) + "/tinynet_" + mode + ".json"));
+  PipelineConfig config;
+  const TrainConfig tiny = tiny_config(temp_path("unused"));
+  config.data = tiny.data;
+  config.model.onnx(std::string(dir) + "/tinynet_" + mode + ".onnx");
+  config.train.epochs(1).lr(0.05);
+  config.run.out_dir(temp_path("run")).threads(1).progress(false);
+  config.indicators.indicators.candidates({4, 3, 2});
+  config.indicators.optim.epochs(1);
+  config.search.bitops = "W3A3";
+  config.finetune.optim.epochs(1).bn_recalibration_batches(2);
+  const PipelineResult r = run_pipeline(config);
+  ASSERT_EQ(r.rows.size(), 3u);
+  const quant::Policy policy = quant::read_policy(r.policy);
+  std::set<std::string> ours, theirs;
+  for (const auto& [name, bits] : policy.layers) ours.insert(name);
+  for (const auto& [name, bits] : policy.fixed) ours.insert(name);
+  for (const auto& n : info["layers"]) theirs.insert(n.get<std::string>());
+  EXPECT_EQ(ours, theirs);
+  EXPECT_LE(r.rows[2].test.cost->bitops, r.rows[1].test.cost->bitops);  // within the W3A3 budget
+
+  const Checkpoint ckpt = load_checkpoint(r.rows[2].checkpoint);
+  const std::string exported = temp_path("mixed.onnx");
+  EXPECT_TRUE(deploy::write_onnx(exported, ckpt).checked);
+  const deploy::OnnxVerification v =
+      deploy::verify_onnx(exported, ckpt, data_options_of(ckpt), 40, deploy::find_ort_runner());
+  EXPECT_GE(v.agreement, 97.5) << mode;
+}
+
+INSTANTIATE_TEST_SUITE_P(ExportModes, OnnxRunTest, ::testing::Values("preserve", "eval"));
 
 TEST_F(OnnxPipelineTest, CheckpointRefusesAChangedFile) {
   const TrainResult fp = run_train(tiny_config(temp_path("fp")), false);

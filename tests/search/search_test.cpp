@@ -115,6 +115,29 @@ TEST_F(SearchTest, NonMonotonePointsAreErasedAndReported) {
   EXPECT_TRUE(kept.erased.empty());
 }
 
+// At the tightest budget every layer must take its fewest bits, erased or
+// not: the answer says so, and its objective is the criterion's value with
+// the erased point at its own value, not the program's penalty.
+TEST_F(SearchTest, AnAnswerThatMustUseAnErasedPointSaysSoWithoutThePenalty) {
+  auto ind = toy();
+  ind.layers[1].weight_steps[2] = 0.01;
+  const SearchResult r = run_search(ind, SearchOptions().bitops("W2A2"));
+  EXPECT_EQ(r.policy.find("a")->weight, 2);
+  ASSERT_EQ(r.erased_used.size(), 1u);
+  EXPECT_EQ(r.erased_used[0].layer, "a");
+  EXPECT_GE(r.solve.objective, kErasedIndicator);
+  double expected = 0;
+  for (const auto& l : ind.layers) {
+    if (l.searchable) expected += l.act_steps.at(2) + r.alpha * l.weight_steps.at(2);
+  }
+  EXPECT_DOUBLE_EQ(r.objective, expected);
+  EXPECT_LT(r.objective, 1e6);
+  const auto j = r.to_json();
+  EXPECT_TRUE(j["uses_erased_points"].get<bool>());
+  EXPECT_DOUBLE_EQ(j["objective"].get<double>(), expected);
+  EXPECT_TRUE(run_search(ind, SearchOptions().bitops("W4A4")).erased_used.empty());
+}
+
 TEST_F(SearchTest, InfeasibleBudgetStatesWhatIsReachable) {
   const auto ind = toy();
   EXPECT_THAT([&] { run_search(ind, SearchOptions().bitops("0.0001")); },

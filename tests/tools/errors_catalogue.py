@@ -112,6 +112,45 @@ case("invalid recipe value", ["train", "--threads", "1", "--epochs", "0", "--dat
 case("CUDA asked for where there is none", train + ["--dataset", "mnist", "--root", good, "--device", "cuda",
      "--out-dir", path("r11")], "TrainerTest.BadRecipeValuesAreNamed")
 
+# Networks imported from ONNX (exported here by python3-torch).
+def onnx_file(name, module, shape):
+    import warnings
+    import torch
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    p = path(name)
+    torch.onnx.export(module.eval(), torch.randn(*shape), p, opset_version=13, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    return p
+
+
+def onnx_networks():
+    import torch
+
+    class Erf(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return torch.erf(self.conv(x)).mean((2, 3))
+
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    return onnx_file("erf.onnx", Erf(), (1, 3, 8, 8)), onnx_file("small.onnx", small, (1, 3, 32, 32))
+
+
+erf_onnx, small_onnx = onnx_networks()
+case("file given to --onnx that is not ONNX", ["cost", "--onnx", write("net.onnx", "model:\n  arch: resnet20\n")],
+     "OnnxFileTest.NotAnOnnxFile")
+case("ONNX network with an op limpq does not import", ["cost", "--onnx", erf_onnx],
+     "OnnxFileTest.UnsupportedOpNamesTheNodeOpAndOpset")
+case("data that does not fit an imported network", train + ["--dataset", "mnist", "--root", good, "--onnx",
+     small_onnx, "--out-dir", path("r_onnx")], "OnnxPipelineTest.DataThatDoesNotFitNamesBothShapesAndTheFix")
+case("--arch and --onnx together", train + ["--dataset", "mnist", "--root", good, "--onnx", small_onnx, "--arch",
+     "resnet18", "--channels", "3", "--image-size", "32", "--out-dir", path("r_onnx2")],
+     "OnnxPipelineTest.ArchAndOnnxExcludeEachOther")
+
 # Weights and checkpoints.
 case("weights file that is not a PyTorch file", train + ["--dataset", "mnist", "--root", good, "--weights",
      write("junk.pt", b"junk"), "--out-dir", path("r12")], "StateDictTest.GarbageFileIsRefusedWithItsName")

@@ -14,7 +14,8 @@ into the conv before it) and "preserve" (TrainingMode.PRESERVE on a model in
 eval(), opset 17: batch norm kept). Every export has a dynamic batch axis.
 
 Also the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
-spatial size, two inputs.
+spatial size, two inputs; and tinynet_training.onnx, a training-mode export
+(TrainingMode.TRAINING: batch norm with its running statistics as outputs).
 
 Files are rebuilt only when this script changes (a stamp holds its hash).
 
@@ -168,6 +169,9 @@ def export_refusals(out_dir):
                       input_names=["input"], dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}})
     torch.onnx.export(TwoInputs().eval(), (x, x), os.path.join(out_dir, "bad_two_inputs.onnx"), opset_version=13,
                       input_names=["a", "b"])
+    torch.onnx.export(build("tinynet").train(), torch.randn(2, 3, SIDE, SIDE), os.path.join(out_dir, "tinynet_training.onnx"),
+                      opset_version=17, input_names=["input"], dynamic_axes={"input": {0: "batch"}},
+                      training=TrainingMode.TRAINING, do_constant_folding=False)
 
 
 def main():

@@ -368,14 +368,21 @@ struct SearchCommand {
     }
     fmt::print("{:>12} {:>12} {:>12} {:>12} {:>7} {:>7}\n", "budget G", "objective", "BitOps G", "weights KB", "avg W",
                "avg A");
+    bool any_erased = false;
     for (const auto& p : points) {
       if (!p.feasible) {
         fmt::print("{:>12.4f}   infeasible\n", p.budget_bitops / 1e9);
         continue;
       }
       const auto& r = p.result;
-      fmt::print("{:>12.4f} {:>12.6g} {:>12.4f} {:>12.1f} {:>7.2f} {:>7.2f}\n", p.budget_bitops / 1e9, r.solve.objective,
-                 r.achieved_bitops / 1e9, r.achieved_size_bits / 8e3, r.average_weight_bits, r.average_act_bits);
+      any_erased = any_erased || !r.erased_used.empty();
+      fmt::print("{:>12.4f} {:>12.6g} {:>12.4f} {:>12.1f} {:>7.2f} {:>7.2f}{}\n", p.budget_bitops / 1e9, r.objective,
+                 r.achieved_bitops / 1e9, r.achieved_size_bits / 8e3, r.average_weight_bits, r.average_act_bits,
+                 r.erased_used.empty() ? "" : fmt::format("  uses {} erased points", r.erased_used.size()));
+    }
+    if (any_erased) {
+      fmt::print("(an answer that uses erased points is the best with the fewest of them the budget allows; its "
+                 "objective counts them at their own values)\n");
     }
     fmt::print("sweep written to {}.csv and {}.json\n", prefix, prefix);
   }
@@ -404,9 +411,19 @@ struct SearchCommand {
     for (const auto& [name, b] : r.policy.layers) fmt::print("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
     for (const auto& [name, b] : r.policy.fixed) fmt::print("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
     fmt::print("\ncriterion {}, alpha {:g}\n", r.criterion, r.alpha);
-    fmt::print("{} ({}): objective {:.6g}, proven bound {:.6g} (relative gap {:.2g}), {} nodes, {:.2f} ms\n",
-               to_string(r.solve.status), r.solve.solver, r.solve.objective, r.solve.bound, r.solve.gap(),
-               r.solve.nodes, r.solve.seconds * 1e3);
+    if (r.erased_used.empty()) {
+      fmt::print("{} ({}): objective {:.6g}, proven bound {:.6g} (relative gap {:.2g}), {} nodes, {:.2f} ms\n",
+                 to_string(r.solve.status), r.solve.solver, r.objective, r.solve.bound, r.solve.gap(), r.solve.nodes,
+                 r.solve.seconds * 1e3);
+    } else {
+      fmt::print("{} ({}) among the policies with the fewest erased points the budget allows ({}): objective {:.6g} "
+                 "with them at their own values, {} nodes, {:.2f} ms\n",
+                 to_string(r.solve.status), r.solve.solver, r.erased_used.size(), r.objective, r.solve.nodes,
+                 r.solve.seconds * 1e3);
+      fmt::print("the budget forces erased (non-monotone) indicator points:");
+      for (const auto& e : r.erased_used) fmt::print(" {}:{}@{}", e.layer, e.tensor, e.bits);
+      fmt::print("\n");
+    }
     fmt::print("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
                r.target_bitops > 0 ? fmt::format(" (target {:.4f} G)", r.target_bitops / 1e9) : "",
                r.achieved_size_bits / 8e6,

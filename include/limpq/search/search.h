@@ -86,7 +86,15 @@ struct SearchResult {
   quant::Policy policy;
   std::string criterion;  // the form minimised
   double alpha = 0;       // the alpha used
+  // The program solved: erased points cost kErasedIndicator there, so its
+  // objective, bound and status are those of "the fewest erased points
+  // first, then the criterion".
   MckpResult solve;
+  // The policy's criterion value, every point at its own value: what the
+  // search minimised, without the program's penalty.
+  double objective = 0;
+  // Erased points the policy uses (when the budget leaves no other choice).
+  std::vector<ErasedPoint> erased_used;
   double target_bitops = 0, achieved_bitops = 0;  // whole network; target 0: none
   double target_size_bits = 0, achieved_size_bits = 0;
   double fp_bitops = 0, fp_size_bits = 0;

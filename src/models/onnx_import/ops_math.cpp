@@ -92,15 +92,19 @@ Kernel convert_identity(ImportContext&) { return unary([](const torch::Tensor& x
 
 // Dropout keeps the network's own regularisation in training: its ratio (an
 // input from opset 12, a constant) drops at that rate; at inference it is
-// the identity. A mask output is not produced.
+// the identity. Its mask output (in training-mode exports) is left
+// undefined: a node that reads it fails the import's probe.
 Kernel convert_dropout(ImportContext& ctx) {
   ctx.attr_int("seed", 0);
   double ratio = 0.5;
   if (auto r = ctx.constant_input(1)) ratio = r->item<double>();
   else ctx.check(!ctx.has_input(1), "the ratio must be known at import");
-  ctx.check(ctx.node().outputs.size() < 2 || ctx.node().outputs[1].empty(), "the mask output is not handled");
-  return [ratio](const Values& in, const RunState& state) {
-    return Values{state.training && ratio > 0 ? torch::dropout(in.at(0), ratio, true) : in.at(0)};
+  ctx.check(!ctx.has_input(2) || ctx.constant_input(2).has_value(), "training_mode must be known at import");
+  const size_t outputs = ctx.node().outputs.size();
+  return [ratio, outputs](const Values& in, const RunState& state) {
+    Values out(outputs);
+    out[0] = state.training && ratio > 0 ? torch::dropout(in.at(0), ratio, true) : in.at(0);
+    return out;
   };
 }
 
