@@ -232,10 +232,12 @@ std::string pareto_chart(const ReportInputs& in, const std::vector<search::Sweep
     include(search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits), uniform_objective(in, b));
   }
   const double pad = (ymax - ymin) * 0.08 + 1e-12;
+  // Indicator sums are non-negative: the axis does not dip below zero.
+  const double y_lo = ymin >= 0 ? std::max(0.0, ymin - pad) : ymin - pad, y_hi = ymax + pad;
   c.x_range(0, xmax * 1.05 / 1e9);
-  c.y_range(ymin - pad, ymax + pad);
+  c.y_range(y_lo, y_hi);
   std::vector<double> yt;
-  for (int k = 0; k <= 4; ++k) yt.push_back(ymin - pad + (ymax - ymin + 2 * pad) * k / 4.0);
+  for (int k = 0; k <= 4; ++k) yt.push_back(y_lo + (y_hi - y_lo) * k / 4.0);
   c.y_grid(yt, "{:.3g}");
   for (int k = 0; k <= 5; ++k) {
     const double x = xmax * 1.05 / 1e9 * k / 5.0;
@@ -353,6 +355,30 @@ std::vector<std::string> erased_points_used(const ReportInputs& in) {
   return used;
 }
 
+// The run's final table: cost against the budget, accuracy, training time.
+std::string accuracy_table(const std::vector<ReportAccuracy>& acc) {
+  std::ostringstream t;
+  t << "<table id=\"table-accuracy\"><tr><th>model</th><th>GBitOps (of budget)</th><th>weights KB (vs 32-bit)</th>"
+       "<th>top-1</th><th>top-5</th><th>trained in</th></tr>\n";
+  for (const auto& a : acc) {
+    std::string bitops = "32/32", size = "32-bit";
+    if (a.bitops > 0) {
+      bitops = a.budget_bitops > 0 ? fmt::format("{:.4f} ({:.0f}%)", a.bitops / 1e9, 100 * a.bitops / a.budget_bitops)
+                                   : fmt::format("{:.4f}", a.bitops / 1e9);
+      size = a.fp_size_bytes > 0 ? fmt::format("{:.1f} ({:.1f}x smaller)", a.size_bytes / 1e3, a.fp_size_bytes / a.size_bytes)
+                                 : fmt::format("{:.1f}", a.size_bytes / 1e3);
+    }
+    const std::string trained =
+        a.train_seconds <= 0 ? "" : a.train_seconds < 60 ? fmt::format("{:.0f} s", a.train_seconds)
+                                                          : fmt::format("{:.1f} min", a.train_seconds / 60);
+    t << "<tr><td>" << escape(a.name) << "</td><td>" << bitops << "</td><td>" << size << "</td><td>"
+      << fmt::format("{:.2f}%", a.top1) << "</td><td>" << (a.top5 > 0 ? fmt::format("{:.2f}%", a.top5) : "")
+      << "</td><td>" << trained << "</td></tr>\n";
+  }
+  t << "</table>\n";
+  return t.str();
+}
+
 // The inputs with the indicators replaced by the criterion's values, and
 // the criterion and alpha resolved as `limpq search` resolves them.
 ReportInputs with_criterion_values(const ReportInputs& inputs) {
@@ -446,7 +472,7 @@ td:first-child, th:first-child { text-align: left; }
   html << "<h2>BitOps and size against the budget</h2>\n"
        << budget_chart(in.bitops_budget.empty() ? "" : "(" + in.bitops_budget + ")", bitops, budget, fp_bitops,
                        size_bits, size_budget, fp_size_bits);
-  if (!in.accuracy.empty()) html << "<h2>Accuracy</h2>\n" << accuracy_chart(in.accuracy);
+  if (!in.accuracy.empty()) html << "<h2>Accuracy</h2>\n" << accuracy_chart(in.accuracy) << accuracy_table(in.accuracy);
   if (!sweep.empty()) {
     html << "<h2>Pareto frontier</h2>\n<p class=\"sub\">The search solved at " << sweep.size()
          << " BitOps budgets; grey squares are uniform precisions scored with the same indicators.</p>\n"
@@ -488,7 +514,8 @@ void add_run_summary(const std::string& summary_path, ReportInputs& inputs) {
                 "report: '", summary_path, "': a row lacks name (text) or top1 (number)");
     const std::string name = r["name"].get<std::string>();
     const auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].get<double>() : 0.0; };
-    inputs.accuracy.push_back({name, r["top1"].get<double>(), number("bitops"), number("size_bytes")});
+    inputs.accuracy.push_back({name, r["top1"].get<double>(), number("bitops"), number("size_bytes"), number("top5"),
+                               number("train_seconds"), number("budget_bitops"), number("fp_size_bytes")});
     if (inputs.bitops_budget.empty() && name.rfind("uniform ", 0) == 0) inputs.bitops_budget = name.substr(8);
   }
 }

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -387,8 +388,11 @@ class OnnxModelBuilder {
   std::string last_layer_;  // the layer the node being converted added
 };
 
+// Named "onnx:<file name>" in messages, indicators and policies.
 OnnxModelImpl::OnnxModelImpl(std::string source, std::string checksum)
-    : ModelImpl("onnx"), source_(std::move(source)), checksum_(std::move(checksum)) {}
+    : ModelImpl(std::string(kOnnxArch) + ":" + std::filesystem::path(source).filename().string()),
+      source_(std::move(source)),
+      checksum_(std::move(checksum)) {}
 
 OnnxModelImpl::~OnnxModelImpl() = default;
 

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include "limpq/quant/indicators.h"
@@ -22,7 +23,21 @@ std::string join(const std::string& dir, const std::string& name) { return (fs::
 // configuration plus `inputs`, e.g. the policy it trains under) is stored
 // with the finished marker; a finished stage with another key is an error,
 // never silently reused.
-TrainResult run_stage(const std::string& title, TrainConfig config, const std::string& inputs = "") {
+// The time a finished stage took, kept beside its marker ("seconds"), so a
+// reused stage still reports it; 0 when the stage finished before limpq
+// kept it.
+double stage_seconds(const std::string& dir) {
+  const std::string path = join(dir, "seconds");
+  if (!util::file_exists(path)) return 0;
+  try {
+    return std::stod(util::read_file(path));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<StageTime>& times,
+                      const std::string& inputs = "") {
   const std::string dir = config.run.out_dir();
   const std::string done = join(dir, "done");
   const std::string key = nlohmann::ordered_json{{"config", config.to_json()}, {"inputs", inputs}}.dump(2) + "\n";
@@ -36,10 +51,15 @@ TrainResult run_stage(const std::string& title, TrainConfig config, const std::s
     result.completed = true;
     result.checkpoint = join(dir, "checkpoint.pt");
     if (config.joint_indicators) result.indicators = join(dir, "indicators.json");
+    times.push_back({title.substr(title.find(' ') + 1), stage_seconds(dir), true});
     return result;
   }
+  const auto start = std::chrono::steady_clock::now();
   result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", seconds));
   util::write_file_atomic(done, key);
+  times.push_back({title.substr(title.find(' ') + 1), seconds, false});
   return result;
 }
 
@@ -121,7 +141,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
     TrainConfig fp = base;
     fp.optim = config.train;
     fp.run.out_dir(join(out, "fp"));
-    fp_checkpoint = run_stage("1/4 full-precision training", fp).checkpoint;
+    fp_checkpoint = run_stage("1/4 full-precision training", fp, result.stages).checkpoint;
   }
 
   // 2. Indicators, or a measured criterion (the baselines).
@@ -139,7 +159,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
     ind.indicators = config.indicators.indicators;
     ind.joint_indicators = true;
     ind.run.out_dir(join(out, "indicators"));
-    result.indicators = run_stage("2/4 joint indicator training", ind, fp_checkpoint).indicators;
+    result.indicators = run_stage("2/4 joint indicator training", ind, result.stages, fp_checkpoint).indicators;
   }
 
   // 3. Search.
@@ -154,6 +174,9 @@ PipelineResult run_pipeline(PipelineConfig config) {
       .keep_nonmonotone(config.search.keep_nonmonotone)
       .fixed_bits(config.finetune.quantize.fixed_bits());
   result.search = search::run_search(indicators, so);
+  result.stages.push_back({"policy search", result.search.solve.seconds, false});
+  result.budget_bitops = result.search.target_bitops;
+  result.budget_size_bits = result.search.target_size_bits;
   result.policy = join(out, "policy.json");
   quant::write_policy(result.policy, result.search.policy);
   write_search_record(join(out, "search.json"), config, result);
@@ -175,7 +198,8 @@ PipelineResult run_pipeline(PipelineConfig config) {
   ft.quant.policy(result.policy);
   ft.run.out_dir(join(out, "finetune_policy"));
   const std::string policy_ckpt =
-      run_stage("4/4 fine-tuning under the searched policy", ft, util::read_file(result.policy)).checkpoint;
+      run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy))
+          .checkpoint;
 
   const bool uniform_budget = !config.search.bitops.empty() &&
                               (config.search.bitops[0] == 'W' || config.search.bitops[0] == 'w');
@@ -185,26 +209,85 @@ PipelineResult run_pipeline(PipelineConfig config) {
     uni.quant.policy("");
     uni.quant.uniform(config.search.bitops);
     uni.run.out_dir(join(out, "finetune_uniform"));
-    uniform_ckpt = run_stage("4/4 fine-tuning at uniform " + config.search.bitops + " (comparison)", uni).checkpoint;
+    uniform_ckpt =
+        run_stage("4/4 fine-tuning at uniform " + config.search.bitops + " (comparison)", uni, result.stages)
+            .checkpoint;
   }
 
   fmt::print(stderr, "\n== evaluation on the test set\n");
-  result.rows.push_back({"full precision", fp_checkpoint, evaluate_checkpoint(fp_checkpoint, config)});
+  const auto start = std::chrono::steady_clock::now();
+  // The seconds of the stages named, as recorded above.
+  auto seconds_of = [&](std::initializer_list<const char*> prefixes) {
+    double total = 0;
+    for (const auto& s : result.stages) {
+      for (const char* p : prefixes) {
+        if (s.name.rfind(p, 0) == 0) total += s.seconds;
+      }
+    }
+    return total;
+  };
+  result.rows.push_back({"full precision", fp_checkpoint, evaluate_checkpoint(fp_checkpoint, config),
+                         seconds_of({"full-precision"})});
   if (!uniform_ckpt.empty()) {
-    result.rows.push_back({"uniform " + config.search.bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config)});
+    result.rows.push_back({"uniform " + config.search.bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config),
+                           seconds_of({"fine-tuning at uniform"})});
   }
   result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_ckpt,
-                         evaluate_checkpoint(policy_ckpt, config)});
+                         evaluate_checkpoint(policy_ckpt, config),
+                         seconds_of({"joint indicator", "policy search", "fine-tuning under"})});
+  result.stages.push_back(
+      {"evaluation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false});
 
   nlohmann::ordered_json summary = nlohmann::ordered_json::array();
   for (const auto& row : result.rows) {
     auto j = row.test.to_json();
     j["name"] = row.name;
     j["checkpoint"] = row.checkpoint;
+    j["train_seconds"] = row.train_seconds;
+    j["budget_bitops"] = result.budget_bitops;
+    j["budget_size_bytes"] = result.budget_size_bits / 8;
     summary.push_back(j);
   }
   util::write_file_atomic(join(out, "summary.json"), summary.dump(2) + "\n");
   return result;
+}
+
+namespace {
+
+std::string duration_text(double seconds) {
+  if (seconds < 1) return fmt::format("{:.2f} s", seconds);
+  if (seconds < 60) return fmt::format("{:.0f} s", seconds);
+  return fmt::format("{}m{:02d}s", static_cast<int64_t>(seconds) / 60, static_cast<int>(seconds) % 60);
+}
+
+}  // namespace
+
+std::string pipeline_table(const PipelineResult& result) {
+  std::string out = fmt::format("\n{:<24} {:>20} {:>22} {:>8} {:>8} {:>9}\n", "model", "GBitOps (of budget)",
+                                "weights KB (vs 32-bit)", "top1", "top5", "trained");
+  for (const auto& row : result.rows) {
+    const auto& t = row.test;
+    std::string bitops = "32/32", size = "32-bit";
+    if (t.cost) {
+      bitops = result.budget_bitops > 0
+                   ? fmt::format("{:.4f} ({:.0f}%)", t.cost->bitops / 1e9, 100 * t.cost->bitops / result.budget_bitops)
+                   : fmt::format("{:.4f}", t.cost->bitops / 1e9);
+      size = result.budget_size_bits > 0
+                 ? fmt::format("{:.1f} ({:.0f}% of budget)", t.cost->size_bits / 8e3,
+                               100 * t.cost->size_bits / result.budget_size_bits)
+                 : fmt::format("{:.1f} ({:.1f}x smaller)", t.cost->size_bits / 8e3, t.cost->fp_size_bits / t.cost->size_bits);
+    }
+    out += fmt::format("{:<24} {:>20} {:>22} {:>7.2f}% {:>7.2f}% {:>9}\n", row.name, bitops, size, t.top1, t.top5,
+                       duration_text(row.train_seconds));
+  }
+  if (result.budget_bitops > 0) out += fmt::format("budget: {:.4f} GBitOps\n", result.budget_bitops / 1e9);
+  std::string stages;
+  for (const auto& s : result.stages) {
+    stages += fmt::format("{}{} {}{}", stages.empty() ? "" : ", ", s.name, duration_text(s.seconds),
+                          s.reused ? " (reused)" : "");
+  }
+  out += "stages: " + stages + "\n";
+  return out;
 }
 
 }  // namespace limpq::train

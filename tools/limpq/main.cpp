@@ -579,19 +579,14 @@ struct RunCommand {
       for (const auto& row : result.rows) {
         auto j = row.test.to_json();
         j["name"] = row.name;
+        j["train_seconds"] = row.train_seconds;
         rows.push_back(j);
       }
       std::cout << nlohmann::ordered_json{{"policy", result.policy}, {"report", report}, {"rows", rows}}.dump()
                 << std::endl;
       return;
     }
-    fmt::print("\n{:<28} {:>10} {:>12} {:>8} {:>8}\n", "model", "GBitOps", "weights KB", "top1", "top5");
-    for (const auto& row : result.rows) {
-      const auto& t = row.test;
-      const std::string bitops = t.cost ? fmt::format("{:.4f}", t.cost->bitops / 1e9) : "32/32";
-      const std::string size = t.cost ? fmt::format("{:.1f}", t.cost->size_bits / 8e3) : "32-bit";
-      fmt::print("{:<28} {:>10} {:>12} {:>7.2f}% {:>7.2f}%\n", row.name, bitops, size, t.top1, t.top5);
-    }
+    fmt::print("{}", limpq::train::pipeline_table(result));
     fmt::print("policy: {} (average bits: weights {:.2f}, activations {:.2f})\n", result.policy,
                result.search.average_weight_bits, result.search.average_act_bits);
     fmt::print("report: {}\n", report);

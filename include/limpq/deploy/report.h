@@ -28,6 +28,10 @@ struct ReportAccuracy {
   double top1 = 0;      // percent
   double bitops = 0;    // whole network; 0: full precision
   double size_bytes = 0;
+  double top5 = 0;
+  double train_seconds = 0;   // the stages that made the model; 0: unknown
+  double budget_bitops = 0;   // of the search; 0: none
+  double fp_size_bytes = 0;
 };
 
 struct ReportInputs {

@@ -89,6 +89,14 @@ struct PipelineRow {
   std::string name;
   std::string checkpoint;
   EvalResult test;
+  double train_seconds = 0;  // the stages that made this model (the policy: indicators, search, fine-tuning)
+};
+
+// How long a stage took when it ran (a reused stage: when it first ran).
+struct StageTime {
+  std::string name;
+  double seconds = 0;
+  bool reused = false;
 };
 
 struct PipelineResult {
@@ -96,7 +104,15 @@ struct PipelineResult {
   std::string policy;
   std::string indicators;
   search::SearchResult search;
+  std::vector<StageTime> stages;
+  // The budgets of the search (0: none), whole network.
+  double budget_bitops = 0, budget_size_bits = 0;
 };
+
+// The final table of a run: per model its BitOps and weight size against
+// the budget, top-1 and top-5, and the time its stages took; then each
+// stage's time.
+std::string pipeline_table(const PipelineResult& result);
 
 PipelineResult run_pipeline(PipelineConfig config);
 
