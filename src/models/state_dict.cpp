@@ -122,6 +122,9 @@ WeightsFile read_weights_file(const std::string& path) {
 StateDict read_state_dict_file(const std::string& path) { return read_weights_file(path).weights; }
 
 StateDict read_weights_for(const std::string& path, const std::string& arch) {
+  TORCH_CHECK(util::file_exists(path), "model: the initial weights '", path,
+              "' do not exist (they come from model.weights in the config, or --weights, which overrides it); "
+              "train the full-precision network there first, or point --weights at a checkpoint");
   WeightsFile file = read_weights_file(path);
   TORCH_CHECK(file.arch.empty() || file.arch == arch, "'", path, "' is a limpq checkpoint of a ", file.arch,
               ", but the model to load it into is a ", arch, ": pass --arch ", file.arch, " (model.arch in a config)");

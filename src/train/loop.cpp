@@ -433,13 +433,17 @@ void TrainingLoop::skip_nonfinite_step(const StepOutcome& outcome, const torch::
   }
   const std::string at = fmt::format("epoch {}, batch {}/{}, step {}", epoch + 1, batch_index_ + 1,
                                      steps_per_epoch_, step_index_ + 1);
+  // Name the last good checkpoint only when one was written.
+  const std::string last_good = util::file_exists(checkpoint_path_)
+                                    ? "the last good checkpoint is '" + checkpoint_path_ + "'"
+                                    : "no checkpoint was written yet";
   TORCH_CHECK(config_.run.on_nonfinite() == "skip", "train: non-finite ", what, " at ", at, ": ", where,
-              ". Stopped without saving; the last good checkpoint is '", checkpoint_path_,
-              "' (lower the learning rate, or set run.on_nonfinite: skip to skip such steps)");
+              ". Stopped without saving; ", last_good,
+              " (lower the learning rate, or set run.on_nonfinite: skip to skip such steps)");
   for (const auto& b : model_->named_buffers()) {
     TORCH_CHECK(!b.value().is_floating_point() || torch::isfinite(b.value()).all().item<bool>(),
                 "train: non-finite ", what, " at ", at, " (", where, ") also made the buffer '", b.key(),
-                "' non-finite, so the step cannot be skipped; the last good checkpoint is '", checkpoint_path_, "'");
+                "' non-finite, so the step cannot be skipped; ", last_good);
   }
   if (main_rank_) fmt::print(stderr, "\ntrain: skipped the step at {}: non-finite {} ({})\n", at, what, where);
   optimizer_->zero_grad();

@@ -61,5 +61,13 @@ TEST_F(StateDictTest, GarbageFileIsRefusedWithItsName) {
   }
 }
 
+// The weights path usually comes from a config; the message says where.
+TEST_F(StateDictTest, MissingWeightsNameWhereThePathComesFrom) {
+  const std::string message =
+      limpq::testing::error_of([&] { read_weights_for(temp_path("runs/fp/checkpoint.pt"), "resnet20"); });
+  EXPECT_THAT(message, HasSubstr("runs/fp/checkpoint.pt' do not exist"));
+  EXPECT_THAT(message, HasSubstr("model.weights in the config, or --weights"));
+}
+
 }  // namespace
 }  // namespace limpq::models

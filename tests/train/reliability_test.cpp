@@ -19,6 +19,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using limpq::testing::error_of;
 
 class ReliabilityTest : public limpq::testing::SeededTest {
@@ -248,6 +249,9 @@ TEST_F(ReliabilityTest, NonFiniteLossStopsNamingTheStepAndTheLayer) {
   EXPECT_THAT(message, AllOf(HasSubstr("non-finite loss"), HasSubstr("epoch 1, batch 1/6, step 1"),
                              HasSubstr("first non-finite output at layer 'layer2.0.conv1'")));
   EXPECT_FALSE(util::file_exists(temp_path("ft/checkpoint.pt"))) << "nothing was saved";
+  // No checkpoint exists, so none is named.
+  EXPECT_THAT(message, HasSubstr("no checkpoint was written yet"));
+  EXPECT_THAT(message, Not(HasSubstr("the last good checkpoint is")));
 
   // Skipping cannot help here: batch norm statistics after the layer turned NaN too.
   c.run.on_nonfinite("skip");

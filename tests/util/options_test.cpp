@@ -84,6 +84,19 @@ TEST_F(OptionsTest, FlagsOverrideTheConfigFile) {
   EXPECT_DOUBLE_EQ(optim.label_smoothing(), 0.0);
 }
 
+// A flag given twice takes its last value, as in most command-line tools.
+TEST_F(OptionsTest, AFlagGivenTwiceTakesTheLastValue) {
+  train::OptimOptions optim;
+  CLI::App app;
+  FlagSet flags;
+  flags.add(app, optim);
+  const char* argv[] = {"limpq", "--epochs", "3", "--lr", "0.2", "--epochs", "1"};
+  app.parse(7, const_cast<char**>(argv));
+  flags.apply();
+  EXPECT_EQ(optim.epochs(), 1);
+  EXPECT_DOUBLE_EQ(optim.lr(), 0.2);
+}
+
 TEST_F(OptionsTest, BadFlagValueIsRefusedWhileParsing) {
   train::OptimOptions optim;
   CLI::App app;

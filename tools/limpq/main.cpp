@@ -300,7 +300,7 @@ struct CostCommand {
 // `limpq search`: indicators + budget -> policy (LIMPQ.md section 6).
 struct SearchCommand {
   std::string indicators_path;
-  std::string out = "policy.json";
+  std::string out;  // empty: print, write nothing
   limpq::search::SearchOptions options;
   std::string bitops;
   double size_mb = 0, cr = 0, time_limit = 60.0;
@@ -342,8 +342,9 @@ struct SearchCommand {
     cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
         ->check(CLI::ExistingFile);
     cmd->add_option("--constraint-budget", constraint_budget, "budget of --constraint (sum of costs)");
-    cmd->add_option("--out", out, "policy file to write; with --sweep, the prefix of <out>.csv and <out>.json")
-        ->default_str(out);
+    cmd->add_option("--out", out,
+                    "policy file to write (default: none, the policy is printed); with --sweep, the prefix of "
+                    "<out>.csv and <out>.json");
     cmd->add_flag("--json", json, "print the summary as one JSON line");
     cmd->add_option("--sweep", sweep, "solve N BitOps budgets evenly spaced from --sweep-from to --sweep-to "
                                       "(the data of a Pareto plot)");
@@ -360,8 +361,10 @@ struct SearchCommand {
     const auto points = limpq::search::run_sweep(indicators, options, sweep_from, sweep_to, sweep);
     std::string prefix = out;
     if (prefix.size() > 5 && prefix.substr(prefix.size() - 5) == ".json") prefix.resize(prefix.size() - 5);
-    limpq::util::write_file_atomic(prefix + ".csv", limpq::search::sweep_to_csv(points));
-    limpq::util::write_file_atomic(prefix + ".json", limpq::search::sweep_to_json(points).dump(2) + "\n");
+    if (!prefix.empty()) {
+      limpq::util::write_file_atomic(prefix + ".csv", limpq::search::sweep_to_csv(points));
+      limpq::util::write_file_atomic(prefix + ".json", limpq::search::sweep_to_json(points).dump(2) + "\n");
+    }
     if (json) {
       std::cout << limpq::search::sweep_to_json(points).dump() << std::endl;
       return;
@@ -384,7 +387,7 @@ struct SearchCommand {
       fmt::print("(an answer that uses erased points is the best with the fewest of them the budget allows; its "
                  "objective counts them at their own values)\n");
     }
-    fmt::print("sweep written to {}.csv and {}.json\n", prefix, prefix);
+    if (!prefix.empty()) fmt::print("sweep written to {}.csv and {}.json\n", prefix, prefix);
   }
 
   void run() {
@@ -400,10 +403,14 @@ struct SearchCommand {
       return;
     }
     const auto r = limpq::search::run_search(indicators, options);
-    limpq::quant::write_policy(out, r.policy);
+    if (!out.empty()) limpq::quant::write_policy(out, r.policy);
     if (json) {
       auto j = r.to_json();
-      j["policy"] = out;
+      if (out.empty()) {
+        j["policy"] = limpq::quant::policy_to_json(r.policy);
+      } else {
+        j["policy"] = out;
+      }
       std::cout << j.dump() << std::endl;
       return;
     }
@@ -435,7 +442,7 @@ struct SearchCommand {
       for (const auto& e : r.erased) fmt::print(" {}:{}@{}", e.layer, e.tensor, e.bits);
       fmt::print("\n");
     }
-    fmt::print("policy written to {}\n", out);
+    if (!out.empty()) fmt::print("policy written to {}\n", out);
   }
 };
 

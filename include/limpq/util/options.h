@@ -131,9 +131,11 @@ class FlagSet {
       Flag& flag = flags_.emplace_back();
       flag.name = flag_name(name);
       const std::string where = "--" + flag.name;
+      // A flag given twice takes its last value, as in most command-line tools.
       flag.option = app.add_option(where, flag.value, help)
                         ->type_name(type_name(field))
                         ->default_str(format_value(field))
+                        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
                         ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
                         ->group(group);
       flag.assign = [&field, where](const std::string& text) { parse_value(YAML::Load(text), field, where); };
