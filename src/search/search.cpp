@@ -282,25 +282,25 @@ void add_extra_constraint(const SearchSpace& space, const quant::Indicators& ind
       std::max<int64_t>(static_cast<int64_t>(std::floor(extra.budget * kExtraUnitsPerCost - fixed_cost)), -1));
 }
 
-[[noreturn]] void fail_infeasible(const SearchSpace& space, const MckpProblem& p, const SearchResult& result) {
+// Why the budget cannot be met: the smallest BitOps and size reachable.
+std::string infeasible_reason(const SearchSpace& space, const MckpProblem& p, const SearchResult& result) {
   int64_t min_bitops = space.fixed_bitops, min_size = space.fixed_size;
   for (const auto* l : space.searchable) {
     min_bitops += l->macs * space.bits.back() * space.bits.back();
     min_size += l->params * space.bits.back();
   }
-  TORCH_CHECK(false, "search: the budget cannot be met with candidates ", c10::IntArrayRef(space.bits),
-              " (fixed layers at ", space.fixed_bits, " bits): the smallest reachable is ",
-              static_cast<double>(min_bitops) / 1e9, " GBitOps and ", static_cast<double>(min_size) / 8e6,
-              " MB of weights",
-              result.target_bitops > 0 ? ", the BitOps target is " + std::to_string(result.target_bitops / 1e9) + " G"
-                                       : std::string(),
-              result.target_size_bits > 0
-                  ? ", the size target is " + std::to_string(result.target_size_bits / 8e6) + " MB"
-                  : std::string(),
-              p.capacity.size() > 1 ? " (or the constraints cannot be met together)" : "");
+  return c10::str("search: the budget cannot be met with candidates ", c10::IntArrayRef(space.bits),
+                  " (fixed layers at ", space.fixed_bits, " bits): the smallest reachable is ",
+                  static_cast<double>(min_bitops) / 1e9, " GBitOps and ", static_cast<double>(min_size) / 8e6,
+                  " MB of weights",
+                  result.target_bitops > 0 ? ", the BitOps target is " + std::to_string(result.target_bitops / 1e9) + " G"
+                                           : std::string(),
+                  result.target_size_bits > 0
+                      ? ", the size target is " + std::to_string(result.target_size_bits / 8e6) + " MB"
+                      : std::string(),
+                  p.capacity.size() > 1 ? " (or the constraints cannot be met together)" : "");
 }
 
-// The policy of the solver's choice and its figures.
 // The erased point of `layer`'s `tensor` at `bits`, or null.
 const ErasedPoint* find_erased(const SearchResult& result, const std::string& layer, const std::string& tensor,
                                int64_t bits) {
@@ -310,6 +310,7 @@ const ErasedPoint* find_erased(const SearchResult& result, const std::string& la
   return nullptr;
 }
 
+// The policy of the solver's choice and its figures.
 void fill_policy(const SearchSpace& space, const quant::Indicators& ind, SearchResult& result) {
   result.policy.model = ind.model;
   double weighted_w = 0, weighted_a = 0, total_params = 0, total_macs = 0;
@@ -404,7 +405,12 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
     if (looser && !reused) mo.incumbent = looser->choice;  // the solver repairs it to fit: a warm start
     result.solve = reused ? *reused : solve(p, options, mo);
   }
-  if (negative || result.solve.status == MckpStatus::kInfeasible) fail_infeasible(space, p, result);
+  if (negative || result.solve.status == MckpStatus::kInfeasible) {
+    // An expected outcome, returned as a status; run_search turns it into the error.
+    result.solve.status = MckpStatus::kInfeasible;
+    result.infeasible = infeasible_reason(space, p, result);
+    return result;
+  }
   TORCH_CHECK(result.solve.status != MckpStatus::kLimitReached || !result.solve.choice.empty(),
               "search: the solver stopped at its time limit (", options.time_limit(), " s) without a policy");
   fill_policy(space, ind, result);
@@ -414,7 +420,9 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
 }  // namespace
 
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options) {
-  return search(indicators, options, nullptr);
+  SearchResult result = search(indicators, options, nullptr);
+  TORCH_CHECK(result.solve.status != MckpStatus::kInfeasible, result.infeasible);
+  return result;
 }
 
 double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
@@ -453,14 +461,9 @@ std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOpti
     point.budget_bitops = lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(points - 1);
     SearchOptions o = options;
     o.bitops(fmt::format("{:.17g}", point.budget_bitops / 1e9));
-    try {
-      point.result = search(ind, o, looser);
-      point.feasible = true;
-      looser = &point.result.solve;
-    } catch (const c10::Error& e) {
-      // Only an unreachable budget is an expected outcome here.
-      if (std::string(e.what_without_backtrace()).find("cannot be met") == std::string::npos) throw;
-    }
+    point.result = search(ind, o, looser);
+    point.feasible = point.result.solve.status != MckpStatus::kInfeasible;
+    if (point.feasible) looser = &point.result.solve;
   }
   return sweep;
 }

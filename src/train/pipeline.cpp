@@ -125,6 +125,16 @@ std::vector<util::ConfigSection> PipelineConfig::sections() {
           util::section("finetune", finetune)};
 }
 
+PipelineConfig load_pipeline_config(const std::string& path) {
+  PipelineConfig config;
+  std::string names;
+  for (const auto& s : config.sections()) names += (names.empty() ? "" : ", ") + s.name;
+  TORCH_CHECK(util::load_config(path, config.sections()) > 0, "run: config '", path,
+              "' has no section; give at least one of ", names, " (an empty config would run the whole default "
+              "pipeline)");
+  return config;
+}
+
 PipelineResult run_pipeline(PipelineConfig config) {
   const std::string out = config.run.out_dir();
   util::make_directories(out);

@@ -118,7 +118,7 @@ std::string flag_name(const std::string& field) {
   return name;
 }
 
-void load_config(const std::string& path, const std::vector<ConfigSection>& sections) {
+int64_t load_config(const std::string& path, const std::vector<ConfigSection>& sections) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -127,10 +127,11 @@ void load_config(const std::string& path, const std::vector<ConfigSection>& sect
   } catch (const YAML::Exception& e) {
     TORCH_CHECK(false, "config '" + path + "': not valid YAML: " + e.what());
   }
-  if (root.IsNull()) return;
+  if (root.IsNull()) return 0;
   if (!root.IsMap()) {
     TORCH_CHECK(false, "config '" + path + "': the top level must be a mapping of sections");
   }
+  int64_t loaded = 0;
   for (const auto& kv : root) {
     const std::string name = kv.first.as<std::string>();
     const ConfigSection* match = nullptr;
@@ -144,7 +145,9 @@ void load_config(const std::string& path, const std::vector<ConfigSection>& sect
                   ")");
     }
     match->load(kv.second, "config '" + path + "': " + name);
+    ++loaded;
   }
+  return loaded;
 }
 
 void FlagSet::apply() const {

@@ -464,6 +464,17 @@ TEST_F(TrainerTest, CorruptCheckpointIsRefusedByName) {
   }
 }
 
+// `limpq run` on an empty config would start the whole default pipeline.
+TEST_F(TrainerTest, PipelineConfigWithoutASectionIsRefused) {
+  const std::string empty = temp_path("empty.yaml");
+  util::write_file_atomic(empty, "# nothing yet\n");
+  EXPECT_THAT(limpq::testing::error_of([&] { load_pipeline_config(empty); }),
+              ::testing::AllOf(HasSubstr("run: config '" + empty + "' has no section"), HasSubstr("data, model, train")));
+  const std::string one = temp_path("one.yaml");
+  util::write_file_atomic(one, "run:\n  out_dir: somewhere\n");
+  EXPECT_EQ(load_pipeline_config(one).run.out_dir(), "somewhere");
+}
+
 TEST_F(TrainerTest, BadRecipeValuesAreNamed) {
   TrainConfig c = tiny_config(temp_path("run"));
   c.optim.epochs(0);

@@ -577,7 +577,7 @@ struct RunCommand {
   }
 
   void run() {
-    limpq::util::load_config(config_path, config.sections());
+    config = limpq::train::load_pipeline_config(config_path);
     if (!out_dir.empty()) config.run.out_dir(out_dir);
     const auto result = limpq::train::run_pipeline(config);
     const std::string report = limpq::deploy::write_run_report(config.run.out_dir());

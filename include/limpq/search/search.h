@@ -95,6 +95,9 @@ struct SearchResult {
   double objective = 0;
   // Erased points the policy uses (when the budget leaves no other choice).
   std::vector<ErasedPoint> erased_used;
+  // Why the budget cannot be met, when solve.status is kInfeasible (then
+  // there is no policy).
+  std::string infeasible;
   double target_bitops = 0, achieved_bitops = 0;  // whole network; target 0: none
   double target_size_bits = 0, achieved_size_bits = 0;
   double fp_bitops = 0, fp_size_bits = 0;

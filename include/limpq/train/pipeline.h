@@ -114,6 +114,10 @@ struct PipelineResult {
 // stage's time.
 std::string pipeline_table(const PipelineResult& result);
 
+// The config file of `limpq run`; a file without any section is refused
+// (it would run the whole default pipeline).
+PipelineConfig load_pipeline_config(const std::string& path);
+
 PipelineResult run_pipeline(PipelineConfig config);
 
 }  // namespace limpq::train

@@ -114,7 +114,8 @@ ConfigSection section(std::string name, Options& opts) {
 
 // Loads a YAML file whose top level is a mapping of section name -> options.
 // Unknown sections are an error naming the file and the section.
-void load_config(const std::string& path, const std::vector<ConfigSection>& sections);
+// Returns how many sections the file has (0 for an empty file).
+int64_t load_config(const std::string& path, const std::vector<ConfigSection>& sections);
 
 // Command-line flags for the fields of options structs. CLI11 checks each
 // value against its field's type while it parses (`--epochs abc` is rejected
