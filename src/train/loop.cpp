@@ -75,15 +75,18 @@ std::string locate_nonfinite_gradient(models::ModelImpl& model) {
   return "no gradient is non-finite";
 }
 
-// Training accuracy within 1.5x of guessing means the run is not learning
-// (diverged, or a quantizer broke the network): said, since nothing else
-// (no NaN, a finite loss) would tell.
-std::string chance_warning(double train_top1, int64_t num_classes) {
+// Training accuracy within 1.5x of guessing after an epoch: said, since
+// nothing else (no NaN, a finite loss) would tell. What it may mean depends
+// on the run: a full-precision network may just need more steps; a
+// quantized one that started from trained weights has lost them.
+std::string chance_warning(double train_top1, int64_t num_classes, int64_t steps, bool quantized) {
   const double chance = 100.0 / static_cast<double>(num_classes);
   if (num_classes < 2 || train_top1 >= 1.5 * chance) return "";
-  return fmt::format("train top-1 {:.2f}% is near chance ({:.2f}% for {} classes): the run is not learning "
-                     "(diverged, or the quantized network is broken); lower the learning rate",
-                     train_top1, chance, num_classes);
+  return fmt::format("train top-1 {:.2f}% after {} steps is near chance ({:.2f}% for {} classes): {}", train_top1,
+                     steps, chance, num_classes,
+                     quantized ? "the quantized network is not learning (diverged, or broken by its quantizers); "
+                                 "lower the learning rate"
+                               : "the network has not learned yet (too few steps, or a learning rate too high)");
 }
 
 // Whether any worker asked to stop (one small all-reduce).
@@ -501,7 +504,9 @@ nlohmann::ordered_json TrainingLoop::end_epoch(int64_t epoch, std::string& statu
   }
   status = pass_summary() + fmt::format("loss {:.4f} acc {:.2f}% | {:.0f} img/s", stats_.mean_loss(),
                                         stats_.accuracy(), images_per_second);
-  if (const std::string warning = chance_warning(stats_.accuracy(), data_.num_classes); !warning.empty()) {
+  if (const std::string warning = chance_warning(stats_.accuracy(), data_.num_classes, step_index_,
+                                                 !checkpoint_.quantization.empty());
+      !warning.empty()) {
     entry["warning"] = warning;
     if (main_rank_) fmt::print(stderr, "\ntrain: warning: epoch {}: {}\n", epoch + 1, warning);
   }

@@ -167,7 +167,16 @@ quant::Indicators hessian_sensitivity(const SensitivityConfig& config, const Set
                               .seed(config.seed)
                               .workers(config.data.workers())
                               .pin_memory(device.is_cuda()));
+  util::ProgressLine progress("sensitivity --method hessian", options.batches(), dist::is_main());
   for (int64_t b = 0; b < options.batches(); ++b) {
+    // The estimate needs every batch: a stop writes nothing.
+    if (util::stop_requested()) {
+      throw util::Interrupted(fmt::format("sensitivity --method hessian stopped after {} of {} batches; nothing was "
+                                          "written (the estimate needs every batch): run the same command again",
+                                          b, options.batches()),
+                              util::stop_signal());
+    }
+    progress.update(b, fmt::format("batch {}/{}", b + 1, options.batches()));
     auto batch = loader.next();
     if (!batch) break;
     if (b % dist::world_size() != dist::rank()) continue;
@@ -200,6 +209,10 @@ quant::Indicators hessian_sensitivity(const SensitivityConfig& config, const Set
       }
     }
     batches_done[0] += 1;
+  }
+  if (dist::is_main()) {
+    progress.finish(fmt::format("{} batches, {} probes each", static_cast<int64_t>(batches_done.item<double>()),
+                                options.probes()));
   }
   std::vector<torch::Tensor> sums = {weight_trace_sum, act_trace_sum, act_error_sum, batches_done};
   dist::allreduce_sum(sums);

@@ -17,7 +17,7 @@ extern "C" void on_signal(int sig) {
   int expected = -1;
   if (g_stop_signal.compare_exchange_strong(expected, sig)) {
     static const char kMessage[] =
-        "\nlimpq: stopping after the current step and writing a checkpoint (again to exit at once)\n";
+        "\nlimpq: stopping at the next safe point, keeping what can be resumed (again to exit at once)\n";
     [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
     return;
   }

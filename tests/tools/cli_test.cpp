@@ -50,5 +50,24 @@ TEST_F(CliTest, SearchWithoutOutLeavesAnExistingPolicyUnchanged) {
   EXPECT_THAT(util::read_file(policy), HasSubstr("limpq.policy/1"));
 }
 
+// What the output says is what happened: a recalibrating eval says so; one
+// layer's indicators trained alone are labelled as that layer, not as a
+// uniform precision.
+TEST_F(CliTest, MessagesSayWhatActuallyHappened) {
+  const std::string data = limpq::testing::write_synthetic_mnist(temp_path("data"), 96, 32);
+  const std::string common = " --dataset mnist --root '" + data + "' --batch-size 16 --threads 1 --workers 1 ";
+  const auto fp = limpq_in_temp_dir("train" + common + "--epochs 1 --out-dir fp");
+  ASSERT_EQ(fp.exit_code, 0) << fp.output;
+  const auto eval = limpq_in_temp_dir("eval --checkpoint fp/checkpoint.pt --bn-recalibration-batches 2");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_THAT(eval.output, HasSubstr("batch-norm statistics re-estimated over 2 training batches"));
+  const auto alone = limpq_in_temp_dir("indicators" + common +
+                                       "--weights fp/checkpoint.pt --only-layer layer2.0.conv1 --candidates 3 "
+                                       "--epochs 1 --out-dir alone");
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  EXPECT_THAT(alone.output, HasSubstr("layer2.0.conv1 alone at W3A3: test top1"));
+  EXPECT_THAT(alone.output, ::testing::Not(HasSubstr("uniform W3A3")));
+}
+
 }  // namespace
 }  // namespace limpq

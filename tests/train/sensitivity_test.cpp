@@ -120,6 +120,25 @@ TEST_F(StudyToolsTest, HessianCriterionShrinksWithBitsAndIsSearchable) {
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("unknown method 'curvature' (expected hessian or drop)")));
 }
 
+// A stop request (SIGTERM, Ctrl-C) ends the Hessian estimate before its next
+// batch, with the conventional exit status and saying that nothing is written.
+TEST_F(StudyToolsTest, StoppedHessianEndsBeforeItsNextBatch) {
+  SensitivityConfig c;
+  c.data = tiny_data();
+  c.model.arch("resnet20").weights(fp_checkpoint());
+  c.sensitivity.method("hessian").candidates({4, 3, 2}).batches(2).probes(2);
+  c.threads = 1;
+  util::request_stop(SIGTERM);
+  try {
+    run_sensitivity(c);
+    ADD_FAILURE() << "a stop request must end the run";
+  } catch (const util::Interrupted& e) {
+    EXPECT_THAT(e.what(), HasSubstr("stopped after 0 of 2 batches; nothing was written"));
+    EXPECT_EQ(e.exit_status(), 128 + SIGTERM);
+  }
+  util::clear_stop();
+}
+
 TEST_F(StudyToolsTest, MeasuredDropQuantizesOneTensorAtATimeOnTheValidationSplit) {
   SensitivityConfig c;
   c.data = tiny_data();

@@ -90,7 +90,10 @@ TEST_F(TrainerTest, AnEpochNearChanceIsWarnedAbout) {
   ASSERT_TRUE(std::getline(log, line));
   const auto entry = nlohmann::json::parse(line);
   EXPECT_LT(entry.at("train_top1").get<double>(), 15.0);
-  EXPECT_THAT(entry.value("warning", ""), HasSubstr("near chance (10.00% for 10 classes)"));
+  EXPECT_THAT(entry.value("warning", ""), HasSubstr("after 10 steps is near chance (10.00% for 10 classes)"));
+  // A full-precision run: nothing is said of quantizers.
+  EXPECT_THAT(entry.value("warning", ""), HasSubstr("the network has not learned yet"));
+  EXPECT_THAT(entry.value("warning", ""), ::testing::Not(HasSubstr("quantized")));
 }
 
 TEST_F(TrainerTest, ResumeEqualsAnUninterruptedRun) {

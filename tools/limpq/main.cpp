@@ -134,8 +134,12 @@ struct TrainCommand {
       }
       std::cout << j.dump() << std::endl;
     } else if (!result.indicators.empty()) {
+      // With --only-layer one layer is quantized, the others at full precision.
+      const std::string& only = config.indicators.only_layer();
       for (const auto& [bits, r] : result.per_candidate) {
-        fmt::print("uniform W{0}A{0}: test top1 {1:.2f}%  loss {2:.4f}\n", bits, r.top1, r.loss);
+        const std::string what = only.empty() ? fmt::format("uniform W{0}A{0}", bits)
+                                              : fmt::format("{0} alone at W{1}A{1}", only, bits);
+        fmt::print("{}: test top1 {:.2f}%  loss {:.4f}\n", what, r.top1, r.loss);
       }
       fmt::print("indicators written to {}  [{}]\n", result.indicators, limpq::util::format_duration(result.seconds));
     } else {
@@ -195,6 +199,10 @@ struct EvalCommand {
         bn_recalibration_batches);
     const auto r = limpq::train::run_eval(ckpt, options, data);
     if (!limpq::dist::is_main()) return;
+    if (bn_recalibration_batches > 0 && !json) {
+      fmt::print("batch-norm statistics re-estimated over {} training batches before evaluating\n",
+                 bn_recalibration_batches);
+    }
     if (json) {
       nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"arch", ckpt.arch}, {"split", split}};
       j.update(r.to_json());
