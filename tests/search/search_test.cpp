@@ -171,6 +171,23 @@ TEST_F(SearchTest, ExtraCsvConstraint) {
   EXPECT_THAT([&] { read_constraint_csv(path, 1.0); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("line 2")));
 }
 
+// A table measured for some pairs only: a missing pair is never chosen; a
+// layer with no row at all is named.
+TEST_F(SearchTest, ExtraCsvConstraintWithSomePairsOnly) {
+  const std::string path = temp_path("latency.csv");
+  std::string csv = "layer,weight_bits,act_bits,cost\n";
+  for (const char* name : {"a", "b", "c"}) {
+    for (int bits : {4, 3, 2}) csv += fmt::format("{},{},{},{}\n", name, bits, bits, 0.1 * bits * bits);
+  }
+  limpq::testing::write_bytes(path, csv);
+  const SearchResult r =
+      run_search(toy(), SearchOptions().bitops("W4A4").extra({read_constraint_csv(path, /*budget=*/3 * 0.1 * 9)}));
+  for (const auto& [name, b] : r.policy.layers) EXPECT_EQ(b.weight, b.act) << name << ": only WxAx pairs have rows";
+  limpq::testing::write_bytes(path, "layer,weight_bits,act_bits,cost\na,4,4,1\nb,4,4,1\n");
+  EXPECT_THAT([&] { run_search(toy(), SearchOptions().extra({read_constraint_csv(path, 10)})); },
+              ::testing::ThrowsMessage<c10::Error>(HasSubstr("no row for layer 'c' at any candidate pair")));
+}
+
 TEST_F(SearchTest, SweepIsMonotoneAndKeepsInfeasiblePoints) {
   const auto ind = toy();
   const auto sweep = run_sweep(ind, SearchOptions(), "0.000001", "W4A4", 6);

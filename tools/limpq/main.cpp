@@ -347,7 +347,9 @@ struct SearchCommand {
     cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
     cmd->add_option("--solver", solver, "auto (limpq's exact solver, then CBC if it stalls) | dp | cbc (its answer certified by limpq's solver)")->default_str(solver);
     cmd->add_option("--time-limit", time_limit, "solver time limit in seconds")->default_str("60");
-    cmd->add_option("--constraint", constraint_csv, "extra constraint: CSV layer,weight_bits,act_bits,cost")
+    cmd->add_option("--constraint", constraint_csv,
+                    "extra constraint: CSV layer,weight_bits,act_bits,cost (a pair without a row is not available; "
+                    "docs/usage.md)")
         ->check(CLI::ExistingFile);
     cmd->add_option("--constraint-budget", constraint_budget, "budget of --constraint (sum of costs)");
     cmd->add_option("--out", out,
