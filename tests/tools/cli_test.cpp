@@ -4,9 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "limpq/data/datasets.h"
+#include "limpq/models/model.h"
+#include "limpq/train/config.h"
+#include "limpq/train/options.h"
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/options.h"
 #include "limpq/util/subprocess.h"
 #include "support/process.h"
 #include "support/test_support.h"
@@ -67,6 +73,74 @@ TEST_F(CliTest, MessagesSayWhatActuallyHappened) {
   ASSERT_EQ(alone.exit_code, 0) << alone.output;
   EXPECT_THAT(alone.output, HasSubstr("layer2.0.conv1 alone at W3A3: test top1"));
   EXPECT_THAT(alone.output, ::testing::Not(HasSubstr("uniform W3A3")));
+}
+
+// Every flag of a command shows, in --help, the default of the options
+// struct field it sets: the help cannot drift from the code, nor the
+// commands from the recipes `limpq run` uses (finetune_recipe and
+// indicator_recipe).
+class FlagDefaultsTest : public CliTest {
+ protected:
+  template <typename Options>
+  void expect_defaults(const std::string& command, Options options) {
+    const auto help = util::run_process({cli(), command, "--help"});
+    ASSERT_EQ(help.exit_code, 0) << help.output;
+    options.visit([&](const char* name, auto& field, const char*) {
+      const std::string flag = "--" + util::flag_name(name) + " " + util::type_name(field);
+      const std::string value = util::format_value(field);
+      EXPECT_THAT(help.output, HasSubstr(value.empty() ? flag : flag + "=" + value)) << command << " " << name;
+      ++checked_;
+    });
+  }
+  int checked_ = 0;
+};
+
+TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
+  for (const char* command : {"train", "finetune", "indicators"}) {
+    expect_defaults(command, data::DataOptions());
+    expect_defaults(command, models::ModelOptions());
+    // Each command writes into its own default folder.
+    expect_defaults(command, train::RunOptions().out_dir(std::string("runs/") + command));
+  }
+  expect_defaults("train", train::OptimOptions());
+  expect_defaults("finetune", train::finetune_recipe());
+  expect_defaults("indicators", train::indicator_recipe());
+  expect_defaults("finetune", train::FinetuneOptions());
+  expect_defaults("indicators", train::IndicatorOptions());
+  expect_defaults("cost", models::ModelOptions());
+  EXPECT_GT(checked_, 100);
+}
+
+// `limpq finetune` and the fine-tuning stage of `limpq run`, given the same
+// policy, weights, data and seed, train the same network: one recipe.
+TEST_F(CliTest, FinetuneEqualsTheRunStage) {
+  const std::string data = limpq::testing::write_synthetic_mnist(temp_path("data"), 96, 32);
+  const std::string common = " --dataset mnist --root '" + data + "' --batch-size 16 --threads 1 --workers 1 ";
+  ASSERT_EQ(limpq_in_temp_dir("train" + common + "--epochs 1 --out-dir fp").exit_code, 0);
+  util::write_file_atomic(temp_path("run.yaml"),
+                          "data: {dataset: mnist, root: '" + data + "', batch_size: 16, workers: 1}\n"
+                          "model: {weights: fp/checkpoint.pt}\n"
+                          "indicators: {candidates: [4, 3, 2], epochs: 1}\n"
+                          "search: {bitops: W3A3}\n"
+                          "finetune: {epochs: 1}\n"
+                          "run: {out_dir: run, threads: 1}\n");
+  const auto run = limpq_in_temp_dir("run run.yaml");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto ft = limpq_in_temp_dir("finetune" + common + "--weights fp/checkpoint.pt --policy run/policy.json "
+                                    "--epochs 1 --out-dir ft --json");
+  ASSERT_EQ(ft.exit_code, 0) << ft.output;
+  auto last_metrics = [&](const std::string& dir) {
+    std::string last, line;
+    std::istringstream in(util::read_file(temp_path(dir + "/metrics.jsonl")));
+    while (std::getline(in, line)) last = line;
+    return nlohmann::json::parse(last);
+  };
+  const auto a = last_metrics("run/finetune_policy"), b = last_metrics("ft");
+  ASSERT_TRUE(a.contains("test") && b.contains("test")) << a.dump() << "\n" << b.dump();
+  EXPECT_EQ(a["test"]["top1"], b["test"]["top1"]);
+  EXPECT_EQ(a["test"]["loss"], b["test"]["loss"]);
+  EXPECT_EQ(a["train_loss"], b["train_loss"]);
+  EXPECT_EQ(a["bn_recalibration_batches"], b["bn_recalibration_batches"]);
 }
 
 }  // namespace

@@ -56,12 +56,12 @@ struct TrainCommand {
   bool finetune = false;
 
   explicit TrainCommand(TrainKind kind_) : kind(kind_), finetune(kind_ == TrainKind::kFinetune) {
+    // The recipes `limpq run`'s stages use too (train/options.h).
     if (kind == TrainKind::kFinetune) {
-      config.optim.epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4);
+      config.optim = limpq::train::finetune_recipe();
       config.run.out_dir("runs/finetune");
     } else if (kind == TrainKind::kIndicators) {
-      // The authors' recipe (LIMPQ.md section 4).
-      config.optim.epochs(3).lr(0.01).min_lr(1e-5).warmup_epochs(0).weight_decay(2.5e-5).label_smoothing(0.1);
+      config.optim = limpq::train::indicator_recipe();
       config.run.out_dir("runs/indicators");
       config.joint_indicators = true;
     }

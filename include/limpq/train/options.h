@@ -42,6 +42,16 @@ struct OptimOptions {
   }
 };
 
+// The default recipes of the two quantization stages, defined once for
+// their commands (`limpq indicators`, `limpq finetune`) and the stages of
+// `limpq run`:
+// joint indicator training, the authors' recipe (LIMPQ.md section 4).
+OptimOptions indicator_recipe();
+// Fine-tuning under a policy, ending with batch-norm statistics re-estimated
+// over 50 batches: short QAT runs can otherwise end with statistics spoiled
+// by their early steps (BENCHMARKS.md).
+OptimOptions finetune_recipe();
+
 // Where and how a run executes.
 struct RunOptions {
   TORCH_ARG(std::string, out_dir) = "runs/train";

@@ -22,7 +22,7 @@ namespace limpq::train {
 // Section `indicators`: what to train and how.
 struct IndicatorStageOptions {
   IndicatorOptions indicators;
-  OptimOptions optim = OptimOptions().epochs(3).lr(0.01).min_lr(1e-5).warmup_epochs(0).weight_decay(2.5e-5);
+  OptimOptions optim = indicator_recipe();
   template <typename V>
   void visit(V&& v) {
     indicators.visit(v);
@@ -37,7 +37,8 @@ struct SearchStageOptions {
   // The form of the indicators minimised (limpq search --criterion), or a
   // measured criterion that replaces the joint run: drop | hessian
   // (limpq sensitivity --method; drop needs data.val_size > 0). Empty:
-  // limpq search's default (relative when the indicators have statistics).
+  // limpq search's default (search::default_criterion: fisher-error when the
+  // indicators have their statistics with per-bit errors).
   std::string criterion = "";
   // Negative: the criterion's default (2 for step, 0.25 for the scale-free
   // forms, 1 for drop and hessian).
@@ -49,20 +50,19 @@ struct SearchStageOptions {
     v("size_mb", size_mb, "weight-size budget in MB (0: none)");
     v("cr", cr, "compression-ratio budget (0: none)");
     v("criterion", criterion,
-      "form of the indicators minimised: step | relative | noise | fisher (empty: relative when the "
-      "indicators have statistics, else step); or drop | hessian (measured criteria replacing the joint run)");
+      "form of the indicators minimised: step | relative | noise | fisher | fisher-error (empty: limpq search's "
+      "default, fisher-error when the indicators have their statistics); or drop | hessian (measured criteria "
+      "replacing the joint run)");
     v("alpha", alpha, "weight of the weight indicators (negative: the criterion's default)");
     v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
   }
 };
 
-// Section `finetune`: the QAT recipe and quantization settings. Batch-norm
-// statistics are re-estimated after fine-tuning (50 batches): short QAT runs
-// can otherwise end with statistics spoiled by early steps (BENCHMARKS.md).
+// Section `finetune`: the QAT recipe (finetune_recipe(), as `limpq
+// finetune` has it) and quantization settings.
 struct FinetuneStageOptions {
   models::QuantizeOptions quantize;
-  OptimOptions optim =
-      OptimOptions().epochs(5).lr(0.01).warmup_epochs(0).weight_decay(1e-4).bn_recalibration_batches(50);
+  OptimOptions optim = finetune_recipe();
   // Also fine-tune uniform precision at the budget (when it is WxAy).
   bool compare_uniform = true;
   template <typename V>
