@@ -147,9 +147,20 @@ run:
 
 
 def stage_pipeline(args, out):
+    """Each (network, seed) run once: a row already in the committed results
+    (--results/pipeline.json) is kept as it is, so a study interrupted on one
+    machine continues on another."""
+    committed = args.results / "pipeline.json"
+    done = {}
+    if committed.exists():
+        for r in json.loads(committed.read_text()):
+            done[(r["network"], r["kind"], r["seed"])] = r
     rows = []
     for network, kind in NETWORKS:
         for seed in args.seeds:
+            if (network, kind, seed) in done:
+                rows.append(done[(network, kind, seed)])
+                continue
             name = f"{network}_{kind}_seed{seed}"
             run_dir = out / name
             if not (run_dir / "summary.json").exists():
