@@ -1,3 +1,37 @@
+// limpq's exact multiple-choice knapsack solver (mckp.h). The driver,
+// solve_mckp at the end of this file, runs these phases in order; each
+// either proves something about the optimum or finds a feasible answer:
+//
+//   1. reduce                drops the choices that cannot fit even alone and
+//                            those dominated within their group (costlier and
+//                            using no less of every resource): an optimum
+//                            always survives.
+//   2. Dual::maximise        Lagrange multipliers of the resources by
+//                            coordinate ascent: the Lagrangian lower bound.
+//   3. lagrangian_heuristic  a feasible assignment (the incumbent, an upper
+//                            bound), improved by repair_and_improve; a warm
+//                            start (the answer of a neighbouring budget) is
+//                            repaired the same way.
+//   4. fix_by_reduced_cost   removes the choices whose reduced cost proves
+//                            they cannot beat the incumbent; returns the lower
+//                            bound of everything it removed.
+//   5. ParetoDp passes       dynamic programming over the groups in
+//                            branching_order, keeping only Pareto-optimal
+//                            resource uses, each state pruned by the
+//                            SurrogateLp bound (the LP relaxation of the rest,
+//                            one surrogate row weighted by the multipliers)
+//                            against a cutoff. A pass that completes an
+//                            assignment below its cutoff has proven it
+//                            optimal; one that finds none proves the optimum
+//                            is at least its smallest pruned bound, and the
+//                            cutoff rises until the incumbent.
+//   6. the result            "optimal" only when the proven bound meets the
+//                            answer within the relative gap; otherwise
+//                            "feasible" with the bound, or "infeasible" /
+//                            "limit reached" without an answer.
+//
+// certify() proves or bounds another solver's answer (CBC's) by running the
+// same phases with that answer as the incumbent.
 #include "limpq/search/mckp.h"
 
 #include <c10/util/Exception.h>
@@ -899,8 +933,13 @@ MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options) {
     if (!warm.empty()) warm = repair_and_improve(r, problem.capacity, std::move(warm));
     if (!warm.empty() && (incumbent.empty() || cost_of(warm) < cost_of(incumbent))) incumbent = warm;
   }
-  double bound = std::numeric_limits<double>::infinity();  // of what fixing removed
-  if (!incumbent.empty()) bound = fix_by_reduced_cost(r, problem.capacity, weight, incumbent, options.relative_gap);
+  // A lower bound on every assignment that uses a choice fixing removed
+  // (infinite when nothing was removed).
+  const double removed_bound = incumbent.empty() ? std::numeric_limits<double>::infinity()
+                                                 : fix_by_reduced_cost(r, problem.capacity, weight, incumbent,
+                                                                       options.relative_gap);
+  // The proven lower bound on the optimum, as the passes below establish it.
+  double proven = removed_bound;
   double upper = incumbent.empty() ? std::numeric_limits<double>::infinity() : cost_of(incumbent);
 
   // Passes with a rising cutoff: a pass whose cutoff is just above the
@@ -923,7 +962,7 @@ MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options) {
     result.nodes += pass.states;
     if (!pass.choice.empty()) {
       answer = pass.choice;
-      bound = std::min({bound, pass.bound, pass.cost});
+      proven = std::min({proven, pass.bound, pass.cost});
       break;
     }
     lower = std::max(lower, pass.bound);
@@ -933,11 +972,11 @@ MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options) {
     }
     if (!pass.complete) {
       complete = false;
-      bound = std::min(bound, lower);
+      proven = std::min(proven, lower);
       break;
     }
     if (cutoff >= upper) {  // nothing below the incumbent: it is the answer
-      bound = std::min({bound, pass.bound, upper});
+      proven = std::min({proven, pass.bound, upper});
       break;
     }
     step *= 2;
@@ -948,7 +987,7 @@ MckpResult solve_mckp(const MckpProblem& problem, const MckpOptions& options) {
     for (int64_t g = 0; g < r.groups; ++g) result.choice[g] = r.original[g][answer[g]];
     result.objective = assignment_cost(problem, result.choice);
     result.used = assignment_use(problem, result.choice);
-    result.bound = std::max(dp.root_bound(), std::min(bound, result.objective));
+    result.bound = std::max(dp.root_bound(), std::min(proven, result.objective));
     result.status = result.gap() <= options.relative_gap ? MckpStatus::kOptimal : MckpStatus::kFeasible;
   } else {
     result.status = complete ? MckpStatus::kInfeasible : MckpStatus::kLimitReached;

@@ -262,5 +262,18 @@ TEST(MckpTest, ValidationNamesTheProblem) {
   EXPECT_THAT([&] { solve_mckp(p); }, ::testing::ThrowsMessage<c10::Error>(::testing::HasSubstr("group 1 has no choices")));
 }
 
+
+// The usage example at the top of mckp.h, as written there.
+TEST(MckpHeaderTest, HeaderExampleHoldsAsWritten) {
+  MckpProblem p;
+  p.cost = {{1.0, 0.5}, {2.0, 0.1}};
+  p.use = {{{1, 4}, {1, 8}}};
+  p.capacity = {9};
+  const MckpResult r = solve_mckp(p);
+  EXPECT_EQ(r.status, MckpStatus::kOptimal);
+  EXPECT_EQ(r.choice, (std::vector<int64_t>{0, 1}));
+  EXPECT_DOUBLE_EQ(r.objective, 1.1);
+}
+
 }  // namespace
 }  // namespace limpq::search

@@ -126,14 +126,7 @@ def onnx_file(name, module, shape):
 
 def onnx_networks():
     import torch
-
-    class Erf(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3)
-
-        def forward(self, x):
-            return torch.erf(self.conv(x)).mean((2, 3))
+    from export_onnx_models import Erf
 
     small = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 10))

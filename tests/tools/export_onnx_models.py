@@ -32,6 +32,8 @@ import torch
 import torchvision
 from torch.onnx import TrainingMode
 
+from export_torchvision import randomise_batch_norms
+
 SIDE = 32
 CLASSES = 10
 DEFAULT_SET = ["tinynet", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf",
@@ -82,17 +84,6 @@ def build(name):
 def side_of(name):
     # vgg's classifier pools to 7x7, which ONNX export needs to divide the map.
     return 224 if name == "vgg11_bn" else SIDE
-
-
-def randomise_batch_norms(model):
-    """Statistics and affine parameters that matter (fresh ones are 0 and 1)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
 
 
 def folded_parameter_count(model, x):

@@ -20,7 +20,8 @@
 //   p.cost = {{1.0, 0.5}, {2.0, 0.1}};
 //   p.use = {{{1, 4}, {1, 8}}};          // one resource: use[k][group][choice]
 //   p.capacity = {9};
-//   MckpResult r = solve_mckp(p);       // r.choice == {1, 0}
+//   MckpResult r = solve_mckp(p);       // r.choice == {0, 1}: cost 1.1, use 9
+//                                       // (mckp_test: HeaderExampleHoldsAsWritten)
 #pragma once
 
 #include <cstdint>
