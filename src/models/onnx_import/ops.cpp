@@ -63,8 +63,7 @@ std::vector<int64_t> ImportContext::constant_ints(size_t i, const std::string& w
   auto value = constant_input(i);
   check(value.has_value(), what + " (input " + std::to_string(i) + ") must be known at import (an initializer or a "
                                "Constant), got the computed value '" + (has_input(i) ? node_.inputs[i] : "") + "'");
-  const torch::Tensor t = value->to(torch::kInt64).flatten().contiguous();
-  return {t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()};
+  return to_ints(*value);
 }
 
 torch::Tensor ImportContext::parameter_input(size_t i, const std::string& what) {
@@ -119,6 +118,11 @@ nn::SwitchableBatchNorm2d ImportContext::add_batch_norm(const nn::SwitchableBatc
   copy_into(bn->running_var, var);
   add_layer_(layer_name_, bn.ptr(), false);
   return bn;
+}
+
+std::vector<int64_t> to_ints(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kCPU, torch::kInt64).flatten().contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
 int64_t normalize_axis(int64_t axis, int64_t rank) {

@@ -134,6 +134,9 @@ void add_math_ops(std::vector<OpEntry>& registry);
 void add_tensor_ops(std::vector<OpEntry>& registry);
 void add_pool_ops(std::vector<OpEntry>& registry);
 
+// A tensor of shapes, axes or indices as integers (on the CPU).
+std::vector<int64_t> to_ints(const torch::Tensor& t);
+
 // An axis of a `rank`-d tensor, negative ones counted from the end.
 int64_t normalize_axis(int64_t axis, int64_t rank);
 

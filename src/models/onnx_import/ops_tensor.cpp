@@ -15,11 +15,6 @@ namespace {
 // The largest tensor a shape computed by the graph may ask for.
 constexpr int64_t kMaxElements = int64_t{1} << 28;
 
-std::vector<int64_t> to_ints(const torch::Tensor& t) {
-  const torch::Tensor c = t.to(torch::kCPU, torch::kInt64).flatten().contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
-
 Kernel convert_constant(ImportContext& ctx) {
   torch::Tensor value;
   if (ctx.has_attribute("value")) {
