@@ -93,7 +93,7 @@ void bench_sweep(const std::string& path, const limpq::quant::Indicators& ind, c
   std::vector<limpq::search::SweepPoint> sweep;
   for (int i = 0; i < args.repeats; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    sweep = limpq::search::run_sweep(ind, options, "W2A2", "W6A6", 25);
+    sweep = limpq::search::run_sweep(ind, options, limpq::search::SweepOptions().points(25));
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   std::sort(times.begin(), times.end());

@@ -425,8 +425,10 @@ std::string render_report(const ReportInputs& inputs) {
     // The values are the criterion's already: searched as they stand.
     sweep = search::run_sweep(in.indicators,
                               search::SearchOptions().criterion("step").alpha(in.alpha).fixed_bits(in.fixed_bits),
-                              fmt::format("W{0}A{0}", bits.front()), fmt::format("W{0}A{0}", bits.back()),
-                              in.sweep_points);
+                              search::SweepOptions()
+                                  .points(in.sweep_points)
+                                  .from(fmt::format("W{0}A{0}", bits.front()))
+                                  .to(fmt::format("W{0}A{0}", bits.back())));
   }
 
   std::ostringstream html;
@@ -552,6 +554,33 @@ std::string write_run_report(const std::string& run_dir) {
   const std::string path = (std::filesystem::path(run_dir) / "report.html").string();
   util::write_file_atomic(path, render_report(run_report_inputs(run_dir)));
   return path;
+}
+
+std::string write_report(const ReportOptions& options) {
+  ReportInputs in;
+  std::string out = options.out();
+  if (!options.run().empty()) {
+    in = run_report_inputs(options.run());
+    if (out.empty()) out = (std::filesystem::path(options.run()) / "report.html").string();
+  } else {
+    TORCH_CHECK(!options.indicators().empty() && !options.policy().empty(),
+                "report: give --run DIR, or --indicators and --policy");
+  }
+  if (out.empty()) out = "report.html";
+  if (!options.indicators().empty()) in.indicators = quant::read_indicators(options.indicators());
+  if (!options.policy().empty()) in.policy = quant::read_policy(options.policy());
+  if (!options.summary().empty()) {
+    in.accuracy.clear();
+    add_run_summary(options.summary(), in);
+  }
+  if (!options.bitops().empty()) in.bitops_budget = options.bitops();
+  if (!options.criterion().empty()) in.criterion = options.criterion();
+  if (options.cr()) in.cr_budget = *options.cr();
+  if (options.alpha()) in.alpha = options.alpha();
+  if (options.fixed_bits()) in.fixed_bits = *options.fixed_bits();
+  in.title = "limpq policy: " + in.indicators.model;
+  util::write_file_atomic(out, render_report(in));
+  return out;
 }
 
 }  // namespace limpq::deploy

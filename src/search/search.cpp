@@ -403,7 +403,7 @@ SearchResult search(const quant::Indicators& indicators, const SearchOptions& op
   if (!options.bitops().empty()) add_bitops_budget(space, options.bitops(), p, result);
   if (options.size_mb() > 0 || options.cr() > 0) add_size_budget(space, options, p, result);
   for (const auto& extra : options.extra()) add_extra_constraint(space, ind, extra, p);
-  TORCH_CHECK(!p.capacity.empty(), "search: give a budget: --bitops (W3A4 or GBitOps), --size MB or --cr RATIO");
+  TORCH_CHECK(!p.capacity.empty(), "search: give a budget: --bitops (W3A4 or GBitOps), --size-mb MB or --cr RATIO");
 
   // Capacities below zero can never be met.
   const bool negative = std::any_of(p.capacity.begin(), p.capacity.end(), [](int64_t c) { return c < 0; });
@@ -454,8 +454,11 @@ double budget_bitops(const quant::Indicators& ind, const std::string& spec, int6
   }
 }
 
-std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOptions& options, const std::string& from,
-                                  const std::string& to, int64_t points) {
+std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOptions& options,
+                                  const SweepOptions& budgets) {
+  const int64_t points = budgets.points();
+  const std::string& from = budgets.from();
+  const std::string& to = budgets.to();
   TORCH_CHECK(points >= 2, "sweep: needs at least 2 points, got ", points);
   const double lo = budget_bitops(ind, from, options.fixed_bits());
   const double hi = budget_bitops(ind, to, options.fixed_bits());

@@ -24,11 +24,15 @@ namespace {
 
 class JointIndicatorStep : public TrainStep {
  public:
-  JointIndicatorStep(const TrainConfig& config, models::Model model, data::DataBundle& data)
-      : config_(config), candidates_(config.indicators.candidates()), only_layer_(config.indicators.only_layer()) {
+  JointIndicatorStep(const TrainConfig& config, models::Model model, const data::DataBundle& data)
+      : TrainStep(config.optim),
+        config_(config),
+        candidates_(config.indicators.candidates()),
+        only_layer_(config.indicators.only_layer()) {
     TORCH_CHECK(config.optim.bn_recalibration_batches() == 0,
                 "indicators: train.bn_recalibration_batches applies to train and finetune, not to indicator training");
-    take_fraction(data);
+    const double fraction = config.indicators.fraction();
+    TORCH_CHECK(fraction > 0 && fraction <= 1, "indicators: fraction must be in (0, 1], got ", fraction);
     quantized_.emplace(model, data.input_shape,
                        models::QuantizeOptions()
                            .fixed_layers(config.indicators.fixed_layers())
@@ -39,6 +43,14 @@ class JointIndicatorStep : public TrainStep {
   }
 
   std::string record() const override { return quantized_->describe().dump(); }
+
+  // indicators.fraction of the training set, a subset fixed by the seed.
+  std::shared_ptr<const data::Dataset> training_set(std::shared_ptr<const data::Dataset> train) const override {
+    const double fraction = config_.indicators.fraction();
+    if (fraction == 1) return train;
+    const auto size = std::max<int64_t>(1, std::llround(fraction * train->size()));
+    return data::take_subset(train, size, static_cast<uint64_t>(config_.run.seed()) + 3);
+  }
 
   bool decays(const std::string& parameter_name) const override { return !is_quantizer_step(parameter_name); }
 
@@ -109,14 +121,7 @@ class JointIndicatorStep : public TrainStep {
  private:
   int64_t num_candidates() const { return static_cast<int64_t>(candidates_.size()); }
 
-  void take_fraction(data::DataBundle& data) const {
-    const double fraction = config_.indicators.fraction();
-    TORCH_CHECK(fraction > 0 && fraction <= 1, "indicators: fraction must be in (0, 1], got ", fraction);
-    if (fraction == 1) return;
-    const auto seed = static_cast<uint64_t>(config_.run.seed());
-    data.train =
-        data::take_subset(data.train, std::max<int64_t>(1, std::llround(fraction * data.train->size())), seed + 3);
-  }
+
 
   void check_only_layer() const {
     const auto names = quantized_->searchable_names();
@@ -200,7 +205,7 @@ class JointIndicatorStep : public TrainStep {
 }  // namespace
 
 std::unique_ptr<TrainStep> make_joint_indicator_step(const TrainConfig& config, models::Model model,
-                                                     data::DataBundle& data) {
+                                                     const data::DataBundle& data) {
   return std::make_unique<JointIndicatorStep>(config, std::move(model), data);
 }
 

@@ -184,9 +184,10 @@ TrainingLoop::TrainingLoop(const TrainConfig& config, models::Model model, const
       checkpoint_path_((std::filesystem::path(config.run.out_dir()) / "checkpoint.pt").string()),
       metrics_((std::filesystem::path(config.run.out_dir()) / "metrics.jsonl").string()),
       tracked_(step.tracked_passes()) {
+  data_.train = step.training_set(data.train);
   const bool cuda = device.is_cuda();
   const auto seed = static_cast<uint64_t>(config.run.seed());
-  train_loader_ = std::make_unique<data::DataLoader>(data.train, data.train_transform,
+  train_loader_ = std::make_unique<data::DataLoader>(data_.train, data_.train_transform,
                                                      data::LoaderOptions()
                                                          .batch_size(config.data.batch_size())
                                                          .shuffle(true)
@@ -197,7 +198,7 @@ TrainingLoop::TrainingLoop(const TrainConfig& config, models::Model model, const
                                                          .world_size(dist::world_size())
                                                          .pin_memory(cuda));
   steps_per_epoch_ = train_loader_->batches_per_epoch();
-  TORCH_CHECK(steps_per_epoch_ > 0, "train: ", data.train->size(), " training examples make no full batch of ",
+  TORCH_CHECK(steps_per_epoch_ > 0, "train: ", data_.train->size(), " training examples make no full batch of ",
               config.data.batch_size());
   eval_loader_ = std::make_unique<data::DataLoader>(use_val_ ? data.val : data.test, data.eval_transform,
                                                     data::LoaderOptions()
@@ -223,21 +224,11 @@ TrainingLoop::TrainingLoop(const TrainConfig& config, models::Model model, const
   checkpoint_.quantization = step.record();
 }
 
-// SGD with momentum; the strategy says which parameters are weight-decayed.
+// The strategy's optimizer, over its decayed and undecayed parameters.
 void TrainingLoop::build_optimizer() {
-  const OptimOptions& optim = config_.optim;
   std::vector<torch::Tensor> decayed, undecayed;
   for (const auto& p : model_->named_parameters()) (step_.decays(p.key()) ? decayed : undecayed).push_back(p.value());
-  auto sgd_options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim.lr())
-                                                          .momentum(optim.momentum())
-                                                          .nesterov(optim.nesterov())
-                                                          .weight_decay(weight_decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, sgd_options(optim.weight_decay()));
-  if (!undecayed.empty()) groups.emplace_back(undecayed, sgd_options(0.0));
-  optimizer_ = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(optim.lr()));
+  optimizer_ = step_.make_optimizer(decayed, undecayed);
 }
 
 void TrainingLoop::restore(const std::string& path) {
@@ -323,7 +314,7 @@ bool TrainingLoop::run_epoch(int64_t epoch, const TrainHooks& hooks) {
     auto images = batch->images.to(device_, /*non_blocking=*/true).contiguous(format_);
     auto labels = batch->labels.to(device_, /*non_blocking=*/true);
     lr_ = schedule_->lr(step_index_);
-    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr_);
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr_);
     const StepOutcome outcome = forward_backward(images, labels);
     if (outcome.nonfinite) {
       skip_nonfinite_step(outcome, images, epoch);
@@ -391,14 +382,13 @@ void TrainingLoop::begin_epoch(int64_t epoch, int64_t first_batch) {
 // all-reduce) per step: any worker's non-finite loss or gradient, any
 // worker's stop request.
 TrainingLoop::StepOutcome TrainingLoop::forward_backward(const torch::Tensor& images, const torch::Tensor& labels) {
-  const auto smoothing = F::CrossEntropyFuncOptions().label_smoothing(config_.optim.label_smoothing());
   dist::heartbeat(step_index_);
   optimizer_->zero_grad();
   StepOutcome out;
   for (int64_t k = 0; k < step_.passes(); ++k) {
     step_.configure_pass(k, step_index_);
     auto logits = model_->forward(images);
-    auto loss = F::cross_entropy(logits, labels, smoothing);
+    auto loss = step_.loss(logits, labels);
     loss.backward();
     out.finite.push_back(torch::isfinite(loss.detach()));
     out.loss.push_back(loss.detach());

@@ -109,9 +109,9 @@ EvalResult evaluate_checkpoint(const std::string& path, const PipelineConfig& co
 void write_search_record(const std::string& path, const PipelineConfig& config, const PipelineResult& result) {
   nlohmann::ordered_json record = result.search.to_json();
   record["indicators"] = result.indicators;
-  record["bitops_budget"] = config.search.bitops;
-  record["cr_budget"] = config.search.cr;
-  record["size_mb_budget"] = config.search.size_mb;
+  record["bitops_budget"] = config.search.bitops();
+  record["cr_budget"] = config.search.cr();
+  record["size_mb_budget"] = config.search.size_mb();
   record["fixed_bits"] = config.finetune.quantize.fixed_bits();
   util::write_file_atomic(path, record.dump(2) + "\n");
 }
@@ -155,7 +155,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
   }
 
   // 2. Indicators, or a measured criterion (the baselines).
-  const std::string& criterion = config.search.criterion;
+  const std::string criterion = config.search.criterion();
   const bool measured = criterion == "drop" || criterion == "hessian";
   if (measured) {
     result.indicators = sensitivity_stage(config, fp_checkpoint, criterion);
@@ -175,14 +175,9 @@ PipelineResult run_pipeline(PipelineConfig config) {
   // 3. Search.
   fmt::print(stderr, "\n== 3/4 policy search\n");
   const quant::Indicators indicators = quant::read_indicators(result.indicators);
-  search::SearchOptions so;
-  so.bitops(config.search.bitops)
-      .size_mb(config.search.size_mb)
-      .cr(config.search.cr)
-      .criterion(measured ? "step" : criterion)
-      .alpha(config.search.alpha >= 0 ? std::optional<double>(config.search.alpha) : std::nullopt)
-      .keep_nonmonotone(config.search.keep_nonmonotone)
-      .fixed_bits(config.finetune.quantize.fixed_bits());
+  search::SearchOptions so = config.search;
+  so.fixed_bits(config.finetune.quantize.fixed_bits());
+  if (measured) so.criterion("step");  // the measured values, searched as they are
   result.search = search::run_search(indicators, so);
   result.stages.push_back({"policy search", result.search.solve.seconds, false});
   result.budget_bitops = result.search.target_bitops;
@@ -211,16 +206,16 @@ PipelineResult run_pipeline(PipelineConfig config) {
       run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy))
           .checkpoint;
 
-  const bool uniform_budget = !config.search.bitops.empty() &&
-                              (config.search.bitops[0] == 'W' || config.search.bitops[0] == 'w');
+  const std::string& bitops = config.search.bitops();
+  const bool uniform_budget = !bitops.empty() && (bitops[0] == 'W' || bitops[0] == 'w');
   std::string uniform_ckpt;
   if (config.finetune.compare_uniform && uniform_budget) {
     TrainConfig uni = ft;
     uni.quant.policy("");
-    uni.quant.uniform(config.search.bitops);
+    uni.quant.uniform(bitops);
     uni.run.out_dir(join(out, "finetune_uniform"));
     uniform_ckpt =
-        run_stage("4/4 fine-tuning at uniform " + config.search.bitops + " (comparison)", uni, result.stages)
+        run_stage("4/4 fine-tuning at uniform " + bitops + " (comparison)", uni, result.stages)
             .checkpoint;
   }
 
@@ -239,7 +234,7 @@ PipelineResult run_pipeline(PipelineConfig config) {
   result.rows.push_back({"full precision", fp_checkpoint, evaluate_checkpoint(fp_checkpoint, config),
                          seconds_of({"full-precision"})});
   if (!uniform_ckpt.empty()) {
-    result.rows.push_back({"uniform " + config.search.bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config),
+    result.rows.push_back({"uniform " + bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config),
                            seconds_of({"fine-tuning at uniform"})});
   }
   result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_ckpt,

@@ -12,7 +12,7 @@ namespace {
 
 class PlainStep : public TrainStep {
  public:
-  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) {
+  PlainStep(const TrainConfig& config, models::Model model, const data::DataBundle& data) : TrainStep(config.optim) {
     const FinetuneOptions& quant = config.quant;
     if (!quant.enabled()) return;
     TORCH_CHECK(quant.policy().empty() || quant.uniform().empty(),

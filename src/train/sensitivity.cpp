@@ -282,14 +282,25 @@ data::DataLoader shuffled_loader(const Setup& setup, const SensitivityConfig& co
 }
 
 // A few quantization-aware steps (SGD, momentum 0.9, label smoothing 0.1) on
-// the training set: the short-QAT variant.
-void short_qat(models::ModelImpl& model, const SensitivityConfig& config, const Setup& setup) {
+// the training set: the short-QAT variant. As in the training loop, a stop
+// request ends it (the measurements finished before are kept) and a
+// non-finite loss or gradient is an error naming the step, never a
+// measurement.
+void short_qat(models::ModelImpl& model, const SensitivityConfig& config, const Setup& setup,
+               const std::string& what) {
   const SensitivityOptions& o = config.sensitivity;
   data::DataLoader loader = shuffled_loader(setup, config, /*augment=*/true, 0x51);
   torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(o.qat_lr()).momentum(0.9));
   model.train();
   const auto format = models::memory_format_of(model);
   for (int64_t step = 0, epoch = 0; step < o.qat_steps();) {
+    if (util::stop_requested()) {
+      throw util::Interrupted(fmt::format("sensitivity stopped in the quantization-aware steps of {}; the "
+                                          "measurements finished before it are kept: run the same command again to "
+                                          "continue",
+                                          what),
+                              util::stop_signal());
+    }
     auto batch = loader.next();
     if (!batch) {
       loader.start_epoch(++epoch);
@@ -300,6 +311,12 @@ void short_qat(models::ModelImpl& model, const SensitivityConfig& config, const 
         logits, batch->labels.to(setup.device), torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
     sgd.zero_grad();
     loss.backward();
+    bool finite = std::isfinite(loss.item<double>());
+    for (const auto& p : model.parameters()) {
+      if (finite && p.grad().defined()) finite = torch::isfinite(p.grad()).all().item<bool>();
+    }
+    TORCH_CHECK(finite, "sensitivity: non-finite loss or gradient at quantization-aware step ", step + 1, " of ",
+                o.qat_steps(), " (", what, "); lower sensitivity.qat_lr (now ", o.qat_lr(), ")");
     sgd.step();
     ++step;
   }
@@ -331,7 +348,12 @@ EvalResult measure(const SensitivityConfig& config, const Setup& setup, const st
     torch::NoGradGuard no_grad;
     model->forward(batch->images.to(setup.device).contiguous(models::memory_format_of(*model)));
   }
-  if (o.qat_steps() > 0) short_qat(*model, config, setup);
+  if (o.qat_steps() > 0) {
+    const std::string what = probe ? fmt::format("{} {} at {} bits", probe->layer, probe->weight ? "weights" : "inputs",
+                                                 probe->bits)
+                                   : std::string("the full-precision reference");
+    short_qat(*model, config, setup, what);
+  }
   if (o.bn_batches() > 0) {
     data::DataLoader calibration = shuffled_loader(setup, config, /*augment=*/false, 0xb7);
     recalibrate_batch_norm(*model, calibration, setup.device, o.bn_batches());

@@ -1,7 +1,30 @@
-// The step strategies' common ground: which strategy a config runs.
+// The step strategies' common ground: the default loss and optimizer, and
+// which strategy a config runs.
 #include "limpq/train/step.h"
 
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
+
 namespace limpq::train {
+
+torch::Tensor TrainStep::loss(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().label_smoothing(optim_.label_smoothing()));
+}
+
+std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::vector<torch::Tensor>& decayed,
+                                                                   const std::vector<torch::Tensor>& undecayed) const {
+  auto sgd_options = [&](double weight_decay) {
+    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim_.lr())
+                                                          .momentum(optim_.momentum())
+                                                          .nesterov(optim_.nesterov())
+                                                          .weight_decay(weight_decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, sgd_options(optim_.weight_decay()));
+  if (!undecayed.empty()) groups.emplace_back(undecayed, sgd_options(0.0));
+  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(optim_.lr()));
+}
 
 bool is_quantizer_step(const std::string& parameter_name) {
   const std::string suffix = ".steps";
@@ -9,7 +32,8 @@ bool is_quantizer_step(const std::string& parameter_name) {
          parameter_name.compare(parameter_name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::unique_ptr<TrainStep> make_train_step(const TrainConfig& config, models::Model model, data::DataBundle& data) {
+std::unique_ptr<TrainStep> make_train_step(const TrainConfig& config, models::Model model,
+                                           const data::DataBundle& data) {
   TORCH_CHECK(!(config.joint_indicators && config.quant.enabled()),
               "train: indicator training and fine-tuning under a policy exclude each other");
   if (config.joint_indicators) return make_joint_indicator_step(config, std::move(model), data);

@@ -90,6 +90,24 @@ void parse_value(const YAML::Node& node, std::vector<std::string>& out, const st
   parse_list(node, out, where, "a list of strings");
 }
 
+template <typename T>
+void parse_optional(const YAML::Node& node, std::optional<T>& out, const std::string& where) {
+  if (node.IsNull() || (node.IsScalar() && node.Scalar().empty())) {
+    out.reset();
+    return;
+  }
+  T value;
+  parse_value(node, value, where);
+  out = value;
+}
+
+void parse_value(const YAML::Node& node, std::optional<double>& out, const std::string& where) {
+  parse_optional(node, out, where);
+}
+void parse_value(const YAML::Node& node, std::optional<int64_t>& out, const std::string& where) {
+  parse_optional(node, out, where);
+}
+
 std::string format_value(int64_t v) { return std::to_string(v); }
 std::string format_value(double v) {
   std::ostringstream ss;
@@ -101,6 +119,8 @@ std::string format_value(const std::string& v) { return v; }
 std::string format_value(const std::vector<int64_t>& v) { return join(v); }
 std::string format_value(const std::vector<double>& v) { return join(v); }
 std::string format_value(const std::vector<std::string>& v) { return join(v); }
+std::string format_value(const std::optional<double>& v) { return v ? format_value(*v) : ""; }
+std::string format_value(const std::optional<int64_t>& v) { return v ? format_value(*v) : ""; }
 
 const char* type_name(const int64_t&) { return "INT"; }
 const char* type_name(const double&) { return "FLOAT"; }
@@ -109,6 +129,8 @@ const char* type_name(const std::string&) { return "TEXT"; }
 const char* type_name(const std::vector<int64_t>&) { return "INT,..."; }
 const char* type_name(const std::vector<double>&) { return "FLOAT,..."; }
 const char* type_name(const std::vector<std::string>&) { return "TEXT,..."; }
+const char* type_name(const std::optional<double>&) { return "FLOAT"; }
+const char* type_name(const std::optional<int64_t>&) { return "INT"; }
 
 std::string flag_name(const std::string& field) {
   std::string name = field;
@@ -152,7 +174,14 @@ int64_t load_config(const std::string& path, const std::vector<ConfigSection>& s
 
 void FlagSet::apply() const {
   for (const auto& flag : flags_) {
-    if (flag.option->count() > 0) flag.assign(flag.value);
+    if (flag.option->count() == 0) continue;
+    std::string text;
+    if (flag.list) {
+      for (const auto& v : flag.values) text += (text.empty() ? "" : " ") + v;
+    } else if (!flag.values.empty()) {
+      text = flag.values.back();  // given twice: the last value
+    }
+    flag.assign(text);
   }
 }
 

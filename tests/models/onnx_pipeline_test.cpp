@@ -117,7 +117,7 @@ TEST_P(OnnxRunTest, PipelineAtW3A3LevelAndExportVerified) {
   config.run.out_dir(temp_path("run")).threads(1).progress(false);
   config.indicators.indicators.candidates({4, 3, 2});
   config.indicators.optim.epochs(1);
-  config.search.bitops = "W3A3";
+  config.search.bitops("W3A3");
   config.finetune.optim.epochs(1).bn_recalibration_batches(2);
   const PipelineResult r = run_pipeline(config);
   ASSERT_EQ(r.rows.size(), 3u);

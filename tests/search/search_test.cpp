@@ -190,7 +190,7 @@ TEST_F(SearchTest, ExtraCsvConstraintWithSomePairsOnly) {
 
 TEST_F(SearchTest, SweepIsMonotoneAndKeepsInfeasiblePoints) {
   const auto ind = toy();
-  const auto sweep = run_sweep(ind, SearchOptions(), "0.000001", "W4A4", 6);
+  const auto sweep = run_sweep(ind, SearchOptions(), SweepOptions().points(6).from("0.000001").to("W4A4"));
   ASSERT_EQ(sweep.size(), 6u);
   EXPECT_FALSE(sweep.front().feasible) << "1 kBitOps is below the W2A2 floor";
   EXPECT_TRUE(sweep.back().feasible);

@@ -80,7 +80,7 @@ TEST(SyntheticTest, RealLearnedFilesAreSolvedExactly) {
       EXPECT_LE(dp.achieved_bitops, dp.target_bitops);
       EXPECT_LE(dp.achieved_size_bits, dp.target_size_bits);
     }
-    const auto sweep = run_sweep(ind, SearchOptions().cr(12.2), "W2A3", "W5A5", 8);
+    const auto sweep = run_sweep(ind, SearchOptions().cr(12.2), SweepOptions().points(8).from("W2A3").to("W5A5"));
     for (const auto& point : sweep) {
       if (point.feasible) {
         EXPECT_EQ(point.result.solve.status, MckpStatus::kOptimal) << file << " " << point.budget_bitops;
@@ -95,7 +95,7 @@ TEST(SyntheticTest, RealLearnedFilesAreSolvedExactly) {
 TEST(SyntheticTest, SweepReusesAnswersOnlyWhereTheyStayOptimal) {
   const auto ind = synthetic_indicators("resnet50", 3);
   const auto options = SearchOptions().cr(12.2).solver("dp");
-  const auto sweep = run_sweep(ind, options, "W2A3", "W6A6", 12);
+  const auto sweep = run_sweep(ind, options, SweepOptions().points(12).from("W2A3").to("W6A6"));
   int64_t reused = 0, solved = 0;
   for (const auto& point : sweep) {
     ASSERT_TRUE(point.feasible) << point.budget_bitops;

@@ -8,6 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include "limpq/data/datasets.h"
+#include "limpq/deploy/export.h"
+#include "limpq/deploy/report.h"
+#include "limpq/models/cost.h"
+#include "limpq/search/search.h"
+#include "limpq/train/evaluate.h"
+#include "limpq/train/sensitivity.h"
 #include "limpq/models/model.h"
 #include "limpq/train/config.h"
 #include "limpq/train/options.h"
@@ -108,7 +114,15 @@ TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
   expect_defaults("finetune", train::FinetuneOptions());
   expect_defaults("indicators", train::IndicatorOptions());
   expect_defaults("cost", models::ModelOptions());
-  EXPECT_GT(checked_, 100);
+  expect_defaults("cost", models::CostOptions());
+  expect_defaults("search", search::SearchOptions());
+  expect_defaults("search", search::SweepOptions());
+  expect_defaults("eval", train::EvalOptions());
+  expect_defaults("eval", data::DataOptions());
+  expect_defaults("export", deploy::ExportOptions());
+  expect_defaults("report", deploy::ReportOptions());
+  expect_defaults("sensitivity", train::SensitivityOptions());
+  EXPECT_GT(checked_, 150);
 }
 
 // `limpq finetune` and the fine-tuning stage of `limpq run`, given the same

@@ -410,7 +410,7 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   p.run.out_dir(temp_path("pipe")).threads(1).progress(false);
   p.indicators.indicators.candidates({4, 3, 2}).fraction(0.5);
   p.indicators.optim.epochs(1);
-  p.search.bitops = "W3A3";
+  p.search.bitops("W3A3");
   p.finetune.optim.epochs(1);
   const PipelineResult r = run_pipeline(p);
   ASSERT_EQ(r.rows.size(), 3u);
@@ -424,20 +424,20 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   const PipelineResult again = run_pipeline(p);
   EXPECT_DOUBLE_EQ(again.rows[2].test.top1, r.rows[2].test.top1);
   // Another budget gives another policy: the finished fine-tuning stage is not reused silently.
-  p.search.bitops = "W2A2";
+  p.search.bitops("W2A2");
   EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("finetune_policy' was run with another")));
 
   // A measured criterion replaces the joint run (searched with its own alpha).
   PipelineConfig h = p;
-  h.search.bitops = "W3A3";
-  h.search.criterion = "hessian";
+  h.search.bitops("W3A3");
+  h.search.criterion("hessian");
   h.model.weights(r.rows[0].checkpoint);
   h.run.out_dir(temp_path("pipe_hessian"));
   const PipelineResult rh = run_pipeline(h);
   EXPECT_EQ(rh.rows.back().name, "hessian policy");
   EXPECT_EQ(rh.search.alpha, 1.0);
   EXPECT_TRUE(util::file_exists(temp_path("pipe_hessian/hessian.json")));
-  h.search.criterion = "curvature";
+  h.search.criterion("curvature");
   h.run.out_dir(temp_path("pipe_bad"));
   EXPECT_THAT([&] { run_pipeline(h); },
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("criterion must be one of step, relative, noise, fisher")));

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "limpq/data/datasets.h"
+#include "limpq/search/search.h"
+#include "limpq/train/pipeline.h"
 #include "limpq/train/options.h"
 #include "support/test_support.h"
 
@@ -134,6 +136,71 @@ TEST_F(OptionsTest, HelpShowsEachFlagsType) {
   EXPECT_THAT(help, HasSubstr("--out-dir TEXT=runs/train"));
   EXPECT_THAT(help, HasSubstr("--candidates INT,...=6,5,4,3,2"));
   EXPECT_THAT(help, ::testing::Not(HasSubstr("per 128 images")));
+}
+
+// A boolean flag alone means true; with a value it takes the value.
+TEST_F(OptionsTest, ABooleanFlagAloneMeansTrue) {
+  for (const auto& [args, expected] : std::vector<std::pair<std::vector<std::string>, bool>>{
+           {{"--nesterov"}, true}, {{"--nesterov", "false"}, false}, {{"--nesterov", "--epochs", "2"}, true}}) {
+    train::OptimOptions optim;
+    CLI::App app;
+    FlagSet flags;
+    flags.add(app, optim);
+    std::vector<std::string> argv{"limpq"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> raw;
+    for (auto& a : argv) raw.push_back(a.data());
+    app.parse(static_cast<int>(raw.size()), raw.data());
+    flags.apply();
+    EXPECT_EQ(optim.nesterov(), expected) << args.size();
+  }
+}
+
+// A list flag takes the values after it, separated by spaces or commas.
+TEST_F(OptionsTest, AListFlagTakesEveryValue) {
+  train::IndicatorOptions indicators;
+  train::OptimOptions optim;
+  CLI::App app;
+  FlagSet flags;
+  flags.add(app, indicators);
+  flags.add(app, optim);
+  const char* argv[] = {"limpq", "--candidates", "4", "3", "2", "--epochs", "2"};
+  app.parse(7, const_cast<char**>(argv));
+  flags.apply();
+  EXPECT_EQ(indicators.candidates(), (std::vector<int64_t>{4, 3, 2}));
+  EXPECT_EQ(optim.epochs(), 2);
+}
+
+// An optional field: unset by default (no default shown), set by a flag or
+// a key, unset again by an empty value; JSON null when unset.
+TEST_F(OptionsTest, OptionalFieldsAreUnsetUntilGiven) {
+  search::SearchOptions options;
+  EXPECT_TRUE(to_json(options)["alpha"].is_null());
+  CLI::App app;
+  FlagSet flags;
+  flags.add(app, options);
+  EXPECT_THAT(app.help(), HasSubstr("--alpha FLOAT "));
+  const char* argv[] = {"limpq", "--alpha", "0.5"};
+  app.parse(3, const_cast<char**>(argv));
+  flags.apply();
+  ASSERT_TRUE(options.alpha().has_value());
+  EXPECT_DOUBLE_EQ(*options.alpha(), 0.5);
+  from_yaml(YAML::Load("alpha:"), options, "search");
+  EXPECT_FALSE(options.alpha().has_value());
+  EXPECT_THAT(error_of([&] { from_yaml(YAML::Load("alpha: x"), options, "search"); }),
+              HasSubstr("search.alpha must be a number, got 'x'"));
+}
+
+// `limpq run`'s search section is limpq search's options without
+// fixed_bits (the pipeline takes it from finetune.fixed_bits).
+TEST_F(OptionsTest, ExceptLeavesTheNamedFieldsOut) {
+  train::SearchStageOptions stage;
+  EXPECT_EQ(stage.bitops(), "W3A3");
+  from_yaml(YAML::Load("{bitops: W2A3, alpha: 1, time_limit: 5}"), stage, "search");
+  EXPECT_EQ(stage.bitops(), "W2A3");
+  EXPECT_DOUBLE_EQ(stage.time_limit(), 5);
+  EXPECT_THAT(error_of([&] { from_yaml(YAML::Load("fixed_bits: 4"), stage, "search"); }),
+              HasSubstr("unknown key 'fixed_bits'"));
 }
 
 TEST_F(OptionsTest, ListsParseFromYamlAndCommaText) {

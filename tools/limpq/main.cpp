@@ -10,12 +10,12 @@
 #include <iostream>
 #include <optional>
 
-#include "limpq/deploy/onnx.h"
+#include "limpq/deploy/export.h"
 #include "limpq/deploy/packed.h"
-#include "limpq/deploy/pytorch.h"
 #include "limpq/deploy/report.h"
 #include "limpq/dist/dist.h"
 #include "limpq/dist/launch.h"
+#include "limpq/models/cost.h"
 #include "limpq/models/onnx_model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/search/compare.h"
@@ -154,13 +154,8 @@ struct TrainCommand {
 struct EvalCommand {
   limpq::data::DataOptions data;
   limpq::train::EvalOptions options;
-  FlagSet flags;
+  FlagSet flags, data_flags;
   std::string checkpoint, onnx;
-  std::string split = "test";
-  std::string device = "cpu";
-  std::string policy, uniform;
-  int64_t threads = 0;
-  int64_t bn_recalibration_batches = 0;
   bool json = false;
 
   void add_to(CLI::App& app) {
@@ -170,19 +165,10 @@ struct EvalCommand {
     cmd->add_option("--onnx", onnx, "an ONNX classifier: its own weights, the data adapted to its input")
         ->check(CLI::ExistingFile)
         ->excludes(from_checkpoint);
-    cmd->add_option("--split", split, "test | val")->default_str(split);
-    cmd->add_option("--device", device, "cpu | cuda | cuda:N")->default_str(device);
-    cmd->add_option("--threads", threads, "compute threads (0: all cores)")->default_str("0");
     cmd->add_flag("--json", json, "print one JSON line on stdout");
-    cmd->add_option("--policy", policy, "post-training quantization of a full-precision checkpoint under this "
-                                        "policy (initial steps, calibrated on one training batch)")
-        ->check(CLI::ExistingFile);
-    cmd->add_option("--uniform", uniform, "post-training quantization at uniform precision, e.g. W4A4");
-    cmd->add_option("--bn-recalibration-batches", bn_recalibration_batches,
-                    "first re-estimate batch-norm statistics over N training batches (0: the checkpoint's)")
-        ->default_str("0");
+    flags.add(*cmd, options, "Evaluation");
     // Data flags override the data options recorded in the checkpoint.
-    flags.add(*cmd, data, "Data (default: as recorded in the checkpoint)");
+    data_flags.add(*cmd, data, "Data (default: as recorded in the checkpoint)");
     cmd->callback([this] { run(); });
   }
 
@@ -193,23 +179,22 @@ struct EvalCommand {
                       : limpq::deploy::is_packed_file(checkpoint) ? limpq::deploy::read_packed(checkpoint)
                                                                   : limpq::train::load_checkpoint(checkpoint);
     if (!onnx.empty()) checkpoint = onnx;
-    data = limpq::train::data_options_of(ckpt);
     flags.apply();
-    options.split(split).device(device).threads(threads).policy(policy).uniform(uniform).bn_recalibration_batches(
-        bn_recalibration_batches);
+    data = limpq::train::data_options_of(ckpt);
+    data_flags.apply();
     const auto r = limpq::train::run_eval(ckpt, options, data);
     if (!limpq::dist::is_main()) return;
-    if (bn_recalibration_batches > 0 && !json) {
+    if (options.bn_recalibration_batches() > 0 && !json) {
       fmt::print("batch-norm statistics re-estimated over {} training batches before evaluating\n",
-                 bn_recalibration_batches);
+                 options.bn_recalibration_batches());
     }
     if (json) {
-      nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"arch", ckpt.arch}, {"split", split}};
+      nlohmann::ordered_json j = {{"checkpoint", checkpoint}, {"arch", ckpt.arch}, {"split", options.split()}};
       j.update(r.to_json());
       std::cout << j.dump() << std::endl;
     } else {
       fmt::print("{} on {} {} ({} images): top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}\n", ckpt.arch, data.dataset(),
-                 split, r.count, r.top1, r.top5, r.loss);
+                 options.split(), r.count, r.top1, r.top5, r.loss);
       print_cost(r);
     }
   }
@@ -219,66 +204,23 @@ struct EvalCommand {
 // (LIMPQ.md section 5), traced from a forward pass.
 struct CostCommand {
   limpq::models::ModelOptions model;
+  limpq::models::CostOptions options;
   FlagSet flags;
-  std::vector<int64_t> input_shape = {1, 28, 28};
-  int64_t num_classes = 10;
-  std::vector<std::string> fixed_layers;
-  int64_t fixed_bits = 8;
   bool json = false;
 
   void add_to(CLI::App& app) {
     auto* cmd = app.add_subcommand("cost", "Per-layer MACs, parameters, BitOps and size of a model");
     flags.add(*cmd, model, "Model");
-    cmd->add_option("--input-shape", input_shape, "C H W (e.g. --input-shape 3 224 224; an ONNX network: its own)")
-        ->expected(3)
-        ->default_str("1 28 28");
-    cmd->add_option("--num-classes", num_classes, "classes of the classifier (an ONNX network: its own)")
-        ->default_str("10");
-    cmd->add_option("--fixed-layers", fixed_layers, "layers kept out of the search (default: first conv and last layer)");
-    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers in the uniform figures")->default_str("8");
+    flags.add(*cmd, options, "Cost");
     cmd->add_flag("--json", json, "print the table and totals as one JSON object");
     cmd->callback([this] { run(); });
   }
 
   void run() {
     flags.apply();
-    if (!model.onnx().empty()) {
-      // The file fixes the input and the classes.
-      const auto imported = limpq::models::import_onnx(model.onnx());
-      input_shape = imported->input_shape();
-      num_classes = imported->num_classes();
-    }
-    const std::string arch = model.onnx().empty() ? model.arch() : model.onnx();
-    limpq::models::QuantModel qm(limpq::models::build_model(model, input_shape, num_classes), input_shape,
-                                 limpq::models::QuantizeOptions().fixed_layers(fixed_layers).fixed_bits(fixed_bits));
-    int64_t macs = 0, params = 0;
-    for (const auto& l : qm.layers()) {
-      macs += l.macs;
-      params += l.params;
-    }
-    const auto fp = limpq::models::policy_cost(qm.layers(), qm.uniform_policy({32, 32}));
-    nlohmann::ordered_json j;
-    j["model"] = arch;
-    j["input_shape"] = input_shape;
-    j["macs"] = macs;
-    j["params"] = params;
-    j["fp_bitops"] = fp.fp_bitops;
-    j["fp_size_bytes"] = fp.fp_size_bits / 8;
-    nlohmann::ordered_json uniform = nlohmann::ordered_json::object();
-    for (int64_t b : {8, 6, 5, 4, 3, 2}) {
-      const auto c = limpq::models::policy_cost(qm.layers(), qm.uniform_policy({b, b}));
-      uniform["W" + std::to_string(b) + "A" + std::to_string(b)] = {{"bitops", c.bitops}, {"size_bytes", c.size_bits / 8}};
-    }
-    j["uniform"] = uniform;
+    const auto table = limpq::models::cost_table(model, options);
     if (json) {
-      nlohmann::ordered_json layers = nlohmann::ordered_json::array();
-      for (const auto& l : qm.layers()) {
-        layers.push_back({{"name", l.name}, {"kind", l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear"},
-                          {"searchable", l.searchable}, {"signed_input", l.signed_input}, {"macs", l.macs},
-                          {"params", l.params}, {"output_shape", l.output_shape}});
-      }
-      j["layers"] = layers;
-      std::cout << j.dump() << std::endl;
+      std::cout << table.to_json(/*with_layers=*/true).dump() << std::endl;
       return;
     }
     const auto square = [](const std::array<int64_t, 2>& a) {
@@ -286,7 +228,7 @@ struct CostCommand {
     };
     fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}\n", "layer", "kind", "in", "out", "k",
                "s", "groups", "out HxW", "MACs", "params", "");
-    for (const auto& l : qm.layers()) {
+    for (const auto& l : table.layers) {
       const std::string hw = l.output_shape.size() == 4
                                  ? fmt::format("{}x{}", l.output_shape[2], l.output_shape[3])
                                  : std::string("-");
@@ -295,34 +237,28 @@ struct CostCommand {
                  square(l.kernel_size), square(l.stride), l.groups, hw, l.macs, l.params, l.searchable ? "" : "fixed",
                  l.signed_input ? (l.searchable ? "signed input" : ", signed input") : "");
     }
-    fmt::print("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n", arch,
-               input_shape[0], input_shape[1], input_shape[2], macs / 1e9, params / 1e6);
-    fmt::print("full precision (32/32): {:.3f} GBitOps, {:.3f} MB weights\n", fp.fp_bitops / 1e9, fp.fp_size_bits / 8e6);
-    for (const auto& [name, c] : uniform.items()) {
-      fmt::print("uniform {} (fixed layers at {} bits): {:.3f} GBitOps, {:.3f} MB weights\n", name, fixed_bits,
-                 c["bitops"].get<double>() / 1e9, c["size_bytes"].get<double>() / 1e6);
+    const auto& shape = table.input_shape;
+    fmt::print("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n",
+               table.model, shape[0], shape[1], shape[2], table.macs / 1e9, table.params / 1e6);
+    fmt::print("full precision (32/32): {:.3f} GBitOps, {:.3f} MB weights\n", table.full_precision.fp_bitops / 1e9,
+               table.full_precision.fp_size_bits / 8e6);
+    for (auto it = table.uniform.rbegin(); it != table.uniform.rend(); ++it) {
+      fmt::print("uniform W{0}A{0} (fixed layers at {1} bits): {2:.3f} GBitOps, {3:.3f} MB weights\n", it->first,
+                 table.fixed_bits, it->second.bitops / 1e9, it->second.size_bits / 8e6);
     }
   }
 };
 
 // `limpq search`: indicators + budget -> policy (LIMPQ.md section 6).
 struct SearchCommand {
+  limpq::search::SearchOptions options;
+  limpq::search::SweepOptions sweep;
+  FlagSet flags;
   std::string indicators_path;
   std::string out;  // empty: print, write nothing
-  limpq::search::SearchOptions options;
-  std::string bitops;
-  double size_mb = 0, cr = 0, time_limit = 60.0;
-  std::optional<double> alpha;
-  std::string criterion;
-  std::vector<int64_t> candidates;
-  bool keep_nonmonotone = false;
-  int64_t fixed_bits = 8;
-  std::string solver = "auto";
   std::string constraint_csv;
   double constraint_budget = 0;
   bool json = false;
-  int64_t sweep = 0;
-  std::string sweep_from = "W2A2", sweep_to = "W6A6";
   std::optional<uint64_t> random_objective;
 
   void add_to(CLI::App& app) {
@@ -330,23 +266,6 @@ struct SearchCommand {
     cmd->add_option("--indicators", indicators_path, "indicators.json from limpq indicators (or made elsewhere)")
         ->required()
         ->check(CLI::ExistingFile);
-    cmd->add_option("--bitops", bitops, "BitOps budget: uniform-equivalent (W3A4) or GBitOps of the whole network");
-    cmd->add_option("--size", size_mb, "weight-size budget of the whole network in MB");
-    cmd->add_option("--cr", cr, "compression ratio of the weights against 32 bits");
-    cmd->add_option("--criterion", criterion,
-                    "form of the indicators minimised: step (the learned step, the paper's) | relative (step / "
-                    "tensor rms) | noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24) | fisher-error "
-                    "(Fisher-weighted measured quantization error at the learned step); default: "
-                    "fisher-error when the file has per-tensor statistics with per-bit errors (limpq indicators "
-                    "records them), relative with older statistics, else step");
-    cmd->add_option("--alpha", alpha,
-                    "weight of the weight indicators against the activation ones (default: 2 for step, 0.25 for "
-                    "relative, noise, fisher and fisher-error, 1 for files from limpq sensitivity)");
-    cmd->add_option("--candidates", candidates, "bit-widths the search may use (default: all in the file)");
-    cmd->add_flag("--keep-nonmonotone", keep_nonmonotone, "keep indicator points where fewer bits learned a smaller step");
-    cmd->add_option("--fixed-bits", fixed_bits, "bits of the layers kept out of the search")->default_str("8");
-    cmd->add_option("--solver", solver, "auto (limpq's exact solver, then CBC if it stalls) | dp | cbc (its answer certified by limpq's solver)")->default_str(solver);
-    cmd->add_option("--time-limit", time_limit, "solver time limit in seconds")->default_str("60");
     cmd->add_option("--constraint", constraint_csv,
                     "extra constraint: CSV layer,weight_bits,act_bits,cost (a pair without a row is not available; "
                     "docs/usage.md)")
@@ -356,19 +275,18 @@ struct SearchCommand {
                     "policy file to write (default: none, the policy is printed); with --sweep, the prefix of "
                     "<out>.csv and <out>.json");
     cmd->add_flag("--json", json, "print the summary as one JSON line");
-    cmd->add_option("--sweep", sweep, "solve N BitOps budgets evenly spaced from --sweep-from to --sweep-to "
-                                      "(the data of a Pareto plot)");
-    cmd->add_option("--sweep-from", sweep_from, "lowest sweep budget (W2A2 or GBitOps)")->default_str(sweep_from);
-    cmd->add_option("--sweep-to", sweep_to, "highest sweep budget (W6A6 or GBitOps)")->default_str(sweep_to);
     cmd->add_option("--random-objective", random_objective,
                     "replace the indicators by random values from this seed (decreasing in bits): a random policy "
                     "that meets the same budget, as a baseline");
+    flags.add(*cmd, options, "Search");
+    flags.add(*cmd, sweep, "Sweep");
     cmd->callback([this] { run(); });
   }
 
   void run_sweep(const limpq::quant::Indicators& indicators) {
-    TORCH_CHECK(bitops.empty(), "search: --sweep replaces --bitops; set the range with --sweep-from/--sweep-to");
-    const auto points = limpq::search::run_sweep(indicators, options, sweep_from, sweep_to, sweep);
+    TORCH_CHECK(options.bitops().empty(),
+                "search: --sweep replaces --bitops; set the range with --sweep-from/--sweep-to");
+    const auto points = limpq::search::run_sweep(indicators, options, sweep);
     std::string prefix = out;
     if (prefix.size() > 5 && prefix.substr(prefix.size() - 5) == ".json") prefix.resize(prefix.size() - 5);
     if (!prefix.empty()) {
@@ -401,14 +319,13 @@ struct SearchCommand {
   }
 
   void run() {
-    options.bitops(bitops).size_mb(size_mb).cr(cr).criterion(criterion).alpha(alpha).candidates(candidates)
-        .keep_nonmonotone(keep_nonmonotone).fixed_bits(fixed_bits).solver(solver).time_limit(time_limit);
+    flags.apply();
     if (!constraint_csv.empty()) {
       options.extra({limpq::search::read_constraint_csv(constraint_csv, constraint_budget)});
     }
     auto indicators = limpq::quant::read_indicators(indicators_path);
     if (random_objective) indicators = limpq::search::random_indicators(indicators, *random_objective);
-    if (sweep > 0) {
+    if (sweep.points() > 0) {
       run_sweep(indicators);
       return;
     }
@@ -613,112 +530,38 @@ struct RunCommand {
 
 // `limpq export`: a fine-tuned model in a deployable form.
 struct ExportCommand {
-  std::string checkpoint;
-  std::string format = "packed";
-  std::string out;
-  int64_t opset = 13;
-  bool verify = false;
-  int64_t verify_images = 1000;
+  limpq::deploy::ExportOptions options;
+  FlagSet flags;
 
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("export", "Export a fine-tuned quantized model: --format packed (bit-packed "
                                                  "integer weights, limpq.packed/1), onnx (QDQ graph) or state-dict "
                                                  "(a PyTorch state_dict with each layer's learned steps and bits)");
-    cmd->add_option("--checkpoint", checkpoint, "checkpoint from limpq finetune")->required()->check(CLI::ExistingFile);
-    cmd->add_option("--format", format, "packed | onnx | state-dict")->default_str(format);
-    cmd->add_option("--out", out, "output file")->required();
-    cmd->add_option("--opset", opset, "ONNX opset: 13 (int8 storage) or 21 (INT4 storage for weights of <= 4 bits)")
-        ->default_str("13");
-    cmd->add_flag("--verify", verify, "ONNX: run the export in ONNX Runtime (onnxruntime-node) on test images and "
-                                      "compare with limpq's own forward pass");
-    cmd->add_option("--verify-images", verify_images, "test images for --verify")->default_str("1000");
+    flags.add(*cmd, options, "Export");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    TORCH_CHECK(format == "packed" || format == "onnx" || format == "state-dict", "export: format '", format,
-                "' is not supported (supported: packed, onnx, state-dict)");
-    TORCH_CHECK(!verify || format == "onnx", "export: --verify checks ONNX exports (--format onnx)");
-    const auto ckpt = limpq::train::load_checkpoint(checkpoint);
-    if (format == "state-dict") {
-      const auto s = limpq::deploy::write_pytorch_state_dict(out, ckpt);
-      fmt::print("{}: {} bytes, {} tensors (torch.load), learned steps and bits of {} quantized layers\n", out,
-                 s.file_bytes, s.tensors, s.quantized_layers);
-      return;
-    }
-    if (format == "packed") {
-      const auto summary = limpq::deploy::write_packed(out, ckpt);
-      fmt::print("{}: {} bytes ({} packed integer weights, {} weight scales, {} other float32 state, {} header)\n",
-                 out, summary.file_bytes, summary.packed_weight_bytes, summary.scale_bytes, summary.other_bytes,
-                 summary.header_bytes);
-      fmt::print("cost model weight size: {} bytes ({:.1f}x smaller than 32-bit weights)\n",
-                 summary.cost_model_weight_bytes, summary.fp_to_cost_model_ratio);
-      return;
-    }
-    const auto s = limpq::deploy::write_onnx(out, ckpt, limpq::deploy::OnnxOptions().opset(opset));
-    fmt::print("{}: {} bytes, opset {}, {} nodes; {} integer weights ({} as INT4), {} quantized activations; {}\n", out,
-               s.file_bytes, s.opset, s.nodes, s.quantized_weights, s.int4_weights, s.quantized_activations,
-               s.checked ? "passed the ONNX checker" : "not checked (libonnx predates this opset)");
-    if (!verify) return;
-    const auto v = limpq::deploy::verify_onnx(out, ckpt, limpq::train::data_options_of(ckpt), verify_images,
-                                              limpq::deploy::find_ort_runner());
-    fmt::print("verified in {} on {} test images ({:.2f} s): logits within {:g} relative on {:.1f}% of the images "
-               "(median {:.3g}, max {:.3g} of the image's largest logit; max absolute {:.3g}); top-1 agreement "
-               "{:.2f}%; top-1 limpq {:.2f}%, ONNX Runtime {:.2f}%\n",
-               v.runtime, v.images, v.runtime_seconds, v.tolerance, v.within_tolerance, v.median_rel_diff,
-               v.max_rel_diff, v.max_abs_diff, v.agreement, v.limpq_top1, v.runtime_top1);
+    flags.apply();
+    fmt::print("{}", limpq::deploy::export_model(options));
   }
 };
 
 // `limpq report`: the HTML page of a search (and its pipeline run).
 struct ReportCommand {
-  std::string run_dir, indicators, policy, summary, out, bitops, criterion;
-  std::optional<double> cr, alpha;
-  std::optional<int64_t> fixed_bits;
+  limpq::deploy::ReportOptions options;
+  FlagSet flags;
 
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("report", "One self-contained HTML page of a policy: bit-widths, indicator "
                                                  "curves, Pareto frontier, budget use and accuracy");
-    cmd->add_option("--run", run_dir, "a `limpq run` folder (its search.json, policy.json and summary.json); the "
-                                      "flags below override what it recorded")
-        ->check(CLI::ExistingDirectory);
-    cmd->add_option("--indicators", indicators, "indicators file (instead of --run)")->check(CLI::ExistingFile);
-    cmd->add_option("--policy", policy, "policy file (instead of --run)")->check(CLI::ExistingFile);
-    cmd->add_option("--summary", summary, "accuracy rows: summary.json of `limpq run`")->check(CLI::ExistingFile);
-    cmd->add_option("--bitops", bitops, "the BitOps budget to mark (default with --run: the run's)");
-    cmd->add_option("--cr", cr, "the compression-ratio budget to mark");
-    cmd->add_option("--criterion", criterion, "the search's criterion (see limpq search --criterion; default: the "
-                                              "run's, else the file's default)");
-    cmd->add_option("--alpha", alpha, "the search's alpha (default: the run's, else the criterion's)");
-    cmd->add_option("--fixed-bits", fixed_bits, "bits of the fixed layers (default: the run's, else 8)");
-    cmd->add_option("--out", out, "HTML file to write (default: <run>/report.html, or report.html)");
+    flags.add(*cmd, options, "Report");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    namespace deploy = limpq::deploy;
-    deploy::ReportInputs in;
-    if (!run_dir.empty()) {
-      in = deploy::run_report_inputs(run_dir);
-      if (out.empty()) out = (std::filesystem::path(run_dir) / "report.html").string();
-    } else {
-      TORCH_CHECK(!indicators.empty() && !policy.empty(), "report: give --run DIR, or --indicators and --policy");
-    }
-    if (out.empty()) out = "report.html";
-    if (!indicators.empty()) in.indicators = limpq::quant::read_indicators(indicators);
-    if (!policy.empty()) in.policy = limpq::quant::read_policy(policy);
-    if (!summary.empty()) {
-      in.accuracy.clear();
-      deploy::add_run_summary(summary, in);
-    }
-    if (!bitops.empty()) in.bitops_budget = bitops;
-    if (!criterion.empty()) in.criterion = criterion;
-    if (cr) in.cr_budget = *cr;
-    if (alpha) in.alpha = alpha;
-    if (fixed_bits) in.fixed_bits = *fixed_bits;
-    in.title = "limpq policy: " + in.indicators.model;
-    limpq::util::write_file_atomic(out, deploy::render_report(in));
-    fmt::print("report written to {}\n", out);
+    flags.apply();
+    fmt::print("report written to {}\n", limpq::deploy::write_report(options));
   }
 };
 

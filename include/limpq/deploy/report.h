@@ -14,6 +14,8 @@
 //   util::write_file_atomic("report.html", render_report(in));
 #pragma once
 
+#include <torch/arg.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,6 +64,41 @@ ReportInputs run_report_inputs(const std::string& run_dir);
 
 // Writes <run_dir>/report.html from run_report_inputs; returns its path.
 std::string write_run_report(const std::string& run_dir);
+
+// `limpq report`: what to draw the page from (a run folder, or the files)
+// and what to override in it.
+struct ReportOptions {
+  TORCH_ARG(std::string, run) = "";
+  TORCH_ARG(std::string, indicators) = "";
+  TORCH_ARG(std::string, policy) = "";
+  TORCH_ARG(std::string, summary) = "";
+  TORCH_ARG(std::string, bitops) = "";
+  TORCH_ARG(std::optional<double>, cr) = std::nullopt;
+  TORCH_ARG(std::string, criterion) = "";
+  TORCH_ARG(std::optional<double>, alpha) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, fixed_bits) = std::nullopt;
+  TORCH_ARG(std::string, out) = "";
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("run", run_, "a `limpq run` folder (its search.json, policy.json and summary.json); the options below "
+                   "override what it recorded");
+    v("indicators", indicators_, "indicators file (instead of --run)");
+    v("policy", policy_, "policy file (instead of --run)");
+    v("summary", summary_, "accuracy rows: summary.json of `limpq run`");
+    v("bitops", bitops_, "the BitOps budget to mark (empty: the run's)");
+    v("cr", cr_, "the compression-ratio budget to mark (empty: the run's)");
+    v("criterion", criterion_, "the search's criterion (see limpq search --criterion; empty: the run's, else the "
+                               "file's default)");
+    v("alpha", alpha_, "the search's alpha (empty: the run's, else the criterion's)");
+    v("fixed_bits", fixed_bits_, "bits of the fixed layers (empty: the run's, else 8)");
+    v("out", out_, "HTML file to write (empty: <run>/report.html, or report.html)");
+  }
+};
+
+// Writes the page `options` describe; returns its path.
+std::string write_report(const ReportOptions& options);
 
 // Reads summary.json of `limpq run` into accuracy rows; sets
 // inputs.bitops_budget from its uniform row when none is given.

@@ -10,7 +10,7 @@
 //
 //   solve_mckp            limpq's exact solver: dynamic programming over
 //                         Pareto states with linear-programming bounds (see
-//                         mckp.cpp); "optimal" only with a proof;
+//                         src/search/mckp.cpp, which lists its phases); "optimal" only with a proof;
 //   solve_mckp_cbc        the same program for COIN-OR CBC (general MILP),
 //                         its answer re-checked in integers and returned as
 //                         feasible: certify() proves or bounds it;

@@ -73,6 +73,31 @@ struct SearchOptions {
   TORCH_ARG(double, time_limit) = 60.0;
   // Extra linear constraints (see read_constraint_csv).
   TORCH_ARG(std::vector<ExtraConstraint>, extra) = {};
+
+ public:
+  // The fields a config file and the command line set (not auto_node_limit,
+  // a tuning constant, nor extra, which comes from --constraint).
+  template <typename V>
+  void visit(V&& v) {
+    v("bitops", bitops_, "BitOps budget: uniform-equivalent (W3A4) or GBitOps of the whole network; empty: none");
+    v("size_mb", size_mb_, "weight-size budget of the whole network in MB (0: none)");
+    v("cr", cr_, "compression ratio of the weights against 32 bits (0: none)");
+    v("criterion", criterion_,
+      "form of the indicators minimised: step (the learned step, the paper's) | relative (step / tensor rms) | "
+      "noise (step^2 / (12 rms^2)) | fisher (Fisher trace x step^2 / 24) | fisher-error (Fisher-weighted measured "
+      "quantization error at the learned step); empty: fisher-error when the indicators have per-tensor statistics "
+      "with per-bit errors (limpq indicators records them), relative with older statistics, else step. limpq run "
+      "also takes drop | hessian (limpq sensitivity's measured criteria, in place of the joint run)");
+    v("alpha", alpha_,
+      "weight of the weight indicators against the activation ones (empty: 2 for step, 0.25 for relative, noise, "
+      "fisher and fisher-error, 1 for files from limpq sensitivity)");
+    v("candidates", candidates_, "bit-widths the search may use (empty: all in the indicators file)");
+    v("keep_nonmonotone", keep_nonmonotone_, "keep indicator points where fewer bits learned a smaller step");
+    v("fixed_bits", fixed_bits_, "bits of the layers kept out of the search");
+    v("solver", solver_,
+      "auto (limpq's exact solver, then CBC if it stalls) | dp | cbc (its answer certified by limpq's solver)");
+    v("time_limit", time_limit_, "solver time limit in seconds");
+  }
 };
 
 struct ErasedPoint {
@@ -130,14 +155,31 @@ struct SweepPoint {
   SearchResult result;  // valid when feasible
 };
 
-// Solves the program for `points` BitOps budgets evenly spaced from `from`
-// to `to` (specs as for budget_bitops; other constraints from `options`).
+// The budgets of a Pareto sweep: `points` BitOps budgets evenly spaced from
+// `from` to `to` (specs as for budget_bitops).
+struct SweepOptions {
+  TORCH_ARG(int64_t, points) = 0;
+  TORCH_ARG(std::string, from) = "W2A2";
+  TORCH_ARG(std::string, to) = "W6A6";
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("sweep", points_, "solve N BitOps budgets evenly spaced from --sweep-from to --sweep-to (the data of a Pareto "
+                        "plot; 0: one search)");
+    v("sweep_from", from_, "lowest sweep budget (W2A2 or GBitOps)");
+    v("sweep_to", to_, "highest sweep budget (W6A6 or GBitOps)");
+  }
+};
+
+// Solves the program at each budget of `sweep` (other constraints from
+// `options`).
 // Infeasible budgets are kept as points, not errors. The budgets are solved
 // from the loosest down; a point whose budget the next looser point's answer
 // meets takes that answer (proven optimal by the looser program's bound;
 // `solve.nodes` is then 0) instead of being solved again.
 std::vector<SweepPoint> run_sweep(const quant::Indicators& indicators, const SearchOptions& options,
-                                  const std::string& from, const std::string& to, int64_t points);
+                                  const SweepOptions& sweep);
 
 // CSV (budget_gbitops,feasible,objective,achieved_gbitops,size_bytes,
 // average_weight_bits,average_act_bits) and JSON renderings of a sweep.

@@ -68,6 +68,20 @@ struct EvalOptions {
   // Re-estimate batch-norm statistics over this many training batches (no
   // augmentation) before evaluating; 0: use the checkpoint's.
   TORCH_ARG(int64_t, bn_recalibration_batches) = 0;
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("split", split_, "test | val");
+    v("device", device_, "cpu | cuda | cuda:N");
+    v("threads", threads_, "compute threads (0: all cores)");
+    v("policy", policy_,
+      "post-training quantization of a full-precision checkpoint under this policy file (initial steps, "
+      "calibrated on one training batch)");
+    v("uniform", uniform_, "post-training quantization at uniform precision, e.g. W4A4");
+    v("bn_recalibration_batches", bn_recalibration_batches_,
+      "first re-estimate batch-norm statistics over N training batches (0: the checkpoint's)");
+  }
 };
 
 // Builds the network a checkpoint holds (quantized as recorded) and loads

@@ -1,7 +1,8 @@
 // The training loop: epochs of optimizer steps whose content a TrainStep
 // strategy defines (limpq/train/step.h). The loop knows nothing about
 // quantization; it owns
-//   - the SGD optimizer and its cosine schedule,
+//   - the optimizer the strategy makes (SGD by default) and its cosine
+//     schedule, and each pass's loss as the strategy defines it,
 //   - checkpoints (at epoch ends, every N steps, on a stop request) and
 //     resume from any of them, mid-epoch included,
 //   - stop requests (Ctrl-C) and the TrainHooks,
@@ -69,7 +70,8 @@ class MetricsLog {
 class TrainingLoop {
  public:
   // Trains `model` (already on `device`, in its memory format) on `data`
-  // with config.optim and config.run; `step` says what one step does.
+  // (the training set as step.training_set() keeps it) with config.optim
+  // and config.run; `step` says what one step does.
   TrainingLoop(const TrainConfig& config, models::Model model, const data::DataBundle& data, TrainStep& step,
                const torch::Device& device);
 
@@ -106,13 +108,13 @@ class TrainingLoop {
 
   TrainConfig config_;
   models::Model model_;
-  const data::DataBundle& data_;
+  data::DataBundle data_;  // the training set as the strategy keeps it
   TrainStep& step_;
   torch::Device device_;
   bool main_rank_;
   torch::MemoryFormat format_;
   std::vector<torch::Tensor> parameters_;
-  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<data::DataLoader> train_loader_, eval_loader_;
   bool use_val_;
   int64_t steps_per_epoch_;

@@ -30,31 +30,14 @@ struct IndicatorStageOptions {
   }
 };
 
-// Section `search`: the budget.
-struct SearchStageOptions {
-  std::string bitops = "W3A3";
-  double size_mb = 0, cr = 0;
-  // The form of the indicators minimised (limpq search --criterion), or a
-  // measured criterion that replaces the joint run: drop | hessian
-  // (limpq sensitivity --method; drop needs data.val_size > 0). Empty:
-  // limpq search's default (search::default_criterion: fisher-error when the
-  // indicators have their statistics with per-bit errors).
-  std::string criterion = "";
-  // Negative: the criterion's default (2 for step, 0.25 for the scale-free
-  // forms, 1 for drop and hessian).
-  double alpha = -1;
-  bool keep_nonmonotone = false;
+// Section `search`: limpq search's options (search::SearchOptions), with a
+// W3A3-level BitOps budget by default. The fixed layers' bits are
+// finetune.fixed_bits, the bits they are fine-tuned at.
+struct SearchStageOptions : search::SearchOptions {
+  SearchStageOptions() { bitops("W3A3"); }
   template <typename V>
   void visit(V&& v) {
-    v("bitops", bitops, "BitOps budget: W3A3 (uniform-equivalent) or GBitOps; empty: none");
-    v("size_mb", size_mb, "weight-size budget in MB (0: none)");
-    v("cr", cr, "compression-ratio budget (0: none)");
-    v("criterion", criterion,
-      "form of the indicators minimised: step | relative | noise | fisher | fisher-error (empty: limpq search's "
-      "default, fisher-error when the indicators have their statistics); or drop | hessian (measured criteria "
-      "replacing the joint run)");
-    v("alpha", alpha, "weight of the weight indicators (negative: the criterion's default)");
-    v("keep_nonmonotone", keep_nonmonotone, "keep non-monotone indicator points");
+    SearchOptions::visit(util::except({"fixed_bits"}, v));
   }
 };
 

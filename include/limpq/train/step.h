@@ -4,8 +4,12 @@
 // resume, stop requests, non-finite checks, metrics, evaluation and the
 // data-parallel agreement. A step strategy sets the network up for its mode
 // and says what happens inside one step: how many forward/backward passes,
-// how the network is configured for each, what is done to the gradients
-// before the update, and what the run leaves behind at the end.
+// how the network is configured for each, the loss each pass minimises, the
+// optimizer, what is done to the gradients before the update, which part of
+// the training set it trains on, and what the run leaves behind at the end.
+// A new objective (distillation, a label-free calibration loss) or another
+// optimizer is a new strategy overriding loss() or make_optimizer(), not an
+// edit of the loop.
 //
 //   PlainStep           full-precision training, or quantization-aware
 //                       training under a policy (`limpq train`, `finetune`)
@@ -15,6 +19,7 @@
 //                       configuration with `indicators.only_layer`
 #pragma once
 
+#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include <memory>
@@ -43,7 +48,26 @@ struct FinishContext {
 
 class TrainStep {
  public:
+  // `optim` gives the defaults below their settings (label smoothing; the
+  // optimizer's momentum, Nesterov and weight decay).
+  explicit TrainStep(OptimOptions optim) : optim_(std::move(optim)) {}
   virtual ~TrainStep() = default;
+
+  // The part of the run's training set this strategy trains on; the loop
+  // builds its loader (and its steps per epoch) from it. Default: all.
+  // JointIndicatorStep keeps indicators.fraction of it (LIMPQ.md section 4).
+  virtual std::shared_ptr<const data::Dataset> training_set(std::shared_ptr<const data::Dataset> train) const {
+    return train;
+  }
+  // The objective of one pass (the loop adds the passes' gradients).
+  // Default: cross-entropy with optim.label_smoothing.
+  virtual torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
+  // The optimizer over the parameters, split by decays(). Default: SGD with
+  // optim's momentum and Nesterov flag, optim.weight_decay on `decayed`, none
+  // on `undecayed`. The loop sets each group's learning rate every step
+  // (its cosine schedule) and saves and restores the optimizer's state.
+  virtual std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& decayed,
+                                                                  const std::vector<torch::Tensor>& undecayed) const;
 
   // How the strategy set the network up (the checkpoint's quantization
   // record; "" for a plain network). A resumed checkpoint must match it.
@@ -78,6 +102,9 @@ class TrainStep {
   // After the last epoch: fills `result` beyond result.test (the final test
   // evaluation, already done) and writes what the run leaves behind.
   virtual void finish(FinishContext& context, TrainResult& result) = 0;
+
+ protected:
+  OptimOptions optim_;
 };
 
 // Full-precision training, or quantization-aware training under the policy
@@ -86,11 +113,12 @@ std::unique_ptr<TrainStep> make_plain_step(const TrainConfig& config, models::Mo
                                            const data::DataBundle& data);
 // Joint indicator training (one-at-a-time with indicators.only_layer): the
 // network quantized with every candidate bit-width, trained on
-// indicators.fraction of `data.train`.
+// indicators.fraction of the training set (its training_set()).
 std::unique_ptr<TrainStep> make_joint_indicator_step(const TrainConfig& config, models::Model model,
-                                                     data::DataBundle& data);
+                                                     const data::DataBundle& data);
 // The strategy of `config`: joint indicators or plain.
-std::unique_ptr<TrainStep> make_train_step(const TrainConfig& config, models::Model model, data::DataBundle& data);
+std::unique_ptr<TrainStep> make_train_step(const TrainConfig& config, models::Model model,
+                                           const data::DataBundle& data);
 
 // Whether a parameter path names an LSQ quantizer's step sizes.
 bool is_quantizer_step(const std::string& parameter_name);

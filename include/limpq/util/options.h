@@ -29,6 +29,7 @@
 #include <deque>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -44,6 +45,9 @@ void parse_value(const YAML::Node& node, std::string& out, const std::string& wh
 void parse_value(const YAML::Node& node, std::vector<int64_t>& out, const std::string& where);
 void parse_value(const YAML::Node& node, std::vector<double>& out, const std::string& where);
 void parse_value(const YAML::Node& node, std::vector<std::string>& out, const std::string& where);
+// Optional fields: null, ~ or an empty value leave them unset.
+void parse_value(const YAML::Node& node, std::optional<double>& out, const std::string& where);
+void parse_value(const YAML::Node& node, std::optional<int64_t>& out, const std::string& where);
 
 std::string format_value(int64_t v);
 std::string format_value(double v);
@@ -52,6 +56,8 @@ std::string format_value(const std::string& v);
 std::string format_value(const std::vector<int64_t>& v);
 std::string format_value(const std::vector<double>& v);
 std::string format_value(const std::vector<std::string>& v);
+std::string format_value(const std::optional<double>& v);  // "" when unset
+std::string format_value(const std::optional<int64_t>& v);
 
 // The value's type as --help shows it: INT, FLOAT, BOOL, TEXT, INT,...
 const char* type_name(const int64_t&);
@@ -61,6 +67,18 @@ const char* type_name(const std::string&);
 const char* type_name(const std::vector<int64_t>&);
 const char* type_name(const std::vector<double>&);
 const char* type_name(const std::vector<std::string>&);
+const char* type_name(const std::optional<double>&);
+const char* type_name(const std::optional<int64_t>&);
+
+// A field as JSON: its value, or null for an unset optional.
+template <typename T>
+nlohmann::ordered_json json_value(const T& v) {
+  return v;
+}
+template <typename T>
+nlohmann::ordered_json json_value(const std::optional<T>& v) {
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
+}
 
 // "eval_batch_size" -> "eval-batch-size"
 std::string flag_name(const std::string& field);
@@ -95,8 +113,22 @@ void from_yaml(const YAML::Node& mapping, Options& opts, const std::string& wher
 template <typename Options>
 nlohmann::ordered_json to_json(Options& opts) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  opts.visit([&](const char* name, auto& field, const char* /*help*/) { j[name] = field; });
+  opts.visit([&](const char* name, auto& field, const char* /*help*/) { j[name] = json_value(field); });
   return j;
+}
+
+// Forwards a visit to `v` except for the fields named: a struct that embeds
+// another and fixes some of its fields elsewhere declares the rest.
+//   search.visit(except({"fixed_bits"}, v));
+template <typename V>
+auto except(std::initializer_list<const char*> names, V& v) {
+  return [names = std::vector<std::string>(names.begin(), names.end()), &v](const char* name, auto& field,
+                                                                             const char* help) {
+    for (const auto& n : names) {
+      if (n == name) return;
+    }
+    v(name, field, help);
+  };
 }
 
 // A named section of a config file bound to one options struct.
@@ -117,6 +149,11 @@ ConfigSection section(std::string name, Options& opts) {
 // Returns how many sections the file has (0 for an empty file).
 int64_t load_config(const std::string& path, const std::vector<ConfigSection>& sections);
 
+template <typename T>
+struct is_list : std::false_type {};
+template <typename T>
+struct is_list<std::vector<T>> : std::true_type {};
+
 // Command-line flags for the fields of options structs. CLI11 checks each
 // value against its field's type while it parses (`--epochs abc` is rejected
 // before anything loads, and --help shows INT, FLOAT, BOOL); the value is
@@ -132,14 +169,26 @@ class FlagSet {
       Flag& flag = flags_.emplace_back();
       flag.name = flag_name(name);
       const std::string where = "--" + flag.name;
-      // A flag given twice takes its last value, as in most command-line tools.
-      flag.option = app.add_option(where, flag.value, help)
-                        ->type_name(type_name(field))
-                        ->default_str(format_value(field))
-                        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
+      // --help shows "--name TYPE=default". A scalar given twice takes its
+      // last value, as in most command-line tools; a list takes every value
+      // given (--candidates 6 5 4 or --candidates 6,5,4).
+      const std::string shown = format_value(field);
+      flag.option = app.add_option(where, flag.values, help)
+                        ->option_text(std::string(type_name(field)) + (shown.empty() ? "" : "=" + shown))
                         ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
                         ->group(group);
-      flag.assign = [&field, where](const std::string& text) { parse_value(YAML::Load(text), field, where); };
+      flag.list = is_list<Field>::value;
+      if constexpr (is_list<Field>::value) {
+        flag.option->expected(1, CLI::detail::expected_max_vector_size)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      } else {
+        flag.option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+      }
+      // A boolean flag alone means true (--keep-nonmonotone); a value sets it
+      // (--augment false).
+      if constexpr (std::is_same_v<Field, bool>) flag.option->expected(0, 1);
+      flag.assign = [&field, where](const std::string& text) {
+        parse_value(YAML::Load(std::is_same_v<Field, bool> && text.empty() ? "true" : text), field, where);
+      };
     });
   }
 
@@ -151,6 +200,7 @@ class FlagSet {
   // integer, got 'abc'"; CLI11 names the flag), or "" when it parses.
   template <typename Field>
   static std::string parse_error(const std::string& text) {
+    if (std::is_same_v<Field, bool> && text.empty()) return "";  // a boolean flag alone
     try {
       Field value;
       parse_value(YAML::Load(text), value, "value");
@@ -164,7 +214,8 @@ class FlagSet {
 
   struct Flag {
     std::string name;
-    std::string value;
+    std::vector<std::string> values;  // as given: a list's joined by spaces, a scalar's last taken
+    bool list = false;
     CLI::Option* option = nullptr;
     std::function<void(const std::string&)> assign;
   };
