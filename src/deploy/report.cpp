@@ -204,11 +204,29 @@ std::string indicator_chart(const quant::Indicators& ind) {
   return c.svg("indicator curves per layer");
 }
 
+// The uniform precisions the Pareto chart marks: W=A at every candidate,
+// and the budget's own (W2A3) when it is a uniform precision with other
+// weight and activation bits.
+std::vector<quant::LayerBits> uniform_points(const ReportInputs& in) {
+  std::vector<quant::LayerBits> out;
+  for (int64_t b : in.indicators.candidates) out.push_back({b, b});
+  const std::string& budget = in.bitops_budget;
+  if (budget.empty() || (budget[0] != 'W' && budget[0] != 'w')) return out;
+  const quant::LayerBits bits = quant::parse_uniform(budget);
+  const auto& c = in.indicators.candidates;
+  const bool candidate = std::find(c.begin(), c.end(), bits.weight) != c.end() &&
+                         std::find(c.begin(), c.end(), bits.act) != c.end();
+  if (candidate && std::find(out.begin(), out.end(), bits) == out.end()) out.push_back(bits);
+  return out;
+}
+
+std::string uniform_name(const quant::LayerBits& bits) { return fmt::format("W{}A{}", bits.weight, bits.act); }
+
 // The objective of uniform precision at `bits`, scored with the same indicators.
-double uniform_objective(const ReportInputs& in, int64_t bits) {
+double uniform_objective(const ReportInputs& in, const quant::LayerBits& bits) {
   double objective = 0;
   for (const auto& l : in.indicators.layers) {
-    if (l.searchable) objective += l.act_steps.at(bits) + *in.alpha * l.weight_steps.at(bits);
+    if (l.searchable) objective += l.act_steps.at(bits.act) + *in.alpha * l.weight_steps.at(bits.weight);
   }
   return objective;
 }
@@ -228,10 +246,12 @@ std::string pareto_chart(const ReportInputs& in, const std::vector<search::Sweep
   for (const auto& p : sweep) {
     if (p.feasible) include(p.result.achieved_bitops, p.result.objective);
   }
-  for (int64_t b : in.indicators.candidates) {
-    include(search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits), uniform_objective(in, b));
+  const std::vector<quant::LayerBits> uniform = uniform_points(in);
+  for (const auto& bits : uniform) {
+    include(search::budget_bitops(in.indicators, uniform_name(bits), in.fixed_bits), uniform_objective(in, bits));
   }
-  const double pad = (ymax - ymin) * 0.08 + 1e-12;
+  // Room above the highest point for its label.
+  const double pad = (ymax - ymin) * 0.12 + 1e-12;
   // Indicator sums are non-negative: the axis does not dip below zero.
   const double y_lo = ymin >= 0 ? std::max(0.0, ymin - pad) : ymin - pad, y_hi = ymax + pad;
   c.x_range(0, xmax * 1.05 / 1e9);
@@ -267,16 +287,17 @@ std::string pareto_chart(const ReportInputs& in, const std::vector<search::Sweep
   if (any_erased) {
     c.text(c.plot_right(), c.plot_top() - 12, "hollow: uses erased (non-monotone) indicator points", "end", 10);
   }
-  for (int64_t b : in.indicators.candidates) {
-    const double objective = uniform_objective(in, b);
-    const double g = search::budget_bitops(in.indicators, fmt::format("W{0}A{0}", b), in.fixed_bits) / 1e9;
-    c.rect(c.px(g) - 3.5, c.py(objective) - 3.5, 7, 7, kFixedColor, fmt::format("uniform W{0}A{0}", b));
-    c.text(c.px(g) + 6, c.py(objective) - 6, fmt::format("W{0}A{0}", b), "start", 9);
+  for (const auto& bits : uniform) {
+    const double objective = uniform_objective(in, bits);
+    const double g = search::budget_bitops(in.indicators, uniform_name(bits), in.fixed_bits) / 1e9;
+    c.rect(c.px(g) - 3.5, c.py(objective) - 3.5, 7, 7, kFixedColor, "uniform " + uniform_name(bits));
+    c.text(c.px(g) + 6, c.py(objective) - 6, uniform_name(bits), "start", 9);
   }
   if (!in.bitops_budget.empty()) {
+    // The budget's label at the foot of its line, clear of the points' labels.
     const double g = search::budget_bitops(in.indicators, in.bitops_budget, in.fixed_bits) / 1e9;
     c.line(c.px(g), c.plot_top(), c.px(g), c.plot_bottom(), kInk, 1, "4 3");
-    c.text(c.px(g) + 4, c.plot_top() + 10, "budget " + in.bitops_budget, "start", 10);
+    c.text(c.px(g) + 4, c.plot_bottom() - 6, "budget " + in.bitops_budget, "start", 10);
   }
   c.circle(c.px(chosen_bitops / 1e9), c.py(chosen_objective), 6, "#d93025", "the chosen policy");
   c.text(c.px(chosen_bitops / 1e9) + 9, c.py(chosen_objective) + 4, "chosen policy", "start", 11,

@@ -65,6 +65,22 @@ TEST_F(ReportTest, PageIsSelfContainedWithEveryChart) {
   EXPECT_THAT(html, HasSubstr("92.40%"));
 }
 
+// The Pareto chart marks uniform precision at the budget next to the
+// chosen policy, also when the budget's weight and activation bits differ.
+TEST_F(ReportTest, ParetoChartMarksTheBudgetsUniformPrecision) {
+  ReportInputs in = inputs();
+  in.bitops_budget = "W2A3";
+  const std::string html = render_report(in);
+  const std::string pareto = html.substr(html.find("id=\"chart-pareto\""));
+  for (const char* name : {"uniform W2A2", "uniform W3A3", "uniform W4A4", "uniform W2A3"}) {
+    EXPECT_THAT(pareto, HasSubstr(name)) << name;
+  }
+  EXPECT_THAT(pareto, HasSubstr("budget W2A3"));
+  in.bitops_budget = "W3A3";
+  const std::string same = render_report(in);
+  EXPECT_THAT(same.substr(same.find("id=\"chart-pareto\"")), Not(HasSubstr("uniform W2A3")));
+}
+
 TEST_F(ReportTest, PolicyMustMatchTheIndicators) {
   ReportInputs in = inputs();
   in.policy.layers.pop_back();
