@@ -78,7 +78,7 @@ std::string sensitivity_stage(const PipelineConfig& config, const std::string& f
       .fixed_layers(config.indicators.indicators.fixed_layers());
   sc.device = config.run.device();
   sc.threads = config.run.threads();
-  sc.seed = static_cast<uint64_t>(config.run.seed());
+  sc.seed = config.run.seed();
   const std::string out = config.run.out_dir();
   const std::string path = join(out, method + ".json");
   const std::string done = join(out, method + ".done");

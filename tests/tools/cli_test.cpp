@@ -122,6 +122,7 @@ TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
   expect_defaults("export", deploy::ExportOptions());
   expect_defaults("report", deploy::ReportOptions());
   expect_defaults("sensitivity", train::SensitivityOptions());
+  expect_defaults("sensitivity", train::SensitivityConfig());
   EXPECT_GT(checked_, 150);
 }
 

@@ -426,7 +426,6 @@ struct SensitivityCommand {
   limpq::train::SensitivityConfig config;
   FlagSet flags;
   std::string out = "sensitivity.json";
-  int64_t seed = 0;
   bool json = false;
 
   void add_to(CLI::App& app) {
@@ -437,10 +436,8 @@ struct SensitivityCommand {
         "tensor alone quantized (on --val-size held-out examples); --method hessian is HAWQ-V3's Hessian trace "
         "times the quantization error");
     cmd->add_option("--out", out, "indicators-format file to write")->default_str(out);
-    cmd->add_option("--device", config.device, "cpu | cuda | cuda:N")->default_str(config.device);
-    cmd->add_option("--threads", config.threads, "compute threads (0: all cores)")->default_str("0");
-    cmd->add_option("--seed", seed, "seed of the calibration order and the probes")->default_str("0");
     cmd->add_flag("--json", json, "print the result as one JSON line");
+    flags.add(*cmd, config, "Run");
     flags.add(*cmd, config.data, "Data");
     flags.add(*cmd, config.model, "Model");
     flags.add(*cmd, config.sensitivity, "Sensitivity");
@@ -449,7 +446,6 @@ struct SensitivityCommand {
 
   void run() {
     flags.apply();
-    config.seed = static_cast<uint64_t>(seed);
     limpq::util::Stopwatch clock;
     // The drop method keeps its measurements beside --out as it goes.
     config.partial_path = out + ".partial";
@@ -576,7 +572,9 @@ struct LaunchCommand {
   void add_to(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "launch", "Start N local data-parallel workers of a limpq command (like torchrun --nproc-per-node N)");
-    cmd->add_option("-n,--nproc", nproc, "number of workers")->default_str("2")->check(CLI::PositiveNumber);
+    cmd->add_option("-n,--nproc", nproc, "number of workers")
+        ->default_str(std::to_string(nproc))
+        ->check(CLI::PositiveNumber);
     cmd->add_option("command", command, "the worker command after --, e.g. -- limpq train --config c.yaml")
         ->required();
     cmd->callback([this] { run(); });

@@ -95,11 +95,20 @@ struct SensitivityConfig {
   SensitivityOptions sensitivity;
   std::string device = "cpu";
   int64_t threads = 0;
-  uint64_t seed = 0;
+  int64_t seed = 0;
   // drop: a file that keeps each measurement as it is taken (written
   // atomically), so that a run stopped by Ctrl-C / SIGTERM or killed
   // continues where it was when run again with the same settings ("": none).
   std::string partial_path;
+
+  // Where it runs (the flags of `limpq sensitivity`; data, model and
+  // sensitivity have their own lists).
+  template <typename V>
+  void visit(V&& v) {
+    v("device", device, "cpu | cuda | cuda:N");
+    v("threads", threads, "compute threads (0: all cores)");
+    v("seed", seed, "seed of the calibration order and the probes");
+  }
 };
 
 // The criterion for every searchable layer and candidate of the model in
