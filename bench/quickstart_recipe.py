@@ -140,26 +140,42 @@ def main():
     p.add_argument("--limpq", default="build/limpq")
     p.add_argument("--out", default="runs/quickstart_recipe")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--only", default="",
+                   help="one variant, BUDGET:EPOCHS (e.g. W2A3:2): its spread over more seeds, without choosing")
     args = p.parse_args()
     args.limpq = str(Path(args.limpq).resolve())
     start = time.time()
     rows = []
-    for budget in BUDGETS:
-        for epochs in FINETUNE_EPOCHS:
-            results = [run_variant(args, s, budget, epochs) for s in args.seeds]
-            margins = [r["margin"] for r in results]
-            rows.append({
-                "budget": budget, "finetune_epochs": epochs,
-                "val_policy": [r["val_policy"] for r in results],
-                "val_uniform": [r["val_uniform"] for r in results],
-                "margin_mean": statistics.mean(margins),
-                "margin_std": statistics.stdev(margins) if len(margins) > 1 else 0.0,
-                "val_fp": statistics.mean(r["val_fp"] for r in results),
-                "minutes": estimated_minutes(results),
-            })
+    grid = [(b, e) for b in BUDGETS for e in FINETUNE_EPOCHS]
+    if args.only:
+        budget, epochs = args.only.split(":")
+        grid = [(budget, int(epochs))]
+    for budget, epochs in grid:
+        results = [run_variant(args, s, budget, epochs) for s in args.seeds]
+        margins = [r["margin"] for r in results]
+        rows.append({
+            "budget": budget, "finetune_epochs": epochs,
+            "val_policy": [r["val_policy"] for r in results],
+            "val_uniform": [r["val_uniform"] for r in results],
+            "margin_mean": statistics.mean(margins),
+            "margin_std": statistics.stdev(margins) if len(margins) > 1 else 0.0,
+            "val_fp": statistics.mean(r["val_fp"] for r in results),
+            "minutes": estimated_minutes(results),
+        })
+    out = Path(args.out)
+    if args.only:
+        name = f"spread_{args.only.replace(':', '_ft')}"
+        (out / f"{name}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2) + "\n")
+        r = rows[0]
+        text = (f"{r['budget']}, {r['finetune_epochs']} epoch(s), seeds {', '.join(map(str, args.seeds))}, validation "
+                f"top-1: uniform {' / '.join(f'{v:.2f}' for v in r['val_uniform'])}, policy "
+                f"{' / '.join(f'{v:.2f}' for v in r['val_policy'])}; policy - uniform {r['margin_mean']:+.2f} +- "
+                f"{r['margin_std']:.2f}")
+        (out / f"{name}.md").write_text(text + "\n")
+        print(text)
+        return
     eligible = [r for r in rows if r["minutes"] <= MAX_MINUTES]
     chosen = max(eligible, key=lambda r: (round(r["margin_mean"], 2), -r["minutes"])) if eligible else None
-    out = Path(args.out)
     (out / "recipe.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows, "chosen": chosen}, indent=2) + "\n")
     lines = [
         f"Validation top-1 (5000 held-out training images), seeds {', '.join(map(str, args.seeds))}; "
