@@ -572,9 +572,7 @@ ReportInputs run_report_inputs(const std::string& run_dir) {
 }
 
 std::string write_run_report(const std::string& run_dir) {
-  const std::string path = (std::filesystem::path(run_dir) / "report.html").string();
-  util::write_file_atomic(path, render_report(run_report_inputs(run_dir)));
-  return path;
+  return write_report(ReportOptions().run(run_dir));
 }
 
 std::string write_report(const ReportOptions& options) {

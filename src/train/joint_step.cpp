@@ -121,8 +121,6 @@ class JointIndicatorStep : public TrainStep {
  private:
   int64_t num_candidates() const { return static_cast<int64_t>(candidates_.size()); }
 
-
-
   void check_only_layer() const {
     const auto names = quantized_->searchable_names();
     TORCH_CHECK(std::find(names.begin(), names.end(), only_layer_) != names.end(), "indicators: only_layer '",

@@ -17,8 +17,6 @@
 namespace limpq::train {
 namespace {
 
-namespace F = torch::nn::functional;
-
 const char* const kResumeHint = "run the same command again with --resume to continue (limpq run resumes by itself)";
 
 std::string serialize_optimizer(const torch::optim::Optimizer& optimizer) {

@@ -311,11 +311,12 @@ void short_qat(models::ModelImpl& model, const SensitivityConfig& config, const 
         logits, batch->labels.to(setup.device), torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
     sgd.zero_grad();
     loss.backward();
-    bool finite = std::isfinite(loss.item<double>());
+    // One host synchronisation: the loss and every gradient together.
+    std::vector<torch::Tensor> finite{torch::isfinite(loss.detach())};
     for (const auto& p : model.parameters()) {
-      if (finite && p.grad().defined()) finite = torch::isfinite(p.grad()).all().item<bool>();
+      if (p.grad().defined()) finite.push_back(torch::isfinite(p.grad()).all());
     }
-    TORCH_CHECK(finite, "sensitivity: non-finite loss or gradient at quantization-aware step ", step + 1, " of ",
+    TORCH_CHECK(torch::stack(finite).all().item<bool>(), "sensitivity: non-finite loss or gradient at quantization-aware step ", step + 1, " of ",
                 o.qat_steps(), " (", what, "); lower sensitivity.qat_lr (now ", o.qat_lr(), ")");
     sgd.step();
     ++step;

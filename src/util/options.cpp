@@ -174,14 +174,7 @@ int64_t load_config(const std::string& path, const std::vector<ConfigSection>& s
 
 void FlagSet::apply() const {
   for (const auto& flag : flags_) {
-    if (flag.option->count() == 0) continue;
-    std::string text;
-    if (flag.list) {
-      for (const auto& v : flag.values) text += (text.empty() ? "" : " ") + v;
-    } else if (!flag.values.empty()) {
-      text = flag.values.back();  // given twice: the last value
-    }
-    flag.assign(text);
+    if (flag.option->count() > 0) flag.assign(flag.values);
   }
 }
 

@@ -177,7 +177,6 @@ class FlagSet {
                         ->option_text(std::string(type_name(field)) + (shown.empty() ? "" : "=" + shown))
                         ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
                         ->group(group);
-      flag.list = is_list<Field>::value;
       if constexpr (is_list<Field>::value) {
         flag.option->expected(1, CLI::detail::expected_max_vector_size)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
       } else {
@@ -186,7 +185,13 @@ class FlagSet {
       // A boolean flag alone means true (--keep-nonmonotone); a value sets it
       // (--augment false).
       if constexpr (std::is_same_v<Field, bool>) flag.option->expected(0, 1);
-      flag.assign = [&field, where](const std::string& text) {
+      flag.assign = [&field, where](const std::vector<std::string>& values) {
+        std::string text;
+        if constexpr (is_list<Field>::value) {
+          for (const auto& v : values) text += (text.empty() ? "" : " ") + v;
+        } else if (!values.empty()) {
+          text = values.back();  // given twice: the last value
+        }
         parse_value(YAML::Load(std::is_same_v<Field, bool> && text.empty() ? "true" : text), field, where);
       };
     });
@@ -214,10 +219,9 @@ class FlagSet {
 
   struct Flag {
     std::string name;
-    std::vector<std::string> values;  // as given: a list's joined by spaces, a scalar's last taken
-    bool list = false;
+    std::vector<std::string> values;  // as given on the command line
     CLI::Option* option = nullptr;
-    std::function<void(const std::string&)> assign;
+    std::function<void(const std::vector<std::string>&)> assign;
   };
   std::deque<Flag> flags_;
 };
