@@ -206,6 +206,8 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
               options.split(), "'");
   TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
               options.bn_recalibration_batches());
+  TORCH_CHECK(options.policy().empty() || util::file_exists(options.policy()), "eval: the policy file '",
+              options.policy(), "' (--policy) does not exist");
   dist::init_from_environment(std::chrono::seconds(300));
   util::set_threads(worker_threads(options.threads()));
   const torch::Device device = util::resolve_device(options.device());

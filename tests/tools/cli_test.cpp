@@ -73,6 +73,11 @@ TEST_F(CliTest, MessagesSayWhatActuallyHappened) {
   const auto eval = limpq_in_temp_dir("eval --checkpoint fp/checkpoint.pt --bn-recalibration-batches 2");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_THAT(eval.output, HasSubstr("batch-norm statistics re-estimated over 2 training batches"));
+  // Files named by flags that are not there: the flag and the file are named.
+  EXPECT_THAT(limpq_in_temp_dir("eval --checkpoint fp/checkpoint.pt --policy nope.json").output,
+              HasSubstr("eval: the policy file 'nope.json' (--policy) does not exist"));
+  EXPECT_THAT(limpq_in_temp_dir("report --run nowhere").output,
+              HasSubstr("report: --run 'nowhere' is not a folder"));
   const auto alone = limpq_in_temp_dir("indicators" + common +
                                        "--weights fp/checkpoint.pt --only-layer layer2.0.conv1 --candidates 3 "
                                        "--epochs 1 --out-dir alone");
