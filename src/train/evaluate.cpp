@@ -206,6 +206,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
               options.split(), "'");
   TORCH_CHECK(options.bn_recalibration_batches() >= 0, "eval: --bn-recalibration-batches must be >= 0, got ",
               options.bn_recalibration_batches());
+  TORCH_CHECK(options.policy().empty() || options.uniform().empty(), "eval: give --policy or --uniform, not both");
   TORCH_CHECK(options.policy().empty() || util::file_exists(options.policy()), "eval: the policy file '",
               options.policy(), "' (--policy) does not exist");
   dist::init_from_environment(std::chrono::seconds(300));
@@ -227,7 +228,6 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
   if (ptq) {
     TORCH_CHECK(!loaded.quant, "eval: --policy/--uniform quantize a full-precision checkpoint, but this one is "
                 "already quantized (", loaded.quant->mode(), ")");
-    TORCH_CHECK(options.policy().empty() || options.uniform().empty(), "eval: give --policy or --uniform, not both");
     loaded.quant.emplace(model, checkpoint.input_shape, models::QuantizeOptions());
     const bool from_file = !options.policy().empty();
     loaded.quant->prepare_policy(from_file ? quant::read_policy(options.policy())
