@@ -94,10 +94,11 @@ class JointIndicatorStep : public TrainStep {
   // Evaluated at the largest candidate, uniformly.
   void prepare_evaluation() override { set_candidate(candidates_.front()); }
 
-  // Test accuracy at every candidate, the tensors' statistics, and the
-  // indicators file.
+  // Test accuracy at every candidate (or the first only), the tensors'
+  // statistics, and the indicators file.
   void finish(FinishContext& context, TrainResult& result) override {
     for (int64_t b : candidates_) {
+      if (b != candidates_.front() && !context.evaluate_every_candidate) continue;
       set_candidate(b);
       // The loop's final evaluation ran at the first candidate.
       EvalResult r = b == candidates_.front() ? result.test : evaluate(*context.model, *context.test_loader, context.device);

@@ -299,7 +299,7 @@ TrainResult TrainingLoop::run(bool resume, const TrainHooks& hooks) {
       return result;
     }
   }
-  return finish();
+  return finish(hooks);
 }
 
 bool TrainingLoop::run_epoch(int64_t epoch, const TrainHooks& hooks) {
@@ -547,7 +547,7 @@ void TrainingLoop::interrupted(const std::string& where) const {
 }
 
 // The final model on the test set; the strategy adds what its run leaves.
-TrainResult TrainingLoop::finish() {
+TrainResult TrainingLoop::finish(const TrainHooks& hooks) {
   data::DataLoader test_loader(data_.test, data_.eval_transform,
                                data::LoaderOptions()
                                    .batch_size(config_.data.eval_batch_size())
@@ -568,6 +568,7 @@ TrainResult TrainingLoop::finish() {
   context.out_dir = config_.run.out_dir();
   context.epochs = config_.optim.epochs();
   context.main_rank = main_rank_;
+  context.evaluate_every_candidate = hooks.evaluate_every_candidate;
   step_.finish(context, result);
   result.completed = true;
   result.epochs = config_.optim.epochs();

@@ -55,7 +55,9 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
     return result;
   }
   const auto start = std::chrono::steady_clock::now();
-  result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")));
+  TrainHooks hooks;
+  hooks.evaluate_every_candidate = false;  // the pipeline shows the stage's first candidate only
+  result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")), hooks);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", seconds));
   util::write_file_atomic(done, key);

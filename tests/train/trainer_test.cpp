@@ -306,6 +306,23 @@ TEST_F(TrainerTest, JointIndicatorTrainingWritesFiniteMonotoneIndicators) {
   EXPECT_GT(monotone, searchable * 3 / 4) << "steps shrink as bits grow for most layers";
   EXPECT_GT(error_grows, searchable * 3 / 4) << "2 bits cost more than 4 for most layers";
 
+  // Without the other candidates' test passes (as in `limpq run`): the first
+  // candidate's result and the same indicators.
+  TrainConfig lean_config = c;
+  lean_config.run.out_dir(temp_path("ind_first_only"));
+  TrainHooks first_only;
+  first_only.evaluate_every_candidate = false;
+  const TrainResult lean = run_train(lean_config, false, first_only);
+  ASSERT_EQ(lean.per_candidate.size(), 1u);
+  EXPECT_EQ(lean.per_candidate[0].first, 4);
+  EXPECT_DOUBLE_EQ(lean.test.loss, r.test.loss);
+  const quant::Indicators lean_ind = quant::read_indicators(lean.indicators);
+  ASSERT_EQ(lean_ind.layers.size(), ind.layers.size());
+  for (size_t i = 0; i < ind.layers.size(); ++i) {
+    EXPECT_EQ(lean_ind.layers[i].weight_steps, ind.layers[i].weight_steps) << ind.layers[i].name;
+    EXPECT_EQ(lean_ind.layers[i].act_steps, ind.layers[i].act_steps) << ind.layers[i].name;
+  }
+
   // Resumable like any training run.
   TrainConfig again = c;
   again.optim.epochs(2);

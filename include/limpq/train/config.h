@@ -54,6 +54,10 @@ struct TrainHooks {
   // Called after every optimizer step (steps taken so far), before the
   // stop-request check; tests use it to interrupt at a chosen step.
   std::function<void(int64_t steps_done)> after_step;
+  // Joint indicator training: evaluate every candidate bit-width on the test
+  // set at the end (TrainResult::per_candidate), one pass each; false keeps
+  // the first candidate's only (`limpq run`, which does not show the others).
+  bool evaluate_every_candidate = true;
 };
 
 }  // namespace limpq::train

@@ -104,7 +104,7 @@ class TrainingLoop {
   // (the statistics are reduced on every worker); rank 0 writes.
   void save(int64_t epochs_done, int64_t batches_done, const nlohmann::ordered_json& entry);
   [[noreturn]] void interrupted(const std::string& where) const;
-  TrainResult finish();
+  TrainResult finish(const TrainHooks& hooks);
 
   TrainConfig config_;
   models::Model model_;

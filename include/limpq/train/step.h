@@ -44,6 +44,7 @@ struct FinishContext {
   std::string out_dir;
   int64_t epochs = 0;
   bool main_rank = true;  // alone writes files
+  bool evaluate_every_candidate = true;  // TrainHooks::evaluate_every_candidate
 };
 
 class TrainStep {
