@@ -31,9 +31,10 @@ fraction {0.25, 0.5}, 2 fine-tuning epochs, five seeds. Rule, fixed before
 any of its new runs: the variant with the largest lower margin (mean minus
 standard deviation of the validation margin: the bar's own form) wins, among
 those whose main job is estimated at 8 minutes or less: the measured main job
-of round 1's recipe (470 s, seed 0 of its test runs) plus the variant's
-difference from it in indicator and fine-tuning training time (validation
-passes excluded, fastest seed); a tie goes to the shorter one.
+of round 1's recipe (`build/limpq run configs/quickstart.yaml` at seed 0, the
+build that runs the test seeds, quiet machine; --base-seconds) plus the
+variant's difference from it in indicator and fine-tuning training time
+(validation passes excluded, fastest seed); a tie goes to the shorter one.
 
 Writes <out>/recipe.{md,json}; finished variants are kept and skipped on a
 rerun.
@@ -56,10 +57,8 @@ GRIDS = {
     1: [(b, e, 0.25) for b in ("W3A3", "W2A3") for e in (1, 2)],
     2: [(b, 2, f) for b in ("W3A3", "W2A3") for f in (0.25, 0.5)],
 }
-# Round 2's time estimate starts from round 1's recipe as measured in its
-# test runs (seed 0's main job, built, quiet machine).
+# Round 2's time estimate starts from round 1's recipe's measured main job.
 ROUND1_RECIPE = ("W2A3", 2, 0.25)
-ROUND1_MAIN_JOB_SECONDS = 470.0
 BASE = {
     "data": {"dataset": "fashion-mnist", "limit": 12000, "val_size": 5000, "test_limit": 100},
     "model": {"arch": "mobilenet_v2_stem1"},
@@ -188,12 +187,12 @@ def estimated_minutes_round1(results):
     return (sum(train_seconds(results, s) for s in stages) + 40) / 60
 
 
-def estimated_minutes_round2(results, recipe1_results):
+def estimated_minutes_round2(results, recipe1_results, base_seconds):
     """Round 1's measured main job plus this variant's difference from round
     1's recipe in the stages the grid changes."""
     stages = ("indicators", "finetune_policy", "finetune_uniform")
     delta = sum(train_seconds(results, s) - train_seconds(recipe1_results, s) for s in stages)
-    return (ROUND1_MAIN_JOB_SECONDS + delta) / 60
+    return (base_seconds + delta) / 60
 
 
 def summarize(budget, epochs, fraction, results, minutes):
@@ -244,6 +243,8 @@ def main():
     p.add_argument("--out", default="runs/quickstart_recipe")
     p.add_argument("--round", type=int, choices=sorted(GRIDS), default=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--base-seconds", type=float, default=0.0,
+                   help="round 2: the measured main job of round 1's recipe, in seconds")
     p.add_argument("--only", default="",
                    help="one variant, BUDGET:EPOCHS[:FRACTION] (e.g. W2A3:2): its spread over more seeds, "
                         "without choosing")
@@ -265,13 +266,15 @@ def main():
         (out / f"{name}.md").write_text(text + "\n")
         print(text)
         return
+    if args.round == 2 and args.base_seconds <= 0:
+        sys.exit("quickstart_recipe: round 2 needs --base-seconds (the measured main job of round 1's recipe)")
     # Round 2 runs round 1's recipe first: its times are the estimate's base.
     grid = sorted(GRIDS[args.round], key=lambda v: v != ROUND1_RECIPE)
     by_variant = {v: [run_variant(args, s, *v) for s in args.seeds] for v in grid}
     rows = []
     for v in GRIDS[args.round]:
         minutes = (estimated_minutes_round1(by_variant[v]) if args.round == 1
-                   else estimated_minutes_round2(by_variant[v], by_variant[ROUND1_RECIPE]))
+                   else estimated_minutes_round2(by_variant[v], by_variant[ROUND1_RECIPE], args.base_seconds))
         rows.append(summarize(*v, by_variant[v], minutes))
     chosen = choose(args.round, rows)
     name = "recipe" if args.round == 1 else f"recipe_round{args.round}"

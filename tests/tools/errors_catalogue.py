@@ -156,6 +156,10 @@ flipped = bytearray(ckpt)
 flipped[len(ckpt) // 2] ^= 0x10
 case("checkpoint with one flipped bit", ["eval", "--checkpoint", write("flip.pt", bytes(flipped))],
      "ReliabilityTest.CorruptTruncatedAndWrongVersionCheckpointsAreRefused")
+case("policy file that is not there", ["eval", "--checkpoint", path("ok", "checkpoint.pt"), "--policy",
+     path("nope.json")], "CliTest.MessagesSayWhatActuallyHappened")
+case("report of a run folder that is not there", ["report", "--run", path("nowhere_run")],
+     "CliTest.MessagesSayWhatActuallyHappened")
 case("weights of another architecture", ["indicators", "--arch", "mobilenet_v2_stem1", "--weights",
      path("ok", "checkpoint.pt"), "--dataset", "mnist", "--root", good, "--out-dir", path("r12b")],
      "ReliabilityTest.WeightsOfAnotherArchitectureNameTheFlagToPass")
