@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "limpq/quant/indicators.h"
 #include "limpq/search/criterion.h"
@@ -18,11 +19,6 @@ namespace fs = std::filesystem;
 
 std::string join(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
-// Runs one training stage unless it has finished before, and resumes it when
-// a checkpoint of an interrupted run exists. The stage's key (its resolved
-// configuration plus `inputs`, e.g. the policy it trains under) is stored
-// with the finished marker; a finished stage with another key is an error,
-// never silently reused.
 // The time a finished stage took, kept beside its marker ("seconds"), so a
 // reused stage still reports it; 0 when the stage finished before limpq
 // kept it.
@@ -36,6 +32,27 @@ double stage_seconds(const std::string& dir) {
   }
 }
 
+// The stage's final model on the test set, as the stage measured it
+// ("test.json" beside its marker); count 0 when the stage finished before
+// limpq kept it.
+EvalResult stage_test(const std::string& dir) {
+  const std::string path = join(dir, "test.json");
+  EvalResult test;
+  if (!util::file_exists(path)) return test;
+  const auto j = nlohmann::json::parse(util::read_file(path), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return test;
+  test.loss = j.value("loss", 0.0);
+  test.top1 = j.value("top1", 0.0);
+  test.top5 = j.value("top5", 0.0);
+  test.count = j.value("count", int64_t{0});
+  return test;
+}
+
+// Runs one training stage unless it has finished before, and resumes it when
+// a checkpoint of an interrupted run exists. The stage's key (its resolved
+// configuration plus `inputs`, e.g. the policy it trains under) is stored
+// with the finished marker; a finished stage with another key is an error,
+// never silently reused.
 TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<StageTime>& times,
                       const std::string& inputs = "") {
   const std::string dir = config.run.out_dir();
@@ -50,6 +67,7 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
     fmt::print(stderr, "reusing the finished stage in '{}'\n", dir);
     result.completed = true;
     result.checkpoint = join(dir, "checkpoint.pt");
+    result.test = stage_test(dir);
     if (config.joint_indicators) result.indicators = join(dir, "indicators.json");
     times.push_back({title.substr(title.find(' ') + 1), stage_seconds(dir), true});
     return result;
@@ -60,6 +78,7 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
   result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")), hooks);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", seconds));
+  util::write_file_atomic(join(dir, "test.json"), result.test.to_json().dump(2) + "\n");
   util::write_file_atomic(done, key);
   times.push_back({title.substr(title.find(' ') + 1), seconds, false});
   return result;
@@ -101,9 +120,18 @@ std::string sensitivity_stage(const PipelineConfig& config, const std::string& f
   return path;
 }
 
-EvalResult evaluate_checkpoint(const std::string& path, const PipelineConfig& config) {
-  const Checkpoint ckpt = load_checkpoint(path);
-  return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
+// A stage's model on the test set with its policy's cost: the stage's own
+// final evaluation when it has one (the same model and test images), else
+// evaluated afresh (given weights, or a stage from an older limpq).
+EvalResult test_of(const TrainResult& stage, const PipelineConfig& config) {
+  const Checkpoint ckpt = load_checkpoint(stage.checkpoint);
+  if (stage.test.count == 0) {
+    return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
+  }
+  EvalResult test = stage.test;
+  LoadedModel loaded = load_model(ckpt, stage.checkpoint);
+  if (loaded.quant) test.cost = models::policy_cost(loaded.quant->layers(), loaded.quant->current_policy());
+  return test;
 }
 
 // search.json: what the search did, with the budgets and the indicators file
@@ -148,13 +176,15 @@ PipelineResult run_pipeline(PipelineConfig config) {
   base.run = config.run;
 
   // 1. Full precision.
-  std::string fp_checkpoint = config.model.weights();
-  if (fp_checkpoint.empty()) {
+  TrainResult fp_stage;
+  fp_stage.checkpoint = config.model.weights();
+  if (fp_stage.checkpoint.empty()) {
     TrainConfig fp = base;
     fp.optim = config.train;
     fp.run.out_dir(join(out, "fp"));
-    fp_checkpoint = run_stage("1/4 full-precision training", fp, result.stages).checkpoint;
+    fp_stage = run_stage("1/4 full-precision training", fp, result.stages);
   }
+  const std::string& fp_checkpoint = fp_stage.checkpoint;
 
   // 2. Indicators, or a measured criterion (the baselines).
   const std::string criterion = config.search.criterion();
@@ -204,21 +234,18 @@ PipelineResult run_pipeline(PipelineConfig config) {
   ft.quant.quantize().fixed_layers(config.indicators.indicators.fixed_layers());
   ft.quant.policy(result.policy);
   ft.run.out_dir(join(out, "finetune_policy"));
-  const std::string policy_ckpt =
-      run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy))
-          .checkpoint;
+  const TrainResult policy_stage =
+      run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy));
 
   const std::string& bitops = config.search.bitops();
   const bool uniform_budget = !bitops.empty() && (bitops[0] == 'W' || bitops[0] == 'w');
-  std::string uniform_ckpt;
+  std::optional<TrainResult> uniform_stage;
   if (config.finetune.compare_uniform && uniform_budget) {
     TrainConfig uni = ft;
     uni.quant.policy("");
     uni.quant.uniform(bitops);
     uni.run.out_dir(join(out, "finetune_uniform"));
-    uniform_ckpt =
-        run_stage("4/4 fine-tuning at uniform " + bitops + " (comparison)", uni, result.stages)
-            .checkpoint;
+    uniform_stage = run_stage("4/4 fine-tuning at uniform " + bitops + " (comparison)", uni, result.stages);
   }
 
   fmt::print(stderr, "\n== evaluation on the test set\n");
@@ -233,14 +260,13 @@ PipelineResult run_pipeline(PipelineConfig config) {
     }
     return total;
   };
-  result.rows.push_back({"full precision", fp_checkpoint, evaluate_checkpoint(fp_checkpoint, config),
-                         seconds_of({"full-precision"})});
-  if (!uniform_ckpt.empty()) {
-    result.rows.push_back({"uniform " + bitops, uniform_ckpt, evaluate_checkpoint(uniform_ckpt, config),
+  result.rows.push_back({"full precision", fp_checkpoint, test_of(fp_stage, config), seconds_of({"full-precision"})});
+  if (uniform_stage) {
+    result.rows.push_back({"uniform " + bitops, uniform_stage->checkpoint, test_of(*uniform_stage, config),
                            seconds_of({"fine-tuning at uniform"})});
   }
-  result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_ckpt,
-                         evaluate_checkpoint(policy_ckpt, config),
+  result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_stage.checkpoint,
+                         test_of(policy_stage, config),
                          seconds_of({"joint indicator", "policy search", "fine-tuning under"})});
   result.stages.push_back(
       {"evaluation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false});
