@@ -19,6 +19,36 @@ namespace fs = std::filesystem;
 
 std::string join(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
+// Whether a finished stage's stored key describes the stage as configured
+// now: every field it stored has the same value, and every field it lacks
+// (an option added to limpq since the stage ran) is at its default now,
+// `defaults` being the key of a default configuration. A changed default of
+// an existing option still refuses the stage: the stored key holds the value
+// it ran with.
+bool key_matches(const nlohmann::json& stored, const nlohmann::json& current, const nlohmann::json* defaults) {
+  if (!stored.is_object() || !current.is_object()) return stored == current;
+  for (const auto& [name, value] : stored.items()) {
+    const nlohmann::json* inner = defaults != nullptr && defaults->contains(name) ? &(*defaults)[name] : nullptr;
+    if (!current.contains(name) || !key_matches(value, current[name], inner)) return false;
+  }
+  for (const auto& [name, value] : current.items()) {
+    if (stored.contains(name)) continue;
+    if (defaults == nullptr || !defaults->contains(name) || (*defaults)[name] != value) return false;
+  }
+  return true;
+}
+
+bool finished_with(const std::string& done, const nlohmann::ordered_json& key, const nlohmann::ordered_json& defaults) {
+  const auto stored = nlohmann::json::parse(util::read_file(done), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json current = key;
+  const nlohmann::json default_key = defaults;
+  return !stored.is_discarded() && key_matches(stored, current, &default_key);
+}
+
+nlohmann::ordered_json stage_key(TrainConfig config, const std::string& inputs) {
+  return {{"config", config.to_json()}, {"inputs", inputs}};
+}
+
 // The time a finished stage took, kept beside its marker ("seconds"), so a
 // reused stage still reports it; 0 when the stage finished before limpq
 // kept it.
@@ -57,11 +87,11 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
                       const std::string& inputs = "") {
   const std::string dir = config.run.out_dir();
   const std::string done = join(dir, "done");
-  const std::string key = nlohmann::ordered_json{{"config", config.to_json()}, {"inputs", inputs}}.dump(2) + "\n";
+  const nlohmann::ordered_json key = stage_key(config, inputs);
   fmt::print(stderr, "\n== {}\n", title);
   TrainResult result;
   if (util::file_exists(done)) {
-    TORCH_CHECK(util::read_file(done) == key, "pipeline: the finished stage in '", dir,
+    TORCH_CHECK(finished_with(done, key, stage_key(TrainConfig(), "")), "pipeline: the finished stage in '", dir,
                 "' was run with another configuration or input; delete that folder to redo it, or choose another "
                 "run.out_dir");
     fmt::print(stderr, "reusing the finished stage in '{}'\n", dir);
@@ -79,9 +109,16 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", seconds));
   util::write_file_atomic(join(dir, "test.json"), result.test.to_json().dump(2) + "\n");
-  util::write_file_atomic(done, key);
+  util::write_file_atomic(done, key.dump(2) + "\n");
   times.push_back({title.substr(title.find(' ') + 1), seconds, false});
   return result;
+}
+
+nlohmann::ordered_json sensitivity_key(SensitivityConfig sc) {
+  return {{"data", util::to_json(sc.data)},
+          {"model", util::to_json(sc.model)},
+          {"sensitivity", util::to_json(sc.sensitivity)},
+          {"seed", sc.seed}};
 }
 
 // The criterion of `limpq sensitivity --method <method>` for the pipeline's
@@ -103,20 +140,16 @@ std::string sensitivity_stage(const PipelineConfig& config, const std::string& f
   const std::string out = config.run.out_dir();
   const std::string path = join(out, method + ".json");
   const std::string done = join(out, method + ".done");
-  const std::string key = nlohmann::ordered_json{{"data", util::to_json(sc.data)},
-                                                 {"model", util::to_json(sc.model)},
-                                                 {"sensitivity", util::to_json(sc.sensitivity)},
-                                                 {"seed", sc.seed}}
-                              .dump(2) + "\n";
+  const nlohmann::ordered_json key = sensitivity_key(sc);
   fmt::print(stderr, "\n== 2/4 sensitivity criterion ({})\n", method);
   if (util::file_exists(done) && util::file_exists(path)) {
-    TORCH_CHECK(util::read_file(done) == key, "pipeline: the finished criterion '", path,
+    TORCH_CHECK(finished_with(done, key, sensitivity_key(SensitivityConfig())), "pipeline: the finished criterion '", path,
                 "' was measured with another configuration or input; delete it to redo it");
     fmt::print(stderr, "reusing '{}'\n", path);
     return path;
   }
   quant::write_indicators(path, run_sensitivity(sc));
-  util::write_file_atomic(done, key);
+  util::write_file_atomic(done, key.dump(2) + "\n");
   return path;
 }
 

@@ -452,6 +452,12 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
       EXPECT_DOUBLE_EQ(row.test.cost->bitops, fresh.cost->bitops) << row.name;
     }
   }
+  // A stage finished by a limpq without some option (its key lacks the
+  // field) is reused while the option is at its default.
+  const std::string fp_done = temp_path("pipe/fp/done");
+  auto key = nlohmann::json::parse(util::read_file(fp_done));
+  key["config"]["model"].erase("onnx");
+  util::write_file_atomic(fp_done, key.dump(2));
   // A second run reuses every stage: same results.
   const PipelineResult again = run_pipeline(p);
   ASSERT_EQ(again.rows.size(), r.rows.size());
@@ -462,6 +468,15 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   // Another budget gives another policy: the finished fine-tuning stage is not reused silently.
   p.search.bitops("W2A2");
   EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("finetune_policy' was run with another")));
+  // A field the stored key lacks while the option is not at its default now:
+  // refused (the stage cannot have run with it).
+  key["config"]["train"].erase("epochs");
+  util::write_file_atomic(fp_done, key.dump(2));
+  EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("fp' was run with another")));
+  // A stored value that differs: refused.
+  key["config"]["train"]["epochs"] = 3;
+  util::write_file_atomic(fp_done, key.dump(2));
+  EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr("fp' was run with another")));
 
   // A measured criterion replaces the joint run (searched with its own alpha).
   PipelineConfig h = p;
