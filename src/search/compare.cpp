@@ -8,6 +8,9 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <utility>
+
+#include "limpq/search/criterion.h"
 
 namespace limpq::search {
 namespace {
@@ -194,6 +197,19 @@ std::string comparison_to_text(const IndicatorComparison& c, const std::string& 
   out += fmt::format("{:<8} {:>14} {:>14} {:>14}\n", "pooled", cell(c.pooled_weights), cell(c.pooled_acts),
                      cell(c.pooled_combined));
   return out;
+}
+
+IndicatorComparison compare_indicator_files(const std::string& path_a, const std::string& path_b,
+                                            const CompareOptions& options) {
+  auto load = [](const std::string& path, const std::string& name, std::optional<double> alpha) {
+    const Criterion criterion = parse_criterion(name);
+    quant::Indicators values = apply_criterion(quant::read_indicators(path), criterion);
+    const double used = alpha.value_or(default_alpha(criterion, values));
+    return std::pair{std::move(values), used};
+  };
+  const auto [a, alpha_a] = load(path_a, options.criterion_a(), options.alpha_a());
+  const auto [b, alpha_b] = load(path_b, options.criterion_b(), options.alpha_b());
+  return compare_indicators(a, b, alpha_a, alpha_b);
 }
 
 }  // namespace limpq::search

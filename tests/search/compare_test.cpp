@@ -5,6 +5,9 @@
 
 #include <cmath>
 
+#include "limpq/quant/indicators.h"
+#include "support/test_support.h"
+
 namespace limpq::search {
 namespace {
 
@@ -78,6 +81,25 @@ TEST(CompareIndicatorsTest, OnlyCommonLayersAndBitsCount) {
   b = ranked({3, 2}, {"l3", "l2"});
   b.candidates = {6};
   EXPECT_THAT([&] { compare_indicators(a, b, 2, 2); }, ThrowsMessage<c10::Error>(HasSubstr("no candidate bit-width")));
+}
+
+class CompareFilesTest : public limpq::testing::SeededTest {};
+
+// The files' route (`limpq compare-indicators`): each read in its criterion's
+// form, with its criterion's alpha unless one is given.
+TEST_F(CompareFilesTest, EachFileInItsCriterionWithItsAlpha) {
+  const auto a = ranked({1, 2, 3, 4}, {"l1", "l2", "l3", "l4"});
+  const auto b = ranked({10, 30, 20, 40}, {"l1", "l2", "l3", "l4"});
+  quant::write_indicators(temp_path("a.json"), a);
+  quant::write_indicators(temp_path("b.json"), b);
+  const IndicatorComparison c =
+      compare_indicator_files(temp_path("a.json"), temp_path("b.json"), CompareOptions().alpha_b(0.5));
+  EXPECT_EQ(c.alpha_a, 2.0) << "the step criterion's default alpha";
+  EXPECT_EQ(c.alpha_b, 0.5);
+  const IndicatorComparison direct = compare_indicators(a, b, 2.0, 0.5);
+  EXPECT_EQ(c.to_json().dump(), direct.to_json().dump());
+  EXPECT_THAT([&] { compare_indicator_files(temp_path("a.json"), temp_path("b.json"), CompareOptions().criterion_a("nope")); },
+              ThrowsMessage<c10::Error>(HasSubstr("nope")));
 }
 
 }  // namespace

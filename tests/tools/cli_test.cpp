@@ -11,6 +11,7 @@
 #include "limpq/deploy/export.h"
 #include "limpq/deploy/report.h"
 #include "limpq/models/cost.h"
+#include "limpq/search/compare.h"
 #include "limpq/search/search.h"
 #include "limpq/train/evaluate.h"
 #include "limpq/train/sensitivity.h"
@@ -128,6 +129,7 @@ TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
   expect_defaults("report", deploy::ReportOptions());
   expect_defaults("sensitivity", train::SensitivityOptions());
   expect_defaults("sensitivity", train::SensitivityConfig());
+  expect_defaults("compare-indicators", search::CompareOptions());
   EXPECT_GT(checked_, 150);
 }
 

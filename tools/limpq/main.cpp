@@ -376,9 +376,9 @@ struct SearchCommand {
 // `limpq compare-indicators A.json B.json`: rank agreement of two criteria
 // across layers.
 struct CompareCommand {
+  limpq::search::CompareOptions options;
+  FlagSet flags;
   std::string path_a, path_b;
-  std::string criterion_a = "step", criterion_b = "step";
-  std::optional<double> alpha_a, alpha_b;
   bool json = false;
 
   void add_to(CLI::App& app) {
@@ -389,34 +389,23 @@ struct CompareCommand {
     cmd->add_option("b", path_b, "second indicators file (e.g. from limpq sensitivity --method drop)")
         ->required()
         ->check(CLI::ExistingFile);
-    cmd->add_option("--criterion-a", criterion_a, "form of the first file's values (see limpq search --criterion)")
-        ->default_str(criterion_a);
-    cmd->add_option("--criterion-b", criterion_b, "form of the second file's values")->default_str(criterion_b);
-    cmd->add_option("--alpha-a", alpha_a, "alpha of the first file's combined score (default: its criterion's)");
-    cmd->add_option("--alpha-b", alpha_b, "alpha of the second file's combined score");
     cmd->add_flag("--json", json, "print the result as one JSON line");
+    flags.add(*cmd, options, "Compare");
     cmd->callback([this] { run(); });
   }
 
   void run() {
-    namespace search = limpq::search;
-    auto load = [](const std::string& path, const std::string& name, std::optional<double> alpha) {
-      const search::Criterion criterion = search::parse_criterion(name);
-      auto values = search::apply_criterion(limpq::quant::read_indicators(path), criterion);
-      return std::pair{values, alpha.value_or(search::default_alpha(criterion, values))};
-    };
-    const auto [a, alpha_a_used] = load(path_a, criterion_a, alpha_a);
-    const auto [b, alpha_b_used] = load(path_b, criterion_b, alpha_b);
-    const auto c = search::compare_indicators(a, b, alpha_a_used, alpha_b_used);
+    flags.apply();
+    const auto c = limpq::search::compare_indicator_files(path_a, path_b, options);
     if (json) {
       auto j = c.to_json();
-      j["a"] = {{"file", path_a}, {"criterion", criterion_a}};
-      j["b"] = {{"file", path_b}, {"criterion", criterion_b}};
+      j["a"] = {{"file", path_a}, {"criterion", options.criterion_a()}};
+      j["b"] = {{"file", path_b}, {"criterion", options.criterion_b()}};
       std::cout << j.dump() << std::endl;
       return;
     }
-    fmt::print("{}", search::comparison_to_text(c, fmt::format("{} [{}]", path_a, criterion_a),
-                                                fmt::format("{} [{}]", path_b, criterion_b)));
+    fmt::print("{}", limpq::search::comparison_to_text(c, fmt::format("{} [{}]", path_a, options.criterion_a()),
+                                                       fmt::format("{} [{}]", path_b, options.criterion_b())));
   }
 };
 

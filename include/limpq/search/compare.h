@@ -10,12 +10,15 @@
 // pooled over every (layer, bit-width) point (which also counts how each
 // file orders the bit-widths, so it runs higher).
 //
-//   IndicatorComparison c = compare_indicators(a, b, {2.0, 1.0});
-//   fmt::print("{}", comparison_to_text(c, "a.json", "b.json"));
+//   IndicatorComparison c = compare_indicator_files("a.json", "drop.json", CompareOptions().criterion_a("fisher-error"));
+//   fmt::print("{}", comparison_to_text(c, "a.json", "drop.json"));
 #pragma once
+
+#include <torch/arg.h>
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +58,29 @@ struct IndicatorComparison {
 // layers or no bit-width.
 IndicatorComparison compare_indicators(const quant::Indicators& a, const quant::Indicators& b, double alpha_a,
                                        double alpha_b);
+
+// How each file's values are read: the criterion form (criterion.h) and the
+// alpha of its combined score (unset: the criterion's default_alpha).
+struct CompareOptions {
+  TORCH_ARG(std::string, criterion_a) = "step";
+  TORCH_ARG(std::string, criterion_b) = "step";
+  TORCH_ARG(std::optional<double>, alpha_a) = std::nullopt;
+  TORCH_ARG(std::optional<double>, alpha_b) = std::nullopt;
+
+ public:
+  template <typename V>
+  void visit(V&& v) {
+    v("criterion_a", criterion_a_, "form of the first file's values (see limpq search --criterion)");
+    v("criterion_b", criterion_b_, "form of the second file's values");
+    v("alpha_a", alpha_a_, "alpha of the first file's combined score (unset: its criterion's)");
+    v("alpha_b", alpha_b_, "alpha of the second file's combined score (unset: its criterion's)");
+  }
+};
+
+// Reads two indicators files, puts each in its criterion's form and compares
+// them (the alphas used are in the result).
+IndicatorComparison compare_indicator_files(const std::string& path_a, const std::string& path_b,
+                                            const CompareOptions& options);
 
 std::string comparison_to_text(const IndicatorComparison& comparison, const std::string& name_a,
                                const std::string& name_b);
