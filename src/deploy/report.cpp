@@ -580,7 +580,7 @@ std::string write_report(const ReportOptions& options) {
   std::string out = options.out();
   if (!options.run().empty()) {
     TORCH_CHECK(std::filesystem::is_directory(options.run()), "report: --run '", options.run(),
-                "' is not a folder (give the run.out_dir of a `limpq run`)");
+                "' is not a folder (give the run.out_dir of a limpq run)");
     in = run_report_inputs(options.run());
     if (out.empty()) out = (std::filesystem::path(options.run()) / "report.html").string();
   } else {
