@@ -74,15 +74,15 @@ def main():
     policy = next(n for n in names if n.endswith("policy"))
     gain = [a - b for a, b in zip(top1[policy], top1[uniform])]
 
-    def mean_std(v):
-        return f"{statistics.mean(v):.2f} +- {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+    def mean_std(v, sign=""):
+        return f"{statistics.mean(v):{sign}.2f} +- {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:{sign}.2f}"
 
     lines = [f"`limpq run {args.config}` at seeds {', '.join(str(s['seed']) for s in seeds)}; test top-1 (10k images).",
              "", "| | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " | mean +- std |",
              "|---|" + "---|" * len(seeds) + "---|"]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in top1[n]) + f" | {mean_std(top1[n])} |")
-    lines.append("| policy - uniform | " + " | ".join(f"{g:+.2f}" for g in gain) + f" | {mean_std(gain)} |")
+    lines.append("| policy - uniform | " + " | ".join(f"{g:+.2f}" for g in gain) + f" | {mean_std(gain, '+')} |")
     lines.append("| main job (wall) | " + " | ".join(f"{s['wall_seconds'] / 60:.1f} min" for s in seeds) + " | |")
     (out / "seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
