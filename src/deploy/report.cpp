@@ -210,13 +210,12 @@ std::string indicator_chart(const quant::Indicators& ind) {
 std::vector<quant::LayerBits> uniform_points(const ReportInputs& in) {
   std::vector<quant::LayerBits> out;
   for (int64_t b : in.indicators.candidates) out.push_back({b, b});
-  const std::string& budget = in.bitops_budget;
-  if (budget.empty() || (budget[0] != 'W' && budget[0] != 'w')) return out;
-  const quant::LayerBits bits = quant::parse_uniform(budget);
+  const std::optional<quant::LayerBits> bits = search::uniform_budget(in.bitops_budget);
+  if (!bits) return out;
   const auto& c = in.indicators.candidates;
-  const bool candidate = std::find(c.begin(), c.end(), bits.weight) != c.end() &&
-                         std::find(c.begin(), c.end(), bits.act) != c.end();
-  if (candidate && std::find(out.begin(), out.end(), bits) == out.end()) out.push_back(bits);
+  const bool candidate = std::find(c.begin(), c.end(), bits->weight) != c.end() &&
+                         std::find(c.begin(), c.end(), bits->act) != c.end();
+  if (candidate && std::find(out.begin(), out.end(), *bits) == out.end()) out.push_back(*bits);
   return out;
 }
 

@@ -18,15 +18,6 @@
 namespace limpq::search {
 namespace {
 
-// "W3A4" -> {3, 4}; false when `text` is not of that form.
-bool parse_uniform_budget(const std::string& text, int64_t& w, int64_t& a) {
-  if (text.empty() || (text[0] != 'W' && text[0] != 'w')) return false;
-  const quant::LayerBits b = quant::parse_uniform(text);
-  w = b.weight;
-  a = b.act;
-  return true;
-}
-
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r");
   const auto e = s.find_last_not_of(" \t\r");
@@ -225,9 +216,9 @@ void add_objective(const SearchSpace& space, double alpha, bool keep_nonmonotone
 
 // "W3A4" (every searchable layer at that precision) or GBitOps.
 void add_bitops_budget(const SearchSpace& space, const std::string& spec, MckpProblem& p, SearchResult& result) {
-  int64_t w = 0, a = 0, capacity = 0;
-  if (parse_uniform_budget(spec, w, a)) {
-    for (const auto* l : space.searchable) capacity += l->macs * w * a;
+  int64_t capacity = 0;
+  if (const auto bits = uniform_budget(spec)) {
+    for (const auto* l : space.searchable) capacity += l->macs * bits->weight * bits->act;
     result.target_bitops = static_cast<double>(capacity + space.fixed_bitops);
   } else {
     double g = 0;
@@ -434,12 +425,17 @@ SearchResult run_search(const quant::Indicators& indicators, const SearchOptions
   return result;
 }
 
+std::optional<quant::LayerBits> uniform_budget(const std::string& spec) {
+  if (spec.empty() || (spec[0] != 'W' && spec[0] != 'w')) return std::nullopt;
+  return quant::parse_uniform(spec);
+}
+
 double budget_bitops(const quant::Indicators& ind, const std::string& spec, int64_t fixed_bits) {
-  int64_t w = 0, a = 0;
-  if (parse_uniform_budget(spec, w, a)) {
+  if (const auto bits = uniform_budget(spec)) {
     double total = 0;
     for (const auto& l : ind.layers) {
-      total += l.searchable ? static_cast<double>(l.macs) * w * a : static_cast<double>(l.macs) * fixed_bits * fixed_bits;
+      total += l.searchable ? static_cast<double>(l.macs) * bits->weight * bits->act
+                            : static_cast<double>(l.macs) * fixed_bits * fixed_bits;
     }
     return total;
   }

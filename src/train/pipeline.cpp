@@ -271,9 +271,8 @@ PipelineResult run_pipeline(PipelineConfig config) {
       run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy));
 
   const std::string& bitops = config.search.bitops();
-  const bool uniform_budget = !bitops.empty() && (bitops[0] == 'W' || bitops[0] == 'w');
   std::optional<TrainResult> uniform_stage;
-  if (config.finetune.compare_uniform && uniform_budget) {
+  if (config.finetune.compare_uniform && search::uniform_budget(bitops)) {
     TrainConfig uni = ft;
     uni.quant.policy("");
     uni.quant.uniform(bitops);

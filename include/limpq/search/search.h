@@ -135,6 +135,10 @@ struct SearchResult {
 // BitOps and size reachable with the given candidates.
 SearchResult run_search(const quant::Indicators& indicators, const SearchOptions& options);
 
+// The precision of a uniform-equivalent budget spec ("W3A4" -> {3, 4});
+// nullopt for a GBitOps figure ("0.35") or an empty spec.
+std::optional<quant::LayerBits> uniform_budget(const std::string& spec);
+
 // Whole-network BitOps of a budget spec: "W3A4" (searchable layers at 3/4
 // bits, fixed layers at fixed_bits) or GBitOps ("0.35").
 double budget_bitops(const quant::Indicators& indicators, const std::string& spec, int64_t fixed_bits);
