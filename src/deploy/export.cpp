@@ -26,6 +26,22 @@ std::string export_packed(const std::string& out, const train::Checkpoint& ckpt)
                      s.cost_model_weight_bytes, s.fp_to_cost_model_ratio);
 }
 
+std::string agreement_text(const LogitAgreement& a) {
+  return fmt::format("logits within {:g} relative on {:.1f}% of the images (median {:.3g}, max {:.3g} of the image's "
+                     "largest logit; max absolute {:.3g}), top-1 agreement {:.2f}%, ONNX Runtime's top-1 {:.2f}% "
+                     "({:.2f} s)",
+                     a.tolerance, a.within_tolerance, a.median_rel_diff, a.max_rel_diff, a.max_abs_diff, a.agreement,
+                     a.runtime_top1, a.runtime_seconds);
+}
+
+std::string verification_text(const OnnxVerification& v) {
+  return fmt::format("verified in {} on {} test images (limpq's top-1 {:.2f}%):\n"
+                     "  the graph as written (optimizations off): {}\n"
+                     "  as deployed (default optimizations, which rewrite some float ops and so move an activation "
+                     "across a quantizer's rounding boundary now and then): {}\n",
+                     v.runtime, v.images, v.limpq_top1, agreement_text(v.exact), agreement_text(v.deployed));
+}
+
 std::string export_onnx(const ExportOptions& options, const train::Checkpoint& ckpt) {
   const std::string& out = options.out();
   const auto s = write_onnx(out, ckpt, OnnxOptions().opset(options.opset()));
@@ -36,12 +52,7 @@ std::string export_onnx(const ExportOptions& options, const train::Checkpoint& c
   if (!options.verify()) return text;
   const auto v =
       verify_onnx(out, ckpt, train::data_options_of(ckpt), options.verify_images(), find_ort_runner());
-  return text + fmt::format("verified in {} on {} test images ({:.2f} s): logits within {:g} relative on {:.1f}% of "
-                            "the images (median {:.3g}, max {:.3g} of the image's largest logit; max absolute {:.3g}); "
-                            "top-1 agreement {:.2f}%; top-1 limpq {:.2f}%, ONNX Runtime {:.2f}%\n",
-                            v.runtime, v.images, v.runtime_seconds, v.tolerance, v.within_tolerance,
-                            v.median_rel_diff, v.max_rel_diff, v.max_abs_diff, v.agreement, v.limpq_top1,
-                            v.runtime_top1);
+  return text + verification_text(v);
 }
 
 }  // namespace

@@ -40,6 +40,65 @@ constexpr int32_t kUint8 = onnx::TensorProto_DataType_UINT8;
 constexpr int32_t kInt8 = onnx::TensorProto_DataType_INT8;
 constexpr int32_t kInt4 = 22;
 
+// The names the writer gives its values, initializers and nodes. Each is
+// provisional (a placeholder no ONNX file uses) until finalize(), which runs
+// once the graph is complete and unused values are gone: a placeholder then
+// takes its preferred name when nothing left in the graph has it, and the
+// preferred name with a suffix (_1, _2, ...) otherwise. So the file never holds
+// a name twice, whatever the source graph shares, aliases or keeps.
+class NameTable {
+ public:
+  // A placeholder that becomes `preferred` (or a variant of it).
+  std::string make(const std::string& preferred) {
+    preferred_.push_back(preferred);
+    return kMark + std::to_string(preferred_.size() - 1);
+  }
+  static bool is_placeholder(const std::string& name) { return name.rfind(kMark, 0) == 0; }
+  // Renames every placeholder in `graph` to its final name.
+  void finalize(onnx::GraphProto* graph) const;
+
+ private:
+  static constexpr const char* kMark = "\x1flimpq:";
+  std::vector<std::string> preferred_;
+};
+
+void NameTable::finalize(onnx::GraphProto* graph) const {
+  std::set<std::string> taken;
+  auto note = [&](const std::string& name) {
+    if (!name.empty() && !is_placeholder(name)) taken.insert(name);
+  };
+  for (const auto& v : graph->input()) note(v.name());
+  for (const auto& v : graph->output()) note(v.name());
+  for (const auto& t : graph->initializer()) note(t.name());
+  for (const auto& n : graph->node()) {
+    note(n.name());
+    for (const auto& o : n.output()) note(o);
+  }
+  std::map<std::string, std::string> final_name;
+  auto resolve = [&](std::string* name) {
+    if (!is_placeholder(*name)) return;
+    auto it = final_name.find(*name);
+    if (it == final_name.end()) {
+      const std::string& base = preferred_.at(std::stoul(name->substr(std::string(kMark).size())));
+      std::string candidate = base;
+      for (int k = 1; taken.count(candidate); ++k) candidate = base + "_" + std::to_string(k);
+      taken.insert(candidate);
+      it = final_name.emplace(*name, candidate).first;
+    }
+    *name = it->second;
+  };
+  // Definitions first, in the file's order, so that names follow it.
+  for (auto& t : *graph->mutable_initializer()) resolve(t.mutable_name());
+  for (auto& n : *graph->mutable_node()) {
+    resolve(n.mutable_name());
+    for (auto& o : *n.mutable_output()) resolve(&o);
+  }
+  for (auto& n : *graph->mutable_node()) {
+    for (auto& i : *n.mutable_input()) resolve(&i);
+  }
+  for (auto& v : *graph->mutable_output()) resolve(v.mutable_name());
+}
+
 class OnnxWriter : public nn::GraphWriter {
  public:
   OnnxWriter(onnx::GraphProto* graph, models::ModelImpl& model, const OnnxOptions& options, OnnxSummary* summary)
@@ -123,9 +182,9 @@ class OnnxWriter : public nn::GraphWriter {
     onnx::NodeProto* node = graph_->add_node();
     node->set_op_type(op);
     const std::string id = (name.empty() ? op : name + "." + op) + "_" + std::to_string(graph_->node_size());
-    node->set_name(id);
+    node->set_name(names_table_.make(id));
     for (const auto& in : inputs) node->add_input(in);
-    node->add_output(id + ".out");
+    node->add_output(names_table_.make(id + ".out"));
     ++summary_->nodes;
     return node;
   }
@@ -152,11 +211,11 @@ class OnnxWriter : public nn::GraphWriter {
   std::string initializer(const std::string& name, int32_t type, const std::vector<int64_t>& shape,
                           std::string_view bytes) {
     onnx::TensorProto* t = graph_->add_initializer();
-    t->set_name(name);
+    t->set_name(names_table_.make(name));
     t->set_data_type(type);
     for (int64_t d : shape) t->add_dims(d);
     t->set_raw_data(bytes.data(), bytes.size());
-    return name;
+    return t->name();
   }
   std::string float_initializer(const std::string& name, const torch::Tensor& value) {
     const torch::Tensor v = value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
@@ -175,9 +234,7 @@ class OnnxWriter : public nn::GraphWriter {
     } else {  // int8 or uint8: the low byte of the integer
       bytes.assign(1, static_cast<char>(static_cast<int64_t>(value) & 0xFF));
     }
-    const std::string unique = name + "_" + std::to_string(scalars_.size());
-    scalars_[key] = initializer(unique, type, {}, bytes);
-    return unique;
+    return scalars_[key] = initializer(name, type, {}, bytes);
   }
 
   // Q -> Clip -> DQ at the quantizer's bits and learned step (or x itself at
@@ -248,6 +305,8 @@ class OnnxWriter : public nn::GraphWriter {
   }
 
   OnnxSummary& summary() { return *summary_; }
+  // Gives every value, initializer and node the writer added its final name.
+  void finalize_names() { names_table_.finalize(graph_); }
 
  private:
   const std::string& name_of(const torch::nn::Module* m) const {
@@ -261,6 +320,7 @@ class OnnxWriter : public nn::GraphWriter {
   OnnxSummary* summary_;
   std::map<const torch::nn::Module*, std::string> names_;
   std::map<std::string, std::string> scalars_;
+  NameTable names_table_;
 };
 
 void set_tensor_type(onnx::ValueInfoProto* value, const std::string& name, const std::vector<std::string>& dims) {
@@ -387,6 +447,21 @@ void write_imported_graph(onnx::ModelProto& proto, models::OnnxModelImpl& model,
 
 bool onnx_available() { return true; }
 
+LogitAgreement compare_logits(const torch::Tensor& ours, const torch::Tensor& theirs, const torch::Tensor& labels) {
+  LogitAgreement a;
+  const torch::Tensor diff = (theirs - ours).abs();
+  a.max_abs_diff = diff.max().item<double>();
+  const torch::Tensor scale = std::get<0>(ours.abs().max(1, /*keepdim=*/true)).clamp_min(1e-12);
+  const torch::Tensor per_image = std::get<0>((diff / scale).max(1));
+  a.max_rel_diff = per_image.max().item<double>();
+  a.median_rel_diff = per_image.median().item<double>();
+  a.within_tolerance = 100.0 * per_image.le(a.tolerance).to(torch::kFloat64).mean().item<double>();
+  const torch::Tensor theirs_top = theirs.argmax(1);
+  a.agreement = 100.0 * ours.argmax(1).eq(theirs_top).to(torch::kFloat64).mean().item<double>();
+  a.runtime_top1 = 100.0 * theirs_top.eq(labels).to(torch::kFloat64).mean().item<double>();
+  return a;
+}
+
 std::string find_ort_runner() {
   namespace fs = std::filesystem;
   if (const char* env = std::getenv("LIMPQ_ORT_RUNNER"); env != nullptr && *env != '\0') return env;
@@ -412,9 +487,14 @@ OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoi
               "was not found", runner.empty() ? "" : " at '" + runner + "'",
               "; set LIMPQ_ORT_RUNNER or run from the source tree");
   data::DataBundle data = data::make_test_data(data_options, 0);
-  images = std::min<int64_t>(images, data.test->size());
+  TORCH_CHECK(images <= data.test->size(), "export --verify: --verify-images ", images, " is more than the ",
+              data.test->size(), " test images of dataset '", data_options.dataset(), "'",
+              data_options.test_limit() > 0 ? " with test_limit " + std::to_string(data_options.test_limit()) +
+                                                  " (from the checkpoint's config)"
+                                            : std::string(),
+              "; give at most ", data.test->size());
   data::DataLoader loader(data.test, data.eval_transform, data::LoaderOptions().batch_size(256).workers(1));
-  train::LoadedModel loaded = train::load_model(checkpoint, onnx_path);
+  train::LoadedModel loaded = train::load_model(checkpoint);
   loaded.model->eval();
   std::vector<torch::Tensor> inputs, logits, labels;
   int64_t seen = 0;
@@ -434,31 +514,25 @@ OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoi
   const torch::Tensor ours = torch::cat(logits).contiguous();
   const torch::Tensor y = torch::cat(labels);
 
-  const OnnxRuntimeResult run = run_onnx_runtime(onnx_path, x, runner);
-  const torch::Tensor& theirs = run.outputs;
-  TORCH_CHECK(theirs.sizes() == ours.sizes(), "export --verify: ONNX Runtime returned logits of shape ",
-              theirs.sizes(), ", expected ", ours.sizes());
-
   OnnxVerification v;
   v.images = ours.size(0);
-  const torch::Tensor diff = (theirs - ours).abs();
-  v.max_abs_diff = diff.max().item<double>();
-  const torch::Tensor scale = std::get<0>(ours.abs().max(1, /*keepdim=*/true)).clamp_min(1e-12);
-  const torch::Tensor per_image = std::get<0>((diff / scale).max(1));
-  v.max_rel_diff = per_image.max().item<double>();
-  v.median_rel_diff = per_image.median().item<double>();
-  v.within_tolerance = 100.0 * per_image.le(v.tolerance).to(torch::kFloat64).mean().item<double>();
-  const torch::Tensor ours_top = ours.argmax(1), theirs_top = theirs.argmax(1);
-  v.agreement = 100.0 * ours_top.eq(theirs_top).to(torch::kFloat64).mean().item<double>();
-  v.limpq_top1 = 100.0 * ours_top.eq(y).to(torch::kFloat64).mean().item<double>();
-  v.runtime_top1 = 100.0 * theirs_top.eq(y).to(torch::kFloat64).mean().item<double>();
-  v.runtime = run.runtime;
-  v.runtime_seconds = run.seconds;
+  v.limpq_top1 = 100.0 * ours.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>();
+  auto compare = [&](const std::string& level) {
+    const OnnxRuntimeResult run = run_onnx_runtime(onnx_path, x, runner, level);
+    TORCH_CHECK(run.outputs.sizes() == ours.sizes(), "export --verify: ONNX Runtime returned logits of shape ",
+                run.outputs.sizes(), ", expected ", ours.sizes());
+    v.runtime = run.runtime;
+    LogitAgreement a = compare_logits(ours, run.outputs, y);
+    a.runtime_seconds = run.seconds;
+    return a;
+  };
+  v.exact = compare("disabled");
+  v.deployed = compare("all");
   return v;
 }
 
-OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input,
-                                   const std::string& runner) {
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input, const std::string& runner,
+                                   const std::string& optimization) {
   namespace fs = std::filesystem;
   TORCH_CHECK(!runner.empty() && fs::exists(runner), "onnx runtime: the runner (tools/ort/run_onnx.js) was not found",
               runner.empty() ? "" : " at '" + runner + "'", "; set LIMPQ_ORT_RUNNER or run from the source tree");
@@ -480,6 +554,7 @@ OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Te
   std::vector<std::string> argv = {"node", runner, onnx_path, in_path};
   for (int64_t d : x.sizes()) argv.push_back(std::to_string(d));
   argv.push_back(out_path);
+  argv.push_back(optimization);
   const util::ProcessResult run = util::run_process(argv);
   TORCH_CHECK(run.exit_code == 0, "onnx runtime: ONNX Runtime failed on '", onnx_path, "' (exit ", run.exit_code,
               "): ", run.output, run.exit_code == 127 ? " (is Node.js installed?)" : "",
@@ -506,7 +581,7 @@ OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Te
 OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpoint, const OnnxOptions& options) {
   TORCH_CHECK(options.opset() == 13 || options.opset() == 21, "export: opset must be 13 (int8 storage) or 21 "
               "(int4 storage for weights of <= 4 bits), got ", options.opset());
-  train::LoadedModel loaded = train::load_model(checkpoint, path);
+  train::LoadedModel loaded = train::load_model(checkpoint);
   TORCH_CHECK(loaded.quant && loaded.quant->mode() == "policy", "export: ONNX export takes a checkpoint fine-tuned "
               "under a policy (limpq finetune); this one is ", loaded.quant ? loaded.quant->mode() : "full precision");
   models::Model model = loaded.model;
@@ -544,6 +619,7 @@ OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpo
     identity->add_output("logits");
     set_tensor_type(graph->add_output(), "logits", {"N", std::to_string(checkpoint.num_classes)});
   }
+  writer.finalize_names();
 
   for (const auto& o : proto.opset_import()) {
     if (o.domain().empty() || o.domain() == "ai.onnx") summary.opset = o.version();
@@ -578,7 +654,8 @@ OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoi
   TORCH_CHECK(false, "export --verify: cannot check '", onnx_path, "': limpq was built without ONNX support");
 }
 
-OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor&, const std::string&) {
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor&, const std::string&,
+                                   const std::string&) {
   TORCH_CHECK(false, "onnx runtime: cannot run '", onnx_path, "': limpq was built without ONNX support");
 }
 

@@ -102,7 +102,7 @@ torch::ScalarType dtype_of(const std::string& name, const std::string& where) {
 PackedSummary write_packed(const std::string& path, const train::Checkpoint& checkpoint) {
   TORCH_CHECK(!checkpoint.quantization.empty(), "export: the checkpoint holds a full-precision model; export a "
               "model fine-tuned under a policy (limpq finetune)");
-  const train::LoadedModel loaded = train::load_model(checkpoint, "checkpoint");
+  const train::LoadedModel loaded = train::load_model(checkpoint);
   const auto quantized = quantized_weights(loaded);
   const models::StateDict state = models::state_dict(*loaded.model);
 
@@ -263,7 +263,11 @@ train::Checkpoint parse_packed(const std::string& bytes, const std::string& name
   return ckpt;
 }
 
-train::Checkpoint read_packed(const std::string& path) { return parse_packed(util::read_file(path), path); }
+train::Checkpoint read_packed(const std::string& path) {
+  train::Checkpoint ckpt = parse_packed(util::read_file(path), path);
+  ckpt.path = path;
+  return ckpt;
+}
 
 bool is_packed_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -36,6 +36,8 @@ void add_steps(models::StateDict& sd, const std::string& name, const Layer& laye
   if (!a.full_precision()) {
     sd[name + ".input_step"] = a.effective_step(a.bits()).detach().to(torch::kCPU).clone();
     sd[name + ".act_bits"] = torch::tensor(a.bits(), torch::kInt64);
+    // The input's integer range: [-2^(b-1), 2^(b-1) - 1] when signed, [0, 2^b - 1] when not.
+    sd[name + ".input_signed"] = torch::tensor(a.options.is_signed());
   }
   ++quantized;
 }
@@ -43,7 +45,7 @@ void add_steps(models::StateDict& sd, const std::string& name, const Layer& laye
 }  // namespace
 
 StateDictSummary write_pytorch_state_dict(const std::string& path, const train::Checkpoint& checkpoint) {
-  train::LoadedModel loaded = train::load_model(checkpoint, path);
+  train::LoadedModel loaded = train::load_model(checkpoint);
   const auto* imported = dynamic_cast<const models::OnnxModelImpl*>(loaded.model.get());
   models::StateDict sd;
   for (const auto& [name, tensor] : models::state_dict(*loaded.model)) {

@@ -4,7 +4,8 @@
 
 namespace limpq::models {
 
-CostTable cost_table(const ModelOptions& model_options, const CostOptions& options) {
+CostTable cost_table(const ModelOptions& given, const CostOptions& options) {
+  const ModelOptions model_options = resolve_model_options(given);
   CostTable table;
   table.fixed_bits = options.fixed_bits();
   Model model;
@@ -14,7 +15,7 @@ CostTable cost_table(const ModelOptions& model_options, const CostOptions& optio
     model = build_model(model_options, table.input_shape, options.num_classes());
   } else {
     // Imported once; the file fixes the input and the classes.
-    const OnnxModel imported = import_onnx(resolve_model_options(model_options).onnx());
+    const OnnxModel imported = import_onnx(model_options.onnx());
     table.model = model_options.onnx();
     table.input_shape = imported->input_shape();
     model = imported;

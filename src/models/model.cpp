@@ -4,10 +4,14 @@
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/dropout.h>
 
+#include <filesystem>
+
 #include "limpq/models/mobilenet.h"
 #include "limpq/models/onnx_model.h"
 #include "limpq/models/resnet.h"
 #include "limpq/models/state_dict.h"
+#include "limpq/util/atomic_file.h"
+#include "limpq/util/checksum.h"
 
 namespace limpq::models {
 
@@ -116,30 +120,54 @@ void check_data_fits(const OnnxModelImpl& model, const std::vector<int64_t>& inp
 
 }  // namespace
 
+namespace {
+
+// A file an option names must exist before anything is built or written.
+void check_file_option(const std::string& path, const char* key, const char* flag) {
+  if (path.empty() || util::file_exists(path)) return;
+  std::error_code ec;
+  const std::string cwd = std::filesystem::current_path(ec).string();
+  TORCH_CHECK(false, "model: ", key, " (", flag, ") names '", path, "', which does not exist",
+              std::filesystem::path(path).is_relative() && !ec ? " (relative to the working directory '" + cwd + "')"
+                                                                : std::string());
+}
+
+}  // namespace
+
 ModelOptions resolve_model_options(ModelOptions options) {
+  check_file_option(options.onnx(), "model.onnx", "--onnx");
+  check_file_option(options.weights(), "model.weights", "--weights");
   if (options.onnx().empty()) {
     TORCH_CHECK(options.arch() != kOnnxArch, "model: arch 'onnx' needs the file: set model.onnx (--onnx FILE)");
-    return options;
+    return options.arch().empty() ? options.arch(kDefaultArch) : options;
   }
-  TORCH_CHECK(options.arch() == ModelOptions().arch() || options.arch() == kOnnxArch,
+  TORCH_CHECK(options.arch().empty() || options.arch() == kOnnxArch,
               "model: model.onnx (--onnx) and model.arch (--arch) exclude each other; got onnx '", options.onnx(),
-              "' and arch '", options.arch(), "'");
+              "' and arch '", options.arch(), "': drop the arch");
   return options.arch(kOnnxArch);
+}
+
+WeightsTarget weights_target(const ModelOptions& given) {
+  const ModelOptions options = resolve_model_options(given);
+  if (options.onnx().empty()) return {options.arch(), "", ""};
+  return {kOnnxArch, options.onnx(), util::Crc32().update(util::read_file(options.onnx())).str()};
 }
 
 Model build_model(const ModelOptions& given, const std::vector<int64_t>& input_shape, int64_t num_classes) {
   const ModelOptions options = resolve_model_options(given);
   TORCH_CHECK(input_shape.size() == 3, "model: input shape must be C,H,W, got ", shape_text(input_shape));
   Model model;
+  WeightsTarget target{options.arch(), "", ""};
   if (options.onnx().empty()) {
     model = make_model(options.arch(), input_shape[0], num_classes);
   } else {
     OnnxModel imported = import_onnx(options.onnx());
     check_data_fits(*imported, input_shape, num_classes);
+    target = {kOnnxArch, imported->source(), imported->checksum()};
     model = imported;
   }
   if (!options.weights().empty()) {
-    load_state_dict(*model, read_weights_for(options.weights(), options.arch()), options.weights());
+    load_state_dict(*model, read_weights_for(options.weights(), target), options.weights());
   }
   return model;
 }

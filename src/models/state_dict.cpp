@@ -6,6 +6,7 @@
 
 #include <sstream>
 
+#include "limpq/models/model.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
 
@@ -40,10 +41,13 @@ void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::
   if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
     std::ostringstream ss;
     ss << "'" << source << "' does not match the model";
+    // A few names of each kind: a file of another network would list hundreds.
+    constexpr size_t kShown = 4;
     auto list = [&](const char* what, const std::vector<std::string>& names) {
       if (names.empty()) return;
       ss << "\n  " << what << " (" << names.size() << "):";
-      for (const auto& n : names) ss << "\n    " << n;
+      for (size_t i = 0; i < names.size() && i < kShown; ++i) ss << "\n    " << names[i];
+      if (names.size() > kShown) ss << "\n    ... and " << names.size() - kShown << " more";
     };
     list("missing from the file", missing);
     list("in the file but not in the model", unexpected);
@@ -85,7 +89,13 @@ namespace {
 struct WeightsFile {
   StateDict weights;
   std::string arch;  // "" for a plain state dict
+  std::string onnx, onnx_checksum;  // a checkpoint of an imported network
 };
+
+std::string string_field(const c10::impl::GenericDict& dict, const std::string& name) {
+  auto it = dict.find(c10::IValue(name));
+  return it != dict.end() && it->value().isString() ? it->value().toStringRef() : std::string();
+}
 
 WeightsFile read_weights_file(const std::string& path) {
   const std::string bytes = util::read_file(path);
@@ -109,25 +119,39 @@ WeightsFile read_weights_file(const std::string& path) {
       }
       auto model = dict.find(c10::IValue(std::string("model")));
       TORCH_CHECK(model != dict.end(), "'", path, "': limpq checkpoint without a 'model' entry");
-      auto arch = dict.find(c10::IValue(std::string("arch")));
-      return {state_dict_from_ivalue(model->value(), path),
-              arch != dict.end() && arch->value().isString() ? arch->value().toStringRef() : std::string()};
+      return {state_dict_from_ivalue(model->value(), path), string_field(dict, "arch"), string_field(dict, "onnx"),
+              string_field(dict, "onnx_checksum")};
     }
   }
-  return {state_dict_from_ivalue(value, path), ""};
+  return {state_dict_from_ivalue(value, path)};
 }
 
 }  // namespace
 
 StateDict read_state_dict_file(const std::string& path) { return read_weights_file(path).weights; }
 
-StateDict read_weights_for(const std::string& path, const std::string& arch) {
+StateDict read_weights_for(const std::string& path, const WeightsTarget& target) {
   TORCH_CHECK(util::file_exists(path), "model: the initial weights '", path,
               "' do not exist (they come from model.weights in the config, or --weights, which overrides it); "
               "train the full-precision network there first, or point --weights at a checkpoint");
   WeightsFile file = read_weights_file(path);
-  TORCH_CHECK(file.arch.empty() || file.arch == arch, "'", path, "' is a limpq checkpoint of a ", file.arch,
-              ", but the model to load it into is a ", arch, ": pass --arch ", file.arch, " (model.arch in a config)");
+  if (file.arch == kOnnxArch && target.arch != kOnnxArch) {
+    TORCH_CHECK(false, "'", path, "' is a limpq checkpoint of the ONNX network '", file.onnx,
+                "', but the model to load it into is a ", target.arch, ": pass --onnx ", file.onnx,
+                " (model.onnx in a config)");
+  }
+  TORCH_CHECK(file.arch.empty() || file.arch == target.arch, "'", path, "' is a limpq checkpoint of a ", file.arch,
+              ", but the model to load it into is ", target.arch == kOnnxArch ? "the ONNX network '" + target.onnx + "'"
+                                                                               : "a " + target.arch,
+              ": pass --arch ", file.arch, " (model.arch in a config)");
+  if (file.arch == kOnnxArch && file.onnx_checksum != target.onnx_checksum) {
+    const bool same_path = file.onnx == target.onnx;
+    TORCH_CHECK(false, "'", path, "' was trained from the ONNX file '", file.onnx, "' (checksum ", file.onnx_checksum,
+                "), but '", target.onnx, "' has checksum ", target.onnx_checksum,
+                same_path ? ": the file changed since; restore the original file"
+                          : ": give --onnx " + file.onnx + " (model.onnx in a config), or weights trained from '" +
+                                target.onnx + "'");
+  }
   return std::move(file.weights);
 }
 

@@ -92,6 +92,7 @@ Checkpoint load_checkpoint(const std::string& path) {
                 "): the file is corrupt; restore it from a copy or train again");
   }
   Checkpoint ckpt;
+  ckpt.path = path;
   ckpt.arch = field(dict, "arch", path).toStringRef();
   if (dict.contains(c10::IValue(std::string("onnx")))) {
     ckpt.onnx = field(dict, "onnx", path).toStringRef();

@@ -93,6 +93,13 @@ data::DataLoader calibration_loader(const data::DataBundle& data, const data::Da
                               .pin_memory(pin_memory));
 }
 
+bool has_batch_norm(const models::ModelImpl& model) {
+  for (const auto& m : model.modules(/*include_self=*/false)) {
+    if (m->as<nn::SwitchableBatchNorm2dImpl>() || m->as<torch::nn::BatchNorm2dImpl>()) return true;
+  }
+  return false;
+}
+
 int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device,
                                int64_t batches) {
   TORCH_CHECK(batches > 0, "recalibrate_batch_norm: batches must be positive, got ", batches);
@@ -176,6 +183,7 @@ Checkpoint onnx_checkpoint(const std::string& path) {
   models::OnnxModel model = models::import_onnx(path);
   Checkpoint ckpt;
   ckpt.arch = models::kOnnxArch;
+  ckpt.path = path;
   ckpt.onnx = path;
   ckpt.onnx_checksum = model->checksum();
   ckpt.input_shape = model->input_shape();
@@ -223,7 +231,7 @@ EvalResult run_eval(const Checkpoint& checkpoint, const EvalOptions& options, co
               c10::IntArrayRef(data.input_shape), " with ", data.num_classes);
   auto dataset = options.split() == "test" ? data.test : data.val;
   TORCH_CHECK(dataset != nullptr, "eval: --split val needs data.val_size > 0");
-  LoadedModel loaded = load_model(checkpoint, "checkpoint");
+  LoadedModel loaded = load_model(checkpoint);
   models::Model model = loaded.model;
   if (ptq) {
     TORCH_CHECK(!loaded.quant, "eval: --policy/--uniform quantize a full-precision checkpoint, but this one is "
@@ -282,7 +290,10 @@ models::Model network_of(const Checkpoint& checkpoint, const std::string& source
 
 }  // namespace
 
-LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source) {
+LoadedModel load_model(const Checkpoint& checkpoint, const std::string& given_source) {
+  const std::string source = !given_source.empty()      ? given_source
+                             : !checkpoint.path.empty() ? checkpoint.path
+                                                        : std::string("the checkpoint");
   LoadedModel loaded;
   loaded.model = network_of(checkpoint, source);
   if (!checkpoint.quantization.empty()) {

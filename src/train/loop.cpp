@@ -502,7 +502,7 @@ nlohmann::ordered_json TrainingLoop::end_epoch(int64_t epoch, std::string& statu
   const bool evaluate_now = (epoch + 1) % config_.run.eval_every() == 0 || last;
   if (evaluate_now) step_.prepare_evaluation();
   const int64_t bn_batches = config_.optim.bn_recalibration_batches();
-  if (last && bn_batches > 0) {
+  if (last && bn_batches > 0 && has_batch_norm(*model_)) {
     data::DataLoader calibration = calibration_loader(data_, config_.data, static_cast<uint64_t>(config_.run.seed()),
                                                       device_.is_cuda());
     const int64_t used = recalibrate_batch_norm(*model_, calibration, device_, bn_batches);

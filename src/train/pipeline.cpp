@@ -195,10 +195,17 @@ PipelineConfig load_pipeline_config(const std::string& path) {
   TORCH_CHECK(util::load_config(path, config.sections()) > 0, "run: config '", path,
               "' has no section; give at least one of ", names, " (an empty config would run the whole default "
               "pipeline)");
+  try {
+    models::resolve_model_options(config.model);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "run: config '", path, "': ", e.msg());
+  }
   return config;
 }
 
 PipelineResult run_pipeline(PipelineConfig config) {
+  // Checked before the run folder is made: a missing file leaves nothing behind.
+  config.model = models::resolve_model_options(config.model);
   const std::string out = config.run.out_dir();
   util::make_directories(out);
   PipelineResult result;

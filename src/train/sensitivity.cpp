@@ -97,7 +97,7 @@ Setup make_setup(const SensitivityConfig& config) {
   if (config.model.weights().empty()) {
     TORCH_WARN("sensitivity: no --weights given; the criterion of a randomly initialised network means little");
   } else {
-    setup.weights = models::read_weights_for(config.model.weights(), config.model.arch());
+    setup.weights = models::read_weights_for(config.model.weights(), models::weights_target(config.model));
   }
   models::Model model = setup.fresh_model(config);
   setup.layers = models::QuantModel(model, setup.data.input_shape,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "limpq/models/model.h"
@@ -51,6 +52,16 @@ TEST_F(StateDictTest, EveryMismatchIsListed) {
   }
 }
 
+// A file of another network lists a few names of each kind, not hundreds.
+TEST_F(StateDictTest, LongMismatchListsAreCut) {
+  auto model = make_model("resnet20", 1, 10);
+  const std::string msg =
+      limpq::testing::error_of([&] { load_state_dict(*model, state_dict(*make_model("resnet56", 1, 10)), "r56.pt"); });
+  EXPECT_THAT(msg, HasSubstr("in the file but not in the model ("));
+  EXPECT_THAT(msg, HasSubstr("more"));
+  EXPECT_LT(std::count(msg.begin(), msg.end(), '\n'), 12) << msg;
+}
+
 TEST_F(StateDictTest, GarbageFileIsRefusedWithItsName) {
   limpq::testing::write_bytes(temp_path("junk.pt"), "definitely not a pickle");
   try {
@@ -64,7 +75,7 @@ TEST_F(StateDictTest, GarbageFileIsRefusedWithItsName) {
 // The weights path usually comes from a config; the message says where.
 TEST_F(StateDictTest, MissingWeightsNameWhereThePathComesFrom) {
   const std::string message =
-      limpq::testing::error_of([&] { read_weights_for(temp_path("runs/fp/checkpoint.pt"), "resnet20"); });
+      limpq::testing::error_of([&] { read_weights_for(temp_path("runs/fp/checkpoint.pt"), WeightsTarget{"resnet20", "", ""}); });
   EXPECT_THAT(message, HasSubstr("runs/fp/checkpoint.pt' do not exist"));
   EXPECT_THAT(message, HasSubstr("model.weights in the config, or --weights"));
 }

@@ -89,7 +89,7 @@ TEST_F(CliTest, MessagesSayWhatActuallyHappened) {
 
 // Every flag of a command shows, in --help, the default of the options
 // struct field it sets: the help cannot drift from the code, nor the
-// commands from the recipes `limpq run` uses (finetune_recipe and
+// commands from the recipes `limpq run` uses (train_recipe, finetune_recipe and
 // indicator_recipe).
 class FlagDefaultsTest : public CliTest {
  protected:
@@ -114,7 +114,7 @@ TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
     // Each command writes into its own default folder.
     expect_defaults(command, train::RunOptions().out_dir(std::string("runs/") + command));
   }
-  expect_defaults("train", train::OptimOptions());
+  expect_defaults("train", train::train_recipe());
   expect_defaults("finetune", train::finetune_recipe());
   expect_defaults("indicators", train::indicator_recipe());
   expect_defaults("finetune", train::FinetuneOptions());

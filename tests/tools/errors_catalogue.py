@@ -50,7 +50,7 @@ def run(args):
     # type) prints its own message instead, from the first line.
     start = next((i for i, l in enumerate(lines) if l.startswith("limpq: error")), 0)
     # Multi-line messages (a policy's list of problems) are joined with " / ".
-    return " / ".join(l.strip() for l in lines[start:]).replace(TMP + "/", "")
+    return " / ".join(l.strip() for l in lines[start:]).replace(TMP + "/", "").replace(TMP, "/tmp/work")
 
 
 rows = []
@@ -124,6 +124,12 @@ def onnx_file(name, module, shape):
     return p
 
 
+def torch_sequential_other():
+    import torch
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 10))
+
+
 def onnx_networks():
     import torch
     from export_onnx_models import Erf
@@ -141,8 +147,18 @@ case("ONNX network with an op limpq does not import", ["cost", "--onnx", erf_onn
 case("data that does not fit an imported network", train + ["--dataset", "mnist", "--root", good, "--onnx",
      small_onnx, "--out-dir", path("r_onnx")], "OnnxPipelineTest.DataThatDoesNotFitNamesBothShapesAndTheFix")
 case("--arch and --onnx together", train + ["--dataset", "mnist", "--root", good, "--onnx", small_onnx, "--arch",
-     "resnet18", "--channels", "3", "--image-size", "32", "--out-dir", path("r_onnx2")],
+     "resnet20", "--channels", "3", "--image-size", "32", "--out-dir", path("r_onnx2")],
      "OnnxPipelineTest.ArchAndOnnxExcludeEachOther")
+case("a config whose model.onnx is missing", ["run", write("missing_onnx.yaml", "model:\n  onnx: missing.onnx\n")],
+     "OnnxPipelineTest.MissingOnnxFileNamesItsKeyAndWritesNothing", shown="run missing_onnx.yaml")
+case("--onnx naming a missing file", train + ["--dataset", "mnist", "--root", good, "--onnx", "missing.onnx",
+     "--out-dir", path("r_onnx3")], "OnnxPipelineTest.MissingOnnxFileNamesItsKeyAndWritesNothing")
+other_onnx = onnx_file("other.onnx", torch_sequential_other(), (1, 3, 32, 32))
+subprocess.run([LIMPQ] + train + ["--dataset", "mnist", "--root", good, "--onnx", small_onnx, "--channels", "3",
+                                  "--image-size", "32", "--out-dir", path("ok_onnx")], capture_output=True, check=True)
+case("--weights trained from another ONNX file", train + ["--dataset", "mnist", "--root", good, "--onnx", other_onnx,
+     "--channels", "3", "--image-size", "32", "--weights", path("ok_onnx", "checkpoint.pt"), "--out-dir",
+     path("r_onnx4")], "OnnxPipelineTest.WeightsOfAnotherOnnxFileNameTheirFile")
 
 # Weights and checkpoints.
 case("weights file that is not a PyTorch file", train + ["--dataset", "mnist", "--root", good, "--weights",

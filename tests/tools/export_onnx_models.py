@@ -13,7 +13,9 @@ Modes: "eval" (TrainingMode.EVAL, opset 13: PyTorch folds each batch norm
 into the conv before it) and "preserve" (TrainingMode.PRESERVE on a model in
 eval(), opset 17: batch norm kept). Every export has a dynamic batch axis.
 
-Also the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
+Also shared_*.onnx, exported with README.md's flags from untrained networks
+(equal initializers shared through Identity nodes, one conv read by two
+nodes), and the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
 spatial size, two inputs; and tinynet_training.onnx, a training-mode export
 (TrainingMode.TRAINING: batch norm with its running statistics as outputs).
 
@@ -151,6 +153,42 @@ class TwoInputs(torch.nn.Module):
         return (self.conv(x) + self.conv(y)).mean((2, 3))
 
 
+class SharedConv(torch.nn.Module):
+    """One conv applied twice (two Conv nodes read one initializer) and
+    untrained batch norms, whose equal weights PyTorch's exporter shares
+    through Identity nodes."""
+
+    def __init__(self, num_classes=CLASSES):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.shared = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(8)
+        self.bn3 = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.stem(x)))
+        x = torch.relu(self.bn2(self.shared(x)))
+        x = torch.relu(self.bn3(self.shared(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def export_as_documented(model, path):
+    """torch.onnx.export with README.md's flags, on an untrained model: batch
+    norm kept, constant folding off, so equal initializers are shared."""
+    torch.onnx.export(model.eval(), torch.randn(1, 3, SIDE, SIDE), path, opset_version=17, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      training=TrainingMode.PRESERVE, do_constant_folding=False)
+
+
+def export_shared(out_dir):
+    torch.manual_seed(0)
+    export_as_documented(torchvision.models.mobilenet_v3_small(num_classes=CLASSES),
+                         os.path.join(out_dir, "shared_mobilenet_v3_small.onnx"))
+    export_as_documented(SharedConv(), os.path.join(out_dir, "shared_conv.onnx"))
+
+
 def export_refusals(out_dir):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 8, 8)
@@ -185,6 +223,7 @@ def main():
             print(f"exported {name} ({mode})", flush=True)
     if args.set != "slow":
         export_refusals(args.out_dir)
+        export_shared(args.out_dir)
     with open(stamp, "w") as f:
         f.write(digest)
 

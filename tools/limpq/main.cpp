@@ -57,7 +57,9 @@ struct TrainCommand {
 
   explicit TrainCommand(TrainKind kind_) : kind(kind_), finetune(kind_ == TrainKind::kFinetune) {
     // The recipes `limpq run`'s stages use too (train/options.h).
-    if (kind == TrainKind::kFinetune) {
+    if (kind == TrainKind::kTrain) {
+      config.optim = limpq::train::train_recipe();
+    } else if (kind == TrainKind::kFinetune) {
       config.optim = limpq::train::finetune_recipe();
       config.run.out_dir("runs/finetune");
     } else if (kind == TrainKind::kIndicators) {

@@ -52,9 +52,8 @@ bool onnx_available();
 // architectures without a graph description).
 OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpoint, const OnnxOptions& options = {});
 
-// limpq's forward pass against ONNX Runtime on the same images.
-struct OnnxVerification {
-  int64_t images = 0;
+// limpq's logits against a runtime's on the same images.
+struct LogitAgreement {
   double max_abs_diff = 0;  // largest |logit difference|
   // Largest |logit difference| relative to the largest |logit| of its image.
   double max_rel_diff = 0;
@@ -62,9 +61,20 @@ struct OnnxVerification {
   double within_tolerance = 0; // percent of images whose logits all agree within `tolerance` (relative)
   double tolerance = 1e-4;
   double agreement = 0;     // percent of images with the same top-1 class
-  double limpq_top1 = 0, runtime_top1 = 0;  // accuracies against the labels
-  std::string runtime;      // e.g. "onnxruntime-node 1.23.2"
+  double runtime_top1 = 0;  // the runtime's accuracy against the labels
   double runtime_seconds = 0;
+};
+
+// Compares logits (images x classes) against `labels`.
+LogitAgreement compare_logits(const torch::Tensor& ours, const torch::Tensor& theirs, const torch::Tensor& labels);
+
+// limpq's forward pass against ONNX Runtime on the same images.
+struct OnnxVerification {
+  int64_t images = 0;
+  LogitAgreement exact;     // graph optimizations off: the file as written
+  LogitAgreement deployed;  // ONNX Runtime's default optimizations
+  double limpq_top1 = 0;    // against the labels
+  std::string runtime;      // e.g. "onnxruntime-node 1.23.2"
 };
 
 // The ONNX Runtime runner script: $LIMPQ_ORT_RUNNER, else
@@ -79,11 +89,20 @@ struct OnnxRuntimeResult {
   std::string runtime;
   double seconds = 0;
 };
-OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input, const std::string& runner);
+// `optimization`: ONNX Runtime's graph optimization level, "all" (what a
+// deployment runs), "extended", "basic" or "disabled" (the graph as written).
+OnnxRuntimeResult run_onnx_runtime(const std::string& onnx_path, const torch::Tensor& input, const std::string& runner,
+                                   const std::string& optimization = "all");
 
 // Runs the first `images` test images of `data` through the checkpoint's
 // quantized forward pass and through ONNX Runtime (node + `runner`) on the
-// exported `onnx_path`, and compares the logits.
+// exported `onnx_path`, and compares the logits twice: with the runtime's
+// graph optimizations off, which checks that the file computes what limpq
+// computes, and at their default level, what a deployment gets. The second
+// differs more: ONNX Runtime rewrites some float ops (HardSwish into
+// x * HardSigmoid(x), for one), and a last-bit change of an activation
+// moves it across a quantizer's rounding boundary now and then, which
+// changes that activation by a whole step.
 OnnxVerification verify_onnx(const std::string& onnx_path, const train::Checkpoint& checkpoint,
                              const data::DataOptions& data, int64_t images, const std::string& runner);
 

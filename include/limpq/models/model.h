@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "limpq/models/state_dict.h"
 #include "limpq/nn/graph_writer.h"
 
 namespace limpq::models {
@@ -41,7 +42,8 @@ using Model = std::shared_ptr<ModelImpl>;
 inline constexpr const char* kOnnxArch = "onnx";
 
 struct ModelOptions {
-  TORCH_ARG(std::string, arch) = "resnet20";
+  // Empty: resnet20, unless `onnx` is set (resolve_model_options).
+  TORCH_ARG(std::string, arch) = "";
   // Weights to start from: a torch.save(dict(model.state_dict())) file from
   // PyTorch, or a limpq checkpoint. Empty: random initialisation (or, for
   // an ONNX network, the file's own weights).
@@ -54,16 +56,25 @@ struct ModelOptions {
   template <typename V>
   void visit(V&& v) {
     v("arch", arch_,
-      "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2 | mobilenet_v2_stem1");
+      "resnet20 | resnet32 | resnet56 | resnet18 | resnet50 | mobilenet_v1 | mobilenet_v2 | mobilenet_v2_stem1 "
+      "(default resnet20; excludes --onnx)");
     v("weights", weights_, "initial weights: a PyTorch state_dict file or a limpq checkpoint");
     v("onnx", onnx_,
       "your own network: an ONNX file from torch.onnx.export to import instead of --arch (docs/onnx.md)");
   }
 };
 
-// `options` checked and resolved: with `onnx` set, `arch` must be left at
-// its default (or be "onnx") and becomes "onnx".
+// The built-in architecture when none is named.
+inline constexpr const char* kDefaultArch = "resnet20";
+
+// `options` checked and resolved: without `onnx`, an empty `arch` becomes
+// kDefaultArch; with `onnx` set, `arch` must be empty (or "onnx") and
+// becomes "onnx".
 ModelOptions resolve_model_options(ModelOptions options);
+
+// What initial weights for the network `options` names must have been
+// trained as (the ONNX file's checksum included).
+WeightsTarget weights_target(const ModelOptions& options);
 
 // The network `options` names: the built-in `arch` for an input of
 // `input_shape` (C, H, W) and `num_classes` outputs, randomly initialised,

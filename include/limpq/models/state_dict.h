@@ -28,9 +28,17 @@ void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::
 // torch.save(dict(model.state_dict()))) or a limpq checkpoint (its "model").
 StateDict read_state_dict_file(const std::string& path);
 
-// read_state_dict_file for a model of architecture `arch`: a limpq checkpoint
-// of another architecture is an error naming both and the flag to pass.
-StateDict read_weights_for(const std::string& path, const std::string& arch);
+// What a file of initial weights must have been trained as.
+struct WeightsTarget {
+  std::string arch;
+  // For a network imported from ONNX: its file and that file's checksum.
+  std::string onnx, onnx_checksum;
+};
+
+// read_state_dict_file for a model of `target`: a limpq checkpoint of another
+// architecture, or of another ONNX file (or of this file before it changed),
+// is an error naming both and what to pass.
+StateDict read_weights_for(const std::string& path, const WeightsTarget& target);
 
 // The dict <-> IValue conversions used by checkpoints (tensors moved to CPU).
 c10::IValue state_dict_to_ivalue(const StateDict& sd);

@@ -26,6 +26,8 @@ inline constexpr const char* kCheckpointFormat = "limpq.checkpoint/2";
 inline constexpr const char* kCheckpointFormatV1 = "limpq.checkpoint/1";
 
 struct Checkpoint {
+  // The file it was read from, for messages ("" when made in memory); not stored.
+  std::string path;
   std::string arch;  // models::kOnnxArch for a network imported from ONNX
   // The ONNX file of an imported network and its checksum (CRC-32 of its
   // bytes); loading refuses a file with another checksum. Empty otherwise.

@@ -37,6 +37,9 @@ int64_t worker_threads(int64_t requested);
 // Top-1/top-5 accuracy and loss of `model` over every batch of `loader`.
 EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device);
 
+// Whether the model has a batch norm (recalibrate_batch_norm refuses one without).
+bool has_batch_norm(const models::ModelImpl& model);
+
 // Re-estimates the running statistics of every batch norm the model uses
 // ("precise BN"): resets them, then runs up to `batches` batches of `loader`
 // forward in training mode without gradients, weighting every batch equally
@@ -85,12 +88,13 @@ struct EvalOptions {
 };
 
 // Builds the network a checkpoint holds (quantized as recorded) and loads
-// its state; returns the model and, when quantized, its QuantModel.
+// its state; returns the model and, when quantized, its QuantModel. Errors
+// name `source`, by default the file the checkpoint was read from.
 struct LoadedModel {
   models::Model model;
   std::optional<models::QuantModel> quant;
 };
-LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source);
+LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source = "");
 
 // The data options a checkpoint was trained with.
 data::DataOptions data_options_of(const Checkpoint& checkpoint);

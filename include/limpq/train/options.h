@@ -23,7 +23,8 @@ struct OptimOptions {
   TORCH_ARG(double, warmup_epochs) = 1.0;
   TORCH_ARG(double, label_smoothing) = 0.1;
   // After the last epoch, re-estimate batch-norm running statistics over
-  // this many training batches (recalibrate_batch_norm); 0: off.
+  // this many training batches (recalibrate_batch_norm); 0: off. A network
+  // without batch norm skips it.
   TORCH_ARG(int64_t, bn_recalibration_batches) = 0;
 
  public:
@@ -42,9 +43,14 @@ struct OptimOptions {
   }
 };
 
-// The default recipes of the two quantization stages, defined once for
-// their commands (`limpq indicators`, `limpq finetune`) and the stages of
-// `limpq run`:
+// The default recipes of the training stages, defined once for their
+// commands (`limpq train`, `limpq indicators`, `limpq finetune`) and the
+// stages of `limpq run`:
+// full-precision training, ending with batch-norm statistics re-estimated
+// over 50 batches: a short run, or batch norms with a small momentum
+// (torchvision's mobilenet_v3 has 0.01), otherwise ends with statistics that
+// lag the weights, and the indicators start from them.
+OptimOptions train_recipe();
 // joint indicator training, the authors' recipe (LIMPQ.md section 4).
 OptimOptions indicator_recipe();
 // Fine-tuning under a policy, ending with batch-norm statistics re-estimated

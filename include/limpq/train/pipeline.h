@@ -59,7 +59,7 @@ struct FinetuneStageOptions {
 struct PipelineConfig {
   data::DataOptions data;
   models::ModelOptions model;  // model.weights given: no full-precision stage
-  OptimOptions train;          // the full-precision stage
+  OptimOptions train = train_recipe();  // the full-precision stage
   RunOptions run = RunOptions().out_dir("runs/pipeline");
   IndicatorStageOptions indicators;
   SearchStageOptions search;
