@@ -103,6 +103,28 @@ TEST_F(OnnxPipelineTest, FineTunedUnderAPolicyAndExportedBackToOnnxRuntime) {
        "print(int(sd['down.weight_bits']), int(sd['down.act_bits']), float(sd['down.weight_step']) > 0)"});
   EXPECT_EQ(loaded.exit_code, 0) << loaded.output;
   EXPECT_THAT(loaded.output, HasSubstr("3 3 True"));
+
+  // The user's module under docs/onnx.md's formulas gives limpq's logits.
+  LoadedModel limpq_model = load_model(ckpt);
+  limpq_model.model->eval();
+  const torch::Tensor x = torch::randn({16, 3, 32, 32});
+  torch::Tensor ours;
+  {
+    torch::NoGradGuard no_grad;
+    ours = limpq_model.model->forward(x).contiguous();
+  }
+  util::write_file_atomic(temp_path("x.f32"), {reinterpret_cast<const char*>(x.data_ptr<float>()),
+                                               static_cast<size_t>(x.nbytes())});
+  const util::ProcessResult torch_run =
+      util::run_process({LIMPQ_PYTHON, LIMPQ_TEST_TOOLS_DIR "/quantized_state_dict.py", "export_onnx_models:TinyNet",
+                         state_dict, temp_path("x.f32"), "16,3,32,32", temp_path("theirs.f32")});
+  ASSERT_EQ(torch_run.exit_code, 0) << torch_run.output;
+  const std::string bytes = util::read_file(temp_path("theirs.f32"));
+  ASSERT_EQ(bytes.size(), static_cast<size_t>(ours.nbytes()));
+  const torch::Tensor theirs = torch::from_blob(const_cast<char*>(bytes.data()), ours.sizes(), torch::kFloat32).clone();
+  const deploy::LogitAgreement a = deploy::compare_logits(ours, theirs, theirs.argmax(1));
+  EXPECT_GE(a.agreement, 15.0 / 16 * 100);
+  EXPECT_GE(a.within_tolerance, 15.0 / 16 * 100);  // a rounding-boundary crossing may move one image
 }
 
 // The whole pipeline on a network of none of limpq's architectures, with
