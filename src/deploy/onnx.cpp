@@ -24,6 +24,7 @@
 #include "limpq/models/quantized.h"
 #include "limpq/nn/batch_norm.h"
 #include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/trainer.h"
 #include "limpq/data/loader.h"
@@ -176,7 +177,7 @@ class OnnxWriter : public nn::GraphWriter {
   }
 
   // The vocabulary below also rewrites an imported network's own graph
-  // (write_imported_graph).
+  // (ImportedGraphWriter).
 
   onnx::NodeProto* add_node(const std::string& op, const std::vector<std::string>& inputs, const std::string& name) {
     onnx::NodeProto* node = graph_->add_node();
@@ -262,8 +263,11 @@ class OnnxWriter : public nn::GraphWriter {
   // The weight: its b-bit integers and DequantizeLinear, or float at full
   // precision. The integers are computed as the fake-quant kernel does
   // (divide, clamp, round half to even), so DQ gives its values exactly.
-  std::string weight_value(const std::string& layer, const torch::Tensor& weight, const quant::LsqQuantizerImpl* q) {
-    if (q == nullptr || q->full_precision()) return float_initializer(layer + ".weight", weight);
+  // `transposed`: the node reads the 2-d weight transposed (in x out), so the
+  // integers are stored that way and a per-channel scale runs along axis 1.
+  std::string weight_value(const std::string& layer, const torch::Tensor& weight, const quant::LsqQuantizerImpl* q,
+                           bool transposed = false) {
+    if (q == nullptr || q->full_precision()) return float_initializer(layer + ".weight", transposed ? weight.t() : weight);
     const int64_t bits = q->bits();
     const quant::QuantRange r = q->range(bits);
     TORCH_CHECK(bits <= 8, "export: '", layer, "' has ", bits, "-bit weights; ONNX QDQ export stores up to 8 bits");
@@ -274,9 +278,10 @@ class OnnxWriter : public nn::GraphWriter {
     std::vector<int64_t> view(w.dim(), 1);
     view[0] = -1;
     const torch::Tensor s = per_channel ? step.reshape(view) : step.reshape({});
-    const torch::Tensor ints = torch::round(torch::clamp(w / s, static_cast<double>(r.qn), static_cast<double>(r.qp)))
-                                   .to(torch::kInt8)
-                                   .contiguous();
+    torch::Tensor ints = torch::round(torch::clamp(w / s, static_cast<double>(r.qn), static_cast<double>(r.qp)))
+                             .to(torch::kInt8);
+    TORCH_INTERNAL_ASSERT(!transposed || ints.dim() == 2, "a transposed weight is 2-d");
+    ints = (transposed ? ints.t() : ints).contiguous();
     const bool int4 = options_.opset() >= 21 && bits <= 4;
     const int32_t type = int4 ? kInt4 : kInt8;
     std::string bytes;
@@ -292,14 +297,14 @@ class OnnxWriter : public nn::GraphWriter {
     } else {
       bytes.assign(reinterpret_cast<const char*>(ints.data_ptr<int8_t>()), static_cast<size_t>(ints.numel()));
     }
-    const std::string values = initializer(layer + ".weight_q", type, w.sizes().vec(), bytes);
+    const std::string values = initializer(layer + ".weight_q", type, ints.sizes().vec(), bytes);
     const std::string scale = float_initializer(layer + ".weight_scale", per_channel ? step.reshape({-1}) : step.reshape({}));
     const int64_t zeros = per_channel ? step.numel() : 1;
     const std::string zero = initializer(layer + ".weight_zero", type, per_channel ? std::vector<int64_t>{zeros}
                                                                                     : std::vector<int64_t>{},
                                          std::string(static_cast<size_t>(int4 ? (zeros + 1) / 2 : zeros), '\0'));
     onnx::NodeProto* node = add_node("DequantizeLinear", {values, scale, zero}, layer + ".weight");
-    if (per_channel) set_int(node, "axis", 0);
+    if (per_channel) set_int(node, "axis", transposed ? 1 : 0);
     ++summary_->quantized_weights;
     return node->output(0);
   }
@@ -337,8 +342,8 @@ void set_tensor_type(onnx::ValueInfoProto* value, const std::string& name, const
   }
 }
 
-// Removes the nodes whose outputs nothing reads (the file's own weights'
-// Identity copies, replaced by the layers' current ones) and the
+// Removes the nodes whose outputs nothing reads (what computed a layer's
+// weight in the file, now written as the layer's current one) and the
 // initializers no node reads.
 void remove_unused(onnx::GraphProto* graph) {
   for (bool changed = true; changed;) {
@@ -362,86 +367,118 @@ void remove_unused(onnx::GraphProto* graph) {
   }
 }
 
-// An imported network: the graph of the file it came from, each layer's
-// node now reading its quantized input and weight (Q -> Clip -> DQ and
-// integer weights -> DQ, the learned steps as scales) and every layer's
-// current parameters; the other nodes, the input and the output as the file
-// has them, at the file's opset.
-void write_imported_graph(onnx::ModelProto& proto, models::OnnxModelImpl& model, OnnxWriter& writer) {
-  const std::string bytes = util::read_file(model.source());
-  TORCH_CHECK(util::Crc32().update(bytes).str() == model.checksum(), "export: '", model.source(),
-              "' changed since the network was imported; restore the original file");
-  onnx::ModelProto source;
-  TORCH_CHECK(source.ParseFromString(bytes), "export: cannot read '", model.source(), "'");
-  proto.set_ir_version(source.ir_version());
-  proto.clear_opset_import();
-  *proto.mutable_opset_import() = source.opset_import();
-  onnx::GraphProto* graph = proto.mutable_graph();
-  const onnx::GraphProto& g = source.graph();
-  std::set<std::string> initializers;
-  for (const auto& t : g.initializer()) initializers.insert(t.name());
-  for (const auto& in : g.input()) {
-    if (!initializers.count(in.name())) *graph->add_input() = in;
+// An imported network, written back: the graph of the file it came from,
+// the input and the output as the file has them, at the file's opset, with
+//   - each layer's node reading its current tensors (under the initializer
+//     names the file gave them where they are its own), its quantized
+//     operands through Q -> Clip -> DQ (activations) and integer weights ->
+//     DQ, the learned steps as scales;
+//   - each trainable parameter outside layers under its own name, at its
+//     current value;
+//   - the Identity nodes through which PyTorch shares equal initializers
+//     replaced by initializers of their own.
+class ImportedGraphWriter {
+ public:
+  ImportedGraphWriter(models::OnnxModelImpl& model, OnnxWriter& writer) : model_(model), writer_(writer) {
+    for (const auto& item : model.named_modules("", /*include_self=*/false)) modules_[item.key()] = item.value();
+    for (const auto& item : model.named_parameters()) parameters_[item.key()] = item.value();
   }
-  *graph->mutable_output() = g.output();
-  // The layers' parameters in the file (inputs 1.. of their nodes) give way
-  // to their current values, written under the layers' own names; the file's
-  // copies (initializers, and the Identity nodes that share equal values)
-  // go unless another node reads them.
-  auto layer_of = [&](const onnx::NodeProto& node) {
-    return node.output_size() > 0 ? model.node_layers().find(node.output(0)) : model.node_layers().end();
-  };
-  std::set<std::string> replaced, kept;
-  for (const auto& node : g.node()) {
-    const bool is_layer = layer_of(node) != model.node_layers().end();
-    for (int i = 0; i < node.input_size(); ++i) (is_layer && i > 0 ? replaced : kept).insert(node.input(i));
-  }
-  auto removed = [&](const std::string& name) { return replaced.count(name) > 0 && kept.count(name) == 0; };
-  for (const auto& t : g.initializer()) {
-    if (!removed(t.name())) *graph->add_initializer() = t;
-  }
-  std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
-  for (const auto& item : model.named_modules("", /*include_self=*/false)) modules[item.key()] = item.value();
-  for (const auto& original : g.node()) {
-    if (original.output_size() > 0 &&
-        std::all_of(original.output().begin(), original.output().end(), removed)) {
-      continue;
+
+  void write(onnx::ModelProto& proto) {
+    onnx::ModelProto source = read_source();
+    proto.set_ir_version(source.ir_version());
+    proto.clear_opset_import();
+    *proto.mutable_opset_import() = source.opset_import();
+    onnx::GraphProto* graph = proto.mutable_graph();
+    const onnx::GraphProto& g = source.graph();
+    std::map<std::string, const onnx::TensorProto*> initializers;
+    for (const auto& t : g.initializer()) initializers[t.name()] = &t;
+    for (const auto& in : g.input()) {
+      if (!initializers.count(in.name())) *graph->add_input() = in;
     }
-    onnx::NodeProto node = original;
-    auto layer = layer_of(node);
-    if (layer != model.node_layers().end()) {
-      const std::string& name = layer->second;
-      const auto& module = modules.at(name);
-      if (auto* conv = module->as<nn::QuantConv2dImpl>()) {
-        node.set_input(0, writer.quantize_activation(name, node.input(0), conv->quantized() ? conv->input_quantizer.get() : nullptr));
-        node.set_input(1, writer.weight_value(name, conv->weight, conv->quantized() ? conv->weight_quantizer.get() : nullptr));
-        if (conv->bias.defined()) node.set_input(2, writer.float_initializer(name + ".bias", conv->bias));
-      } else if (auto* linear = module->as<nn::QuantLinearImpl>()) {
-        node.set_input(0, writer.quantize_activation(name, node.input(0), linear->quantized() ? linear->input_quantizer.get() : nullptr));
-        std::string weight =
-            writer.weight_value(name, linear->weight, linear->quantized() ? linear->weight_quantizer.get() : nullptr);
-        if (model.transposed_weights().count(name)) {
-          onnx::NodeProto* t = writer.add_node("Transpose", {weight}, name + ".weight");
-          OnnxWriter::set_ints(t, "perm", {1, 0});
-          weight = t->output(0);
+    *graph->mutable_output() = g.output();
+    for (const auto& t : g.initializer()) *graph->add_initializer() = current(t.name(), t);
+    for (const auto& node : g.node()) {
+      // Identity(initializer): the value becomes an initializer of its own.
+      if (node.op_type() == "Identity" && node.input_size() == 1 && initializers.count(node.input(0))) {
+        onnx::TensorProto copy = *initializers.at(node.input(0));
+        copy.set_name(node.output(0));
+        *graph->add_initializer() = current(node.output(0), copy);
+        continue;
+      }
+      onnx::NodeProto rewritten = node;
+      if (node.output_size() > 0) {
+        if (auto layer = model_.layers().find(node.output(0)); layer != model_.layers().end()) {
+          rewrite_layer(rewritten, layer->second);
         }
-        node.set_input(1, weight);
-        if (linear->bias.defined()) node.set_input(2, writer.float_initializer(name + ".bias", linear->bias));
-      } else if (auto* bn = module->as<nn::SwitchableBatchNorm2dImpl>()) {
-        TORCH_CHECK(!bn->switchable(), "export: '", name, "' is a switchable batch norm (an indicator-training "
-                    "checkpoint); export a checkpoint fine-tuned under a policy");
-        node.set_input(1, writer.float_initializer(name + ".weight", bn->weight));
-        node.set_input(2, writer.float_initializer(name + ".bias", bn->bias));
-        node.set_input(3, writer.float_initializer(name + ".running_mean", bn->running_mean));
-        node.set_input(4, writer.float_initializer(name + ".running_var", bn->running_var));
+      }
+      *graph->add_node() = std::move(rewritten);
+      ++writer_.summary().nodes;
+    }
+    remove_unused(graph);
+    graph->set_name(g.name().empty() ? "limpq" : g.name());
+  }
+
+ private:
+  onnx::ModelProto read_source() const {
+    const std::string bytes = util::read_file(model_.source());
+    TORCH_CHECK(util::Crc32().update(bytes).str() == model_.checksum(), "export: '", model_.source(),
+                "' changed since the network was imported; restore the original file");
+    onnx::ModelProto source;
+    TORCH_CHECK(source.ParseFromString(bytes), "export: cannot read '", model_.source(), "'");
+    return source;
+  }
+
+  // The initializer `name` as it is now: a trainable parameter's current
+  // value, else the file's.
+  onnx::TensorProto current(const std::string& name, const onnx::TensorProto& original) const {
+    auto it = model_.parameters_by_source().find(name);
+    if (it == model_.parameters_by_source().end()) return original;
+    const torch::Tensor v = parameters_.at(it->second).detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    onnx::TensorProto t;
+    t.set_name(name);
+    t.set_data_type(kFloat);
+    for (int64_t d : v.sizes()) t.add_dims(d);
+    t.set_raw_data(v.data_ptr<float>(), static_cast<size_t>(v.nbytes()));
+    return t;
+  }
+
+  // The node reads the layer's current tensors and, for a quantized layer,
+  // its quantized operands.
+  void rewrite_layer(onnx::NodeProto& node, const models::ImportedLayer& layer) {
+    torch::nn::Module& module = *modules_.at(layer.path);
+    const nn::QuantLayer* quantizable = nn::as_quant_layer(module);
+    const bool quantized = quantizable != nullptr && quantizable->quantized();
+    if (const auto* bn = module.as<nn::SwitchableBatchNorm2dImpl>()) {
+      TORCH_CHECK(!bn->switchable(), "export: '", layer.path, "' is a switchable batch norm (an indicator-training "
+                  "checkpoint); export a checkpoint fine-tuned under a policy");
+    }
+    std::map<std::string, torch::Tensor> tensors;
+    for (const auto& p : module.named_parameters(/*recurse=*/false)) tensors[p.key()] = p.value();
+    for (const auto& b : module.named_buffers(/*recurse=*/false)) tensors[b.key()] = b.value();
+    for (const auto& t : layer.tensors) {
+      const torch::Tensor& value = tensors.at(t.tensor);
+      const int i = static_cast<int>(t.input);
+      if (quantized && quantizable->has_weight() && t.tensor == "weight") {
+        node.set_input(i, writer_.weight_value(layer.path, value, quantizable->weight_quantizer.get(), t.transposed));
+      } else {
+        const std::string preferred = node.input(i) == t.source ? t.source : layer.path + "." + t.tensor;
+        node.set_input(i, writer_.float_initializer(preferred, t.transposed ? value.t() : value));
       }
     }
-    *graph->add_node() = std::move(node);
-    ++writer.summary().nodes;
+    if (!quantized) return;
+    node.set_input(0, writer_.quantize_activation(layer.path, node.input(0), quantizable->input_quantizer.get()));
+    if (!quantizable->has_weight()) {
+      node.set_input(1, writer_.quantize_activation(layer.path + ".other", node.input(1),
+                                                     quantizable->weight_quantizer.get()));
+    }
   }
-  remove_unused(graph);
-  graph->set_name(g.name().empty() ? "limpq" : g.name());
-}
+
+  models::OnnxModelImpl& model_;
+  OnnxWriter& writer_;
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> modules_;
+  std::map<std::string, torch::Tensor> parameters_;
+};
 
 }  // namespace
 
@@ -605,7 +642,7 @@ OnnxSummary write_onnx(const std::string& path, const train::Checkpoint& checkpo
   if (auto* imported = dynamic_cast<models::OnnxModelImpl*>(model.get())) {
     TORCH_CHECK(options.opset() == 13, "export: an imported network keeps the opset of its file; INT4 storage "
                 "(--opset 21) is not available for it");
-    write_imported_graph(proto, *imported, writer);
+    ImportedGraphWriter(*imported, writer).write(proto);
   } else {
     graph->set_name(checkpoint.arch);
     std::vector<std::string> input_dims = {"N"};

@@ -8,7 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/train/trainer.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
@@ -31,18 +31,11 @@ std::map<std::string, QuantizedWeight> quantized_weights(const train::LoadedMode
   std::map<std::string, QuantizedWeight> out;
   auto modules = loaded.model->named_modules("", /*include_self=*/false);
   for (const auto& layer : loaded.quant->layers()) {
-    torch::nn::Module& m = *modules[layer.name];
-    const quant::LsqQuantizerImpl* q = nullptr;
-    int64_t bits = quant::kFullPrecisionBits;
-    if (auto* conv = m.as<nn::QuantConv2dImpl>(); conv && conv->quantized()) {
-      q = conv->weight_quantizer.get();
-      bits = conv->weight_bits();
-    } else if (auto* lin = m.as<nn::QuantLinearImpl>(); lin && lin->quantized()) {
-      q = lin->weight_quantizer.get();
-      bits = lin->weight_bits();
-    }
-    if (q == nullptr || bits == quant::kFullPrecisionBits) continue;
-    out[layer.name + ".weight"] = {bits, q->range(bits), q->effective_step(bits).detach().to(torch::kCPU)};
+    const nn::QuantLayer* q = nn::as_quant_layer(*modules[layer.name]);
+    if (q == nullptr || !q->has_weight() || q->weight_bits() == quant::kFullPrecisionBits) continue;
+    const int64_t bits = q->weight_bits();
+    out[layer.name + ".weight"] = {bits, q->weight_quantizer->range(bits),
+                                   q->weight_quantizer->effective_step(bits).detach().to(torch::kCPU)};
   }
   return out;
 }

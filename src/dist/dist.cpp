@@ -8,6 +8,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "limpq/util/text.h"
+
 #if defined(USE_C10D_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #define LIMPQ_HAVE_NCCL 1
@@ -39,14 +41,9 @@ std::optional<std::string> getenv_str(const char* name) {
 int64_t env_int(const char* name, int64_t fallback) {
   const auto v = getenv_str(name);
   if (!v) return fallback;
-  try {
-    size_t used = 0;
-    const int64_t value = std::stoll(*v, &used);
-    TORCH_CHECK(used == v->size(), "");
-    return value;
-  } catch (const std::exception&) {
-    TORCH_CHECK(false, "distributed: environment variable ", name, "='", *v, "' is not an integer");
-  }
+  const auto value = util::parse_int(*v);
+  TORCH_CHECK(value, "distributed: environment variable ", name, "='", *v, "' is not an integer");
+  return *value;
 }
 
 struct State {
@@ -83,16 +80,10 @@ Group& group_for(const torch::Tensor& t) {
   return *s.gloo;
 }
 
-std::string first_line(const std::string& text) {
-  const auto newline = text.find('\n');
-  return newline == std::string::npos ? text : text.substr(0, newline);
-}
-
 // A collective failed: find out which workers are missing and say so.
 [[noreturn]] void fail(const std::string& what, const std::exception& e) {
   State& s = state();
-  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-  const std::string cause = first_line(c10_error ? c10_error->what_without_backtrace() : e.what());
+  const std::string cause = util::error_message(e);
   // Every worker that notices the failure checks in; the ones that do not
   // within a few seconds died or hang.
   std::string missing;
@@ -200,10 +191,8 @@ void init_from_environment(std::chrono::milliseconds timeout) {
   try {
     s.store = s.env.rendezvous_file.empty() ? tcp_store(s.env, timeout) : file_store(s.env, timeout);
   } catch (const std::exception& e) {
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
     TORCH_CHECK(false, "distributed: rank ", s.env.rank, " could not join the job at ", rendezvous_name(s.env),
-                " within ", timeout.count() / 1000.0, " s: ",
-                first_line(c10_error ? c10_error->what_without_backtrace() : e.what()));
+                " within ", timeout.count() / 1000.0, " s: ", util::error_message(e));
   }
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   if (auto iface = getenv_str("GLOO_SOCKET_IFNAME")) {

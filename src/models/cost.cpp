@@ -49,7 +49,7 @@ nlohmann::ordered_json CostTable::to_json(bool with_layers) const {
   if (!with_layers) return j;
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   for (const auto& l : layers) {
-    rows.push_back({{"name", l.name}, {"kind", l.kind == LayerKind::kConv ? "conv" : "linear"},
+    rows.push_back({{"name", l.name}, {"kind", l.kind},
                     {"searchable", l.searchable}, {"signed_input", l.signed_input}, {"macs", l.macs},
                     {"params", l.params}, {"output_shape", l.output_shape}});
   }

@@ -7,13 +7,18 @@
 //   1. Identity of an initializer (how PyTorch's exporter shares equal
 //      values, e.g. the fresh batch norms' ones and zeros) becomes a copy of
 //      that initializer under the Identity's output name, so that every
-//      layer gets its own parameters.
-//   2. Each node, in the file's order: its converter (onnx_import/ops.h)
-//      creates the layer it stands for and returns its kernel. A node without
-//      weights whose inputs are all constants is run once here and its
-//      outputs kept as constants (the shape arithmetic of fixed sizes).
-//   3. Values get slots; each slot is released after its last reader.
-//   4. One forward pass (the probe) checks that the program runs, and gives
+//      parameter PyTorch had is one again.
+//   2. The initializers are sorted: those a layer will own (what a Conv's,
+//      Gemm's, MatMul's or BatchNormalization's parameter inputs are
+//      computed from), the other named floating-point ones (trainable
+//      parameters outside layers), and constants.
+//   3. Each node, in the file's order: its converter (onnx_import/ops.h)
+//      creates the layer it stands for and returns its kernel. A node that
+//      makes no layer and whose inputs are all constants is run once here and
+//      its outputs kept as constants (the shape arithmetic of fixed sizes).
+//   4. The parameters outside layers join the model under their names.
+//   5. Values get slots; each slot is released after its last reader.
+//   6. One forward pass (the probe) checks that the program runs, and gives
 //      the number of classes.
 #include "limpq/models/onnx_model.h"
 
@@ -29,6 +34,7 @@
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
 #include "onnx_import/graph.h"
+#include "limpq/nn/quant_layer.h"
 #include "onnx_import/ops.h"
 
 namespace limpq::models {
@@ -44,7 +50,8 @@ struct Step {
 
 struct Program {
   std::vector<Step> steps;
-  std::vector<std::pair<int, torch::Tensor>> constants;  // constants the steps read, by slot
+  std::vector<std::pair<int, torch::Tensor>> constants;   // constants the steps read, by slot
+  std::vector<std::pair<int, torch::Tensor>> parameters;  // trainable parameters outside layers, by slot
   int num_slots = 0;
   int input_slot = -1, output_slot = -1;
   int64_t export_batch = -1;
@@ -118,9 +125,11 @@ class OnnxModelBuilder {
   void build() {
     check_input();
     resolve_identities();
+    sort_initializers();
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!skipped_[i]) convert(i);
     }
+    register_parameters();
     assign_output();
     compute_releases();
     model_.opset_ = g_.opset;
@@ -165,15 +174,102 @@ class OnnxModelBuilder {
       g_.initializers[n.outputs[0]] = it->second.clone();
       skipped_[i] = true;
     }
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      for (const auto& out : g_.nodes[i].outputs) producer_[out] = i;
+    }
   }
 
+  // Phase 2. A value is known at import when it is an initializer or every
+  // input of the node computing it is (and that node makes no layer); a
+  // layer owns the initializers its parameter inputs are computed from.
+  void sort_initializers() {
+    std::set<std::string> known;
+    for (const auto& [name, value] : g_.initializers) known.insert(name);
+    std::set<std::string> owned;
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const OnnxNode& node = g_.nodes[i];
+      const OpEntry* entry = skipped_[i] ? nullptr : find_op(node.op_type, g_.opset);
+      if (entry == nullptr) continue;
+      for (size_t p : entry->parameter_inputs) {
+        if (p < node.inputs.size() && known.count(node.inputs[p])) collect_sources(node.inputs[p], owned);
+      }
+      const bool computable = !entry->makes_layers() && std::all_of(node.inputs.begin(), node.inputs.end(), [&](
+                                  const std::string& in) { return in.empty() || known.count(in) > 0; });
+      if (computable) known.insert(node.outputs.begin(), node.outputs.end());
+    }
+    for (const auto& [name, value] : g_.initializers) {
+      if (owned.count(name)) continue;
+      if (value.is_floating_point() && is_module_tensor_name(name) && !is_batch_norm_statistic(name)) {
+        parameters_[name] = value.to(torch::kFloat32).clone().set_requires_grad(true);
+      } else if (is_module_tensor_name(name)) {
+        model_.named_constants_[name] = value;
+      }
+    }
+  }
+
+  // The initializers `value` is computed from.
+  void collect_sources(const std::string& value, std::set<std::string>& out) const {
+    if (g_.initializers.count(value)) {
+      out.insert(value);
+      return;
+    }
+    auto it = producer_.find(value);
+    if (it == producer_.end()) return;
+    for (const auto& in : g_.nodes[it->second].inputs) {
+      if (!in.empty()) collect_sources(in, out);
+    }
+  }
+
+  // The initializer a layer's input is read from, through Identity and 2-d
+  // transposes, and whether it holds the input transposed; "" if the input is
+  // computed otherwise.
+  std::pair<std::string, bool> source_of(const std::string& value) const {
+    bool transposed = false;
+    std::string v = value;
+    for (;;) {
+      if (g_.initializers.count(v)) return {v, transposed};
+      auto it = producer_.find(v);
+      if (it == producer_.end()) return {"", false};
+      const OnnxNode& n = g_.nodes[it->second];
+      if (n.op_type == "Transpose" && n.inputs.size() == 1) {
+        auto perm = n.attributes.find("perm");
+        const bool swap = perm == n.attributes.end() || perm->second.ints == std::vector<int64_t>{1, 0};
+        if (!swap) return {"", false};
+        transposed = !transposed;
+      } else if (n.op_type != "Identity") {
+        return {"", false};
+      }
+      v = n.inputs.at(0);
+    }
+  }
+
+  static bool is_batch_norm_statistic(const std::string& name) {
+    return ends_with(name, ".running_mean") || ends_with(name, ".running_var") ||
+           ends_with(name, ".num_batches_tracked");
+  }
+
+  // A value known at import (a trainable parameter is not).
   std::optional<torch::Tensor> constant(const std::string& name) const {
+    if (parameters_.count(name)) return std::nullopt;
     if (auto it = g_.initializers.find(name); it != g_.initializers.end()) return it->second;
     if (auto it = folded_.find(name); it != folded_.end()) return it->second;
     return std::nullopt;
   }
 
-  // Phase 2 for one node.
+  // What a converter reads at import: a parameter it reads so (a dropout
+  // ratio, a clip bound the file named) is a constant from then on, unless
+  // an earlier node already reads it as a parameter.
+  std::optional<torch::Tensor> read_at_import(const std::string& name) {
+    auto p = parameters_.find(name);
+    if (p == parameters_.end() || read_as_parameter_.count(name)) return constant(name);
+    torch::Tensor value = p->second.detach();
+    parameters_.erase(p);
+    model_.named_constants_[name] = value;
+    g_.initializers[name] = value;
+    return value;
+  }
+
+  // Phase 3 for one node.
   void convert(size_t index) {
     const OnnxNode& node = g_.nodes[index];
     const std::string at = where(node, g_.opset);
@@ -182,23 +278,24 @@ class OnnxModelBuilder {
     }
     const OpEntry* entry = find_op(node.op_type, g_.opset);
     if (!entry) fail(at + ": op " + node.op_type + " is not supported by limpq's importer (docs/onnx.md lists the ops)");
+    if (node.inputs.size() > entry->max_inputs) {
+      fail(at + ": input " + std::to_string(entry->max_inputs) + " ('" + node.inputs[entry->max_inputs] +
+           "') is not handled by limpq's importer (it reads " + std::to_string(entry->max_inputs) + ")");
+    }
     ImportContext ctx(
-        node, g_.opset, entry->has_weights ? layer_name(node, index) : std::string(),
-        [this](const std::string& name) { return constant(name); },
-        [this](const std::string& name, std::shared_ptr<torch::nn::Module> layer, bool transposed) {
-          add_layer(name, std::move(layer), transposed);
+        node, g_.opset, [this](const std::string& name) { return read_at_import(name); },
+        [this, &node, index](std::shared_ptr<torch::nn::Module> layer, const std::vector<InputBinding>& bindings) {
+          add_layer(node, index, std::move(layer), bindings);
         });
     Kernel kernel;
-    last_layer_.clear();
     try {
       kernel = entry->convert(ctx);
       ctx.check_attributes_used();
     } catch (const c10::Error& e) {
-      fail(e.msg());
+      fail(at + ": " + e.msg());
     }
-    if (!last_layer_.empty() && !node.outputs.empty()) model_.node_layers_[node.outputs[0]] = last_layer_;
     check_training_outputs(node, at);
-    if (!entry->has_weights && all_inputs_constant(node)) {
+    if (!entry->makes_layers() && all_inputs_constant(node)) {
       fold(node, kernel, at);
       return;
     }
@@ -240,15 +337,18 @@ class OnnxModelBuilder {
   }
 
   // The slot of a value a step reads: the graph input, an earlier node's
-  // output, or a constant (kept for the steps).
+  // output, a trainable parameter, or a constant (kept for the steps).
   int runtime_input(const std::string& name, const std::string& at) {
     if (name == g_.input || produced_.count(name)) return slot_of(name);
+    if (auto p = parameters_.find(name); p != parameters_.end()) {
+      const int slot = slot_of(name);
+      read_as_parameter_.insert(name);
+      if (fixed_slots_.insert(slot).second) program_->parameters.emplace_back(slot, p->second);
+      return slot;
+    }
     if (auto c = constant(name)) {
       const int slot = slot_of(name);
-      if (!constant_slots_.count(slot)) {
-        constant_slots_.insert(slot);
-        program_->constants.emplace_back(slot, *c);
-      }
+      if (fixed_slots_.insert(slot).second) program_->constants.emplace_back(slot, *c);
       return slot;
     }
     fail(at + ": reads '" + name + "', which no earlier node produces (the graph is not in topological order)");
@@ -278,20 +378,32 @@ class OnnxModelBuilder {
     }
   }
 
-  // The module path of a weighted node: its weight's name where the export
-  // kept it, else the node's scope, else the op type and node index.
-  std::string layer_name(const OnnxNode& node, size_t index) const {
+  // The module path of a node's layer: its weight's name where the export
+  // kept it (`conv1.weight` -> `conv1`, `attn.in_proj_weight` ->
+  // `attn.in_proj`); for a product of two activations, its scope and op
+  // (`/blocks/blocks.0/attn/MatMul_1` -> `blocks.0.attn.matmul_1`); else the
+  // node's scope, else the op type and node index.
+  std::string layer_name(const OnnxNode& node, size_t index, bool has_weight) const {
     std::string name;
-    const std::string weight = node.inputs.size() > 1 ? node.inputs[1] : "";
-    if (ends_with(weight, ".weight") && !starts_with(weight, "onnx::")) {
-      name = weight.substr(0, weight.size() - std::string(".weight").size());
+    if (has_weight && node.inputs.size() > 1) {
+      const std::string weight = source_of(node.inputs[1]).first;
+      if (is_module_tensor_name(weight) && ends_with(weight, ".weight")) {
+        name = weight.substr(0, weight.size() - std::string(".weight").size());
+      } else if (is_module_tensor_name(weight) && ends_with(weight, "_weight")) {
+        name = weight.substr(0, weight.size() - std::string("_weight").size());
+      }
     }
-    if (!valid_module_path(name)) name = module_path_from_scope(node.name);
     if (!valid_module_path(name)) {
-      name = node.op_type + "_" + std::to_string(index);
-      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      name = module_path_from_scope(node.name);
+      if (!has_weight && valid_module_path(name)) name += "." + lowercase(node.name.substr(node.name.rfind('/') + 1));
     }
+    if (!valid_module_path(name)) name = lowercase(node.op_type + "_" + std::to_string(index));
     return unique_path(name);
+  }
+
+  static std::string lowercase(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
   }
 
   // `path`, or `path_1`, `path_2`, ... where a layer or a container already
@@ -311,26 +423,56 @@ class OnnxModelBuilder {
     }
   }
 
-  // Registers `layer` at its dotted path, creating the containers on the way.
-  void add_layer(const std::string& path, std::shared_ptr<torch::nn::Module> layer, bool transposed) {
+  // The module at a dotted path's parent, created (as containers) on the
+  // way; returns it and the last component.
+  std::pair<torch::nn::Module*, std::string> parent_of(const std::string& path) {
     torch::nn::Module* parent = &model_;
     std::string prefix;
     size_t start = 0;
     for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', start)) {
       const std::string part = path.substr(start, dot - start);
       prefix += (prefix.empty() ? "" : ".") + part;
-      auto children = parent->named_children();
-      if (!children.contains(part)) {
+      if (!parent->named_children().contains(part)) {
         parent->register_module(part, std::make_shared<torch::nn::Module>("OnnxScope"));
         container_paths_.insert(prefix);
       }
       parent = parent->named_children()[part].get();
       start = dot + 1;
     }
-    parent->register_module(path.substr(start), std::move(layer));
+    return {parent, path.substr(start)};
+  }
+
+  // Registers a node's layer at its path and records where its tensors came from.
+  void add_layer(const OnnxNode& node, size_t index, std::shared_ptr<torch::nn::Module> layer,
+                 const std::vector<InputBinding>& bindings) {
+    const auto* quantizable = nn::as_quant_layer(*layer);
+    const std::string path = layer_name(node, index, quantizable == nullptr || quantizable->has_weight());
+    auto [parent, last] = parent_of(path);
+    parent->register_module(last, std::move(layer));
     layer_paths_.insert(path);
-    last_layer_ = path;
-    if (transposed) model_.transposed_weights_.insert(path);
+    ImportedLayer record{path, {}};
+    for (const auto& b : bindings) {
+      const auto [source, source_transposed] = source_of(node.inputs.at(b.input));
+      record.tensors.push_back({b.input, b.tensor, b.transposed, source, b.transposed != source_transposed});
+    }
+    TORCH_INTERNAL_ASSERT(!node.outputs.empty());
+    model_.layers_[node.outputs[0]] = std::move(record);
+  }
+
+  // Phase 4: the parameters outside layers, at their names' module paths (a
+  // name that a layer's own tensor already takes gets a suffix).
+  void register_parameters() {
+    for (const auto& [name, tensor] : parameters_) {
+      auto [parent, last] = parent_of(name);
+      std::string key = last;
+      for (int k = 1; parent->named_parameters(false).contains(key) || parent->named_buffers(false).contains(key) ||
+                      parent->named_children().contains(key);
+           ++k) {
+        key = last + "_" + std::to_string(k);
+      }
+      parent->register_parameter(key, tensor);
+      model_.parameters_by_source_[name] = name.substr(0, name.size() - last.size()) + key;
+    }
   }
 
   void assign_output() {
@@ -339,7 +481,7 @@ class OnnxModelBuilder {
     program_->output_slot = slot_of(out);
   }
 
-  // Phase 3: each slot is released after the last step that reads it.
+  // Phase 5: each slot is released after the last step that reads it.
   void compute_releases() {
     std::vector<int> last(program_->num_slots, -1);
     for (size_t s = 0; s < program_->steps.size(); ++s) {
@@ -348,13 +490,13 @@ class OnnxModelBuilder {
       }
     }
     for (int slot = 0; slot < program_->num_slots; ++slot) {
-      if (last[slot] >= 0 && slot != program_->output_slot && !constant_slots_.count(slot)) {
+      if (last[slot] >= 0 && slot != program_->output_slot && !fixed_slots_.count(slot)) {
         program_->steps[last[slot]].release.push_back(slot);
       }
     }
   }
 
-  // Phase 4: one pass on zeros (batch 2, or one more than a fixed export
+  // Phase 6: one pass on zeros (batch 2, or one more than a fixed export
   // batch, so that a frozen batch size shows here).
   void probe() {
     const int64_t batch = model_.program_->export_batch > 0 ? model_.program_->export_batch + 1 : 2;
@@ -380,12 +522,14 @@ class OnnxModelBuilder {
   OnnxModelImpl& model_;
   std::unique_ptr<Program> program_;
   std::vector<bool> skipped_;
+  std::map<std::string, size_t> producer_;              // value -> the node computing it
+  std::map<std::string, torch::Tensor> parameters_;     // trainable initializers outside layers
+  std::set<std::string> read_as_parameter_;             // of them, those a step reads
   std::map<std::string, torch::Tensor> folded_;
   std::map<std::string, int> slots_;
-  std::set<int> constant_slots_;
+  std::set<int> fixed_slots_;  // constants and parameters: filled at every pass, never released
   std::set<std::string> produced_;
   std::set<std::string> layer_paths_, container_paths_;
-  std::string last_layer_;  // the layer the node being converted added
 };
 
 // Named "onnx:<file name>" in messages, indicators and policies.
@@ -403,11 +547,18 @@ torch::Tensor OnnxModelImpl::forward(torch::Tensor x) {
               "onnx: '", source_, "' takes N x ", input_shape_[0], " x ", input_shape_[1], " x ", input_shape_[2],
               " input, got ", x.sizes());
   std::vector<torch::Tensor> slots(p.num_slots);
-  // Float constants (operands of arithmetic) follow the input's device;
-  // integer ones (shapes, indices) stay on the CPU where they are read.
-  for (const auto& [slot, value] : p.constants) {
-    slots[slot] = value.is_floating_point() && value.device() != x.device() ? value.to(x.device()) : value;
+  // Float constants (operands of arithmetic) follow the input's device,
+  // copied there once; integer ones (shapes, indices) stay on the CPU where
+  // they are read.
+  if (device_constants_.size() != p.constants.size() ||
+      (!device_constants_.empty() && device_constants_.front().device() != x.device())) {
+    device_constants_.clear();
+    for (const auto& [slot, value] : p.constants) {
+      device_constants_.push_back(value.is_floating_point() ? value.to(x.device()) : value);
+    }
   }
+  for (size_t i = 0; i < p.constants.size(); ++i) slots[p.constants[i].first] = device_constants_[i];
+  for (const auto& [slot, parameter] : p.parameters) slots[slot] = parameter;
   slots[p.input_slot] = std::move(x);
   const RunState state{is_training(), p.export_batch, slots[p.input_slot].size(0)};
   Values inputs;
@@ -436,6 +587,13 @@ OnnxModel import_onnx_bytes(const std::string& bytes, const std::string& source)
 }
 
 OnnxModel import_onnx(const std::string& path) { return import_onnx_bytes(util::read_file(path), path); }
+
+bool is_module_tensor_name(const std::string& name) {
+  // A bare number is an older exporter's constant; "0.weight" (a Sequential's) is a path.
+  const bool path_like = name.find('.') != std::string::npos || std::isalpha(static_cast<unsigned char>(name[0])) ||
+                         name[0] == '_';
+  return !starts_with(name, "onnx::") && valid_module_path(name) && path_like;
+}
 
 std::vector<std::string> onnx_supported_ops() {
   std::set<std::string> ops;

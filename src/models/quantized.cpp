@@ -8,7 +8,7 @@
 
 #include "limpq/models/indicator_layer.h"
 #include "limpq/nn/batch_norm.h"
-#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/nn/trace.h"
 #include "limpq/util/options.h"
 
@@ -20,65 +20,70 @@ using quant::QuantizerKind;
 
 }  // namespace
 
+namespace {
+
+// The batch of the probe pass.
+constexpr int64_t kProbeBatch = 2;
+
+// The traced calls of one forward pass on a fixed random input; the caller's
+// training mode is kept.
+std::vector<nn::TraceEvent> trace_layers(ModelImpl& model, const std::vector<int64_t>& input_shape) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  // Quantizers stay as they are; a fresh model is full precision.
+  torch::Device device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters()[0].device();
+  torch::manual_seed(12345);  // a fixed probe; QuantModel restores the caller's RNG stream
+  nn::LayerTracer tracer;
+  std::vector<int64_t> shape = {kProbeBatch};
+  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+  model.forward(torch::randn(shape, torch::TensorOptions().device(device)));
+  model.train(was_training);
+  return tracer.events();
+}
+
+LayerInfo layer_info(const nn::QuantLayer& layer, const nn::TraceEvent& call, std::string name) {
+  const nn::LayerShape shape = layer.shape(call, kProbeBatch);
+  LayerInfo info;
+  info.name = std::move(name);
+  info.kind = layer.kind();
+  info.signed_input = !call.input_nonnegative;
+  info.has_weight = layer.has_weight();
+  info.signed_other = layer.has_weight() || !call.other_nonnegative;
+  info.in_channels = shape.in_channels;
+  info.out_channels = shape.out_channels;
+  info.groups = shape.groups;
+  info.kernel_size = shape.kernel_size;
+  info.stride = shape.stride;
+  info.output_shape = shape.output_shape;
+  info.macs = shape.macs;
+  info.params = shape.params;
+  return info;
+}
+
+}  // namespace
+
 std::vector<LayerInfo> analyze_layers(ModelImpl& model, const std::vector<int64_t>& input_shape,
                                       const std::vector<std::string>& fixed_layers) {
   TORCH_CHECK(input_shape.size() == 3, "analyze_layers: input shape must be C,H,W, got ",
               c10::IntArrayRef(input_shape));
   std::map<const torch::nn::Module*, std::string> names;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) names[item.value().get()] = item.key();
-
-  std::vector<nn::TraceEvent> events;
-  {
-    torch::NoGradGuard no_grad;
-    const bool was_training = model.is_training();
-    model.eval();
-    // Quantizers stay as they are; a fresh model is full precision.
-    torch::Device device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters()[0].device();
-    torch::manual_seed(12345);  // a fixed probe; the caller's RNG stream is restored below
-    nn::LayerTracer tracer;
-    std::vector<int64_t> shape = {2};
-    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-    model.forward(torch::randn(shape, torch::TensorOptions().device(device)));
-    events = tracer.events();
-    model.train(was_training);
-  }
+  const std::vector<nn::TraceEvent> events = trace_layers(model, input_shape);
 
   std::vector<LayerInfo> layers;
   for (size_t i = 0; i < events.size(); ++i) {
-    const auto& e = events[i];
-    const std::string& name = names.at(e.module);
-    if (const auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(e.module)) {
-      LayerInfo info;
-      info.name = name;
-      info.kind = LayerKind::kConv;
-      const auto& o = conv->options;
-      info.in_channels = o.in_channels();
-      info.out_channels = o.out_channels();
-      info.kernel_size = *o.kernel_size();
-      info.stride = *o.stride();
-      info.groups = o.groups();
-      info.output_shape = {1, e.output_shape[1], e.output_shape[2], e.output_shape[3]};
-      info.params = conv->weight.numel();
-      info.macs = info.params * e.output_shape[2] * e.output_shape[3];
-      info.signed_input = !e.input_nonnegative;
-      if (i + 1 < events.size()) {
-        if (const auto* bn = dynamic_cast<const nn::SwitchableBatchNorm2dImpl*>(events[i + 1].module)) {
-          if (bn->options.num_features() == o.out_channels()) info.bn = names.at(bn);
-        }
+    const auto* layer = nn::as_quant_layer(*events[i].module);
+    if (layer == nullptr) continue;
+    LayerInfo info = layer_info(*layer, events[i], names.at(events[i].module));
+    // The batch norm right after a layer, over its output channels, switches
+    // with its bits in indicator training.
+    if (i + 1 < events.size()) {
+      if (const auto* bn = dynamic_cast<const nn::SwitchableBatchNorm2dImpl*>(events[i + 1].module)) {
+        if (info.kind == "conv" && bn->options.num_features() == info.out_channels) info.bn = names.at(bn);
       }
-      layers.push_back(std::move(info));
-    } else if (const auto* linear = dynamic_cast<const nn::QuantLinearImpl*>(e.module)) {
-      LayerInfo info;
-      info.name = name;
-      info.kind = LayerKind::kLinear;
-      info.in_channels = linear->options.in_features();
-      info.out_channels = linear->options.out_features();
-      info.output_shape = {1, linear->options.out_features()};
-      info.params = info.in_channels * info.out_channels;
-      info.macs = info.params;
-      info.signed_input = !e.input_nonnegative;
-      layers.push_back(std::move(info));
     }
+    layers.push_back(std::move(info));
   }
   TORCH_CHECK(!layers.empty(), "analyze_layers: ", model.arch(), " has no quantizable layers");
   // Each layer runs once per forward in these networks; a shared layer would
@@ -146,20 +151,16 @@ torch::nn::Module& QuantModel::module(const std::string& name) const {
 
 namespace {
 
-void attach(torch::nn::Module& m, const LsqQuantizerOptions& w, const LsqQuantizerOptions& a) {
-  if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
-    conv->attach_quantizers(w, a);
-  } else {
-    m.as<nn::QuantLinearImpl>()->attach_quantizers(w, a);
-  }
+nn::QuantLayer& quant_layer(torch::nn::Module& m) {
+  nn::QuantLayer* layer = nn::as_quant_layer(m);
+  TORCH_INTERNAL_ASSERT(layer != nullptr, "a traced layer is not a QuantLayer");
+  return *layer;
 }
 
-void set_module_bits(torch::nn::Module& m, int64_t wb, int64_t ab) {
-  if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
-    conv->set_bits(wb, ab);
-  } else {
-    m.as<nn::QuantLinearImpl>()->set_bits(wb, ab);
-  }
+// Operand 1's quantizer: a weight's, or an activation's of the sign traced.
+LsqQuantizerOptions other_quantizer(const LayerInfo& l, std::vector<int64_t> bits) {
+  if (l.has_weight) return LsqQuantizerOptions(std::move(bits)).kind(QuantizerKind::kWeight).is_signed(true);
+  return LsqQuantizerOptions(std::move(bits)).kind(QuantizerKind::kActivation).is_signed(l.signed_other);
 }
 
 }  // namespace
@@ -172,14 +173,13 @@ void QuantModel::prepare_indicators(const std::vector<int64_t>& candidates) {
   }
   for (const auto& l : layers_) {
     if (!l.searchable) continue;
-    attach(module(l.name),
-           LsqQuantizerOptions(candidates).kind(QuantizerKind::kWeight).is_signed(true).max_step(1.0).fused(
-               options_.fused()),
-           LsqQuantizerOptions(candidates)
-               .kind(QuantizerKind::kActivation)
-               .is_signed(l.signed_input)
-               .max_step(1.0)
-               .fused(options_.fused()));
+    quant_layer(module(l.name))
+        .attach_quantizers(other_quantizer(l, candidates).max_step(1.0).fused(options_.fused()),
+                           LsqQuantizerOptions(candidates)
+                               .kind(QuantizerKind::kActivation)
+                               .is_signed(l.signed_input)
+                               .max_step(1.0)
+                               .fused(options_.fused()));
     if (!l.bn.empty()) module(l.bn).as<nn::SwitchableBatchNorm2dImpl>()->make_switchable(candidates);
   }
   candidates_ = candidates;
@@ -197,14 +197,14 @@ void QuantModel::prepare_policy(const quant::Policy& policy, const std::string& 
     TORCH_CHECK(b->weight != quant::kFullPrecisionBits && b->act != quant::kFullPrecisionBits, "policy '", source,
                 "': layer '", l.name, "' mixes full precision and quantization (W", b->weight, "A", b->act,
                 "); quantize both or neither");
-    const int64_t channels = options_.per_channel() ? l.out_channels : 0;
-    attach(module(l.name),
-           LsqQuantizerOptions({b->weight}).kind(QuantizerKind::kWeight).channels(channels).fused(options_.fused()),
-           LsqQuantizerOptions({b->act})
-               .kind(QuantizerKind::kActivation)
-               .is_signed(l.signed_input)
-               .fused(options_.fused()));
-    set_module_bits(module(l.name), b->weight, b->act);
+    const int64_t channels = options_.per_channel() && l.has_weight ? l.out_channels : 0;
+    nn::QuantLayer& layer = quant_layer(module(l.name));
+    layer.attach_quantizers(other_quantizer(l, {b->weight}).channels(channels).fused(options_.fused()),
+                            LsqQuantizerOptions({b->act})
+                                .kind(QuantizerKind::kActivation)
+                                .is_signed(l.signed_input)
+                                .fused(options_.fused()));
+    layer.set_bits(b->weight, b->act);
   }
   prepared_policy_ = policy;
   mode_ = "policy";
@@ -212,7 +212,7 @@ void QuantModel::prepare_policy(const quant::Policy& policy, const std::string& 
 
 void QuantModel::set_layer_bits(const std::string& name, int64_t weight_bits, int64_t act_bits) {
   const LayerInfo& l = layer(name);
-  set_module_bits(module(name), weight_bits, act_bits);
+  quant_layer(module(name)).set_bits(weight_bits, act_bits);
   if (!l.bn.empty()) {
     auto* bn = module(l.bn).as<nn::SwitchableBatchNorm2dImpl>();
     // The switchable BN follows the conv's weight bits (in indicator training
@@ -239,15 +239,8 @@ quant::Policy QuantModel::current_policy() const {
   quant::Policy p;
   p.model = model_->arch();
   for (const auto& l : layers_) {
-    torch::nn::Module& m = module(l.name);
-    quant::LayerBits b;
-    if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
-      b = {conv->weight_bits(), conv->input_bits()};
-    } else {
-      auto* lin = m.as<nn::QuantLinearImpl>();
-      b = {lin->weight_bits(), lin->input_bits()};
-    }
-    (l.searchable ? p.layers : p.fixed).emplace_back(l.name, b);
+    const nn::QuantLayer& layer = quant_layer(module(l.name));
+    (l.searchable ? p.layers : p.fixed).emplace_back(l.name, quant::LayerBits{layer.weight_bits(), layer.input_bits()});
   }
   return p;
 }
@@ -309,7 +302,7 @@ PolicyCost policy_cost(const std::vector<LayerInfo>& layers, const quant::Policy
 quant::IndicatorLayer indicator_layer(const LayerInfo& layer) {
   quant::IndicatorLayer e;
   e.name = layer.name;
-  e.kind = layer.kind == LayerKind::kConv ? "conv" : "linear";
+  e.kind = layer.kind;
   e.searchable = layer.searchable;
   e.macs = layer.macs;
   e.params = layer.params;

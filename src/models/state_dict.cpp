@@ -9,6 +9,7 @@
 #include "limpq/models/model.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
+#include "limpq/util/text.h"
 
 namespace limpq::models {
 
@@ -103,7 +104,7 @@ WeightsFile read_weights_file(const std::string& path) {
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "'", path, "': not a readable PyTorch file (", e.what_without_backtrace(),
+    TORCH_CHECK(false, "'", path, "': not a readable PyTorch file (", util::error_message(e),
                 "). Save weights with torch.save(dict(model.state_dict()), path)");
   }
   if (value.isGenericDict()) {

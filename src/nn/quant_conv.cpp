@@ -58,60 +58,28 @@ void QuantConv2dImpl::reset_parameters() {
   }
 }
 
-namespace {
-
-template <typename Layer>
-void attach(Layer& layer, const quant::LsqQuantizerOptions& weight_options,
-            const quant::LsqQuantizerOptions& input_options) {
-  TORCH_CHECK(weight_options.kind() == quant::QuantizerKind::kWeight &&
-                  input_options.kind() == quant::QuantizerKind::kActivation,
-              "attach_quantizers: expected a weight quantizer and an activation quantizer");
-  TORCH_CHECK(weight_options.channels() == 0 || weight_options.channels() == layer.weight.size(0),
-              "attach_quantizers: per-channel weight steps need ", layer.weight.size(0), " channels, got ",
-              weight_options.channels());
-  layer.weight_quantizer = quant::LsqQuantizer(weight_options);
-  layer.input_quantizer = quant::LsqQuantizer(input_options);
-  layer.weight_quantizer->to(layer.weight.device());
-  layer.input_quantizer->to(layer.weight.device());
-  layer.weight_quantizer->init_from_weight(layer.weight);
-  if (layer.named_children().contains("weight_quantizer")) {
-    layer.replace_module("weight_quantizer", layer.weight_quantizer);
-    layer.replace_module("input_quantizer", layer.input_quantizer);
-  } else {
-    layer.register_module("weight_quantizer", layer.weight_quantizer);
-    layer.register_module("input_quantizer", layer.input_quantizer);
-  }
+LayerShape QuantConv2dImpl::shape(const TraceEvent& call, int64_t batch) const {
+  LayerShape s;
+  s.in_channels = options.in_channels();
+  s.out_channels = options.out_channels();
+  s.groups = options.groups();
+  s.kernel_size = *options.kernel_size();
+  s.stride = *options.stride();
+  s.output_shape = one_image(call.output_shape, batch);
+  s.params = weight.numel();
+  // C_in / G * k_h * k_w per output element.
+  s.macs = per_image(call.output_shape, batch) * (s.params / s.out_channels);
+  return s;
 }
 
-template <typename Layer>
-void set_layer_bits(Layer& layer, const char* what, int64_t weight_bits, int64_t input_bits) {
-  if (!layer.quantized()) {
-    TORCH_CHECK(weight_bits == quant::kFullPrecisionBits && input_bits == quant::kFullPrecisionBits, what,
-                ": cannot set W", weight_bits, "A", input_bits, " on a layer without quantizers");
-    return;
-  }
-  layer.weight_quantizer->set_bits(weight_bits);
-  layer.input_quantizer->set_bits(input_bits);
-}
-
-}  // namespace
-
-void QuantConv2dImpl::attach_quantizers(const quant::LsqQuantizerOptions& weight_options,
-                                        const quant::LsqQuantizerOptions& input_options) {
-  attach(*this, weight_options, input_options);
-}
-
-void QuantConv2dImpl::set_bits(int64_t weight_bits, int64_t input_bits) {
-  set_layer_bits(*this, "QuantConv2d", weight_bits, input_bits);
-}
-
-void QuantLinearImpl::attach_quantizers(const quant::LsqQuantizerOptions& weight_options,
-                                        const quant::LsqQuantizerOptions& input_options) {
-  attach(*this, weight_options, input_options);
-}
-
-void QuantLinearImpl::set_bits(int64_t weight_bits, int64_t input_bits) {
-  set_layer_bits(*this, "QuantLinear", weight_bits, input_bits);
+LayerShape QuantLinearImpl::shape(const TraceEvent& call, int64_t batch) const {
+  LayerShape s;
+  s.in_channels = options.in_features();
+  s.out_channels = options.out_features();
+  s.output_shape = one_image(call.output_shape, batch);
+  s.params = weight.numel();
+  s.macs = per_image(call.output_shape, batch) * s.in_channels;
+  return s;
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& input) {

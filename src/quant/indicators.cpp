@@ -153,8 +153,10 @@ Indicators indicators_from_json(const nlohmann::json& j, const std::string& sour
     l.searchable = get<bool>(e, "searchable", lwn);
     l.macs = get<int64_t>(e, "macs", lwn);
     l.params = get<int64_t>(e, "params", lwn);
-    TORCH_CHECK(l.macs > 0 && l.params > 0, lwn, ": macs and params must be positive, got ", l.macs, " and ",
-                l.params);
+    // A product of two activations (kind "matmul") has no weights.
+    const int64_t min_params = l.kind == "matmul" ? 0 : 1;
+    TORCH_CHECK(l.macs > 0 && l.params >= min_params, lwn, ": macs must be positive and params ",
+                min_params ? "positive" : "at least 0", ", got ", l.macs, " and ", l.params);
     if (l.searchable) {
       l.weight_steps = steps_from_json(e, "weight_steps", ind.candidates, lwn);
       l.act_steps = steps_from_json(e, "act_steps", ind.candidates, lwn);

@@ -14,6 +14,7 @@
 
 #include "limpq/search/criterion.h"
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/text.h"
 
 namespace limpq::search {
 namespace {
@@ -53,19 +54,12 @@ ExtraConstraint read_constraint_csv(const std::string& path, double budget) {
     }
     TORCH_CHECK(fields.size() == 4, "constraint '", path, "' line ", line_no, ": expected 4 fields, got ",
                 fields.size());
-    try {
-      size_t used = 0;
-      const int64_t w = std::stoll(fields[1], &used);
-      TORCH_CHECK(used == fields[1].size(), "");
-      const int64_t a = std::stoll(fields[2], &used);
-      TORCH_CHECK(used == fields[2].size(), "");
-      const double cost = std::stod(fields[3], &used);
-      TORCH_CHECK(used == fields[3].size() && std::isfinite(cost) && cost >= 0, "");
-      c.rows.emplace_back(fields[0], w, a, cost);
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, "constraint '", path, "' line ", line_no,
-                  ": weight_bits and act_bits must be integers and cost a non-negative number, got '", line, "'");
-    }
+    const auto w = util::parse_int(fields[1]);
+    const auto a = util::parse_int(fields[2]);
+    const auto cost = util::parse_double(fields[3]);
+    TORCH_CHECK(w && a && cost && *cost >= 0, "constraint '", path, "' line ", line_no,
+                ": weight_bits and act_bits must be integers and cost a non-negative number, got '", line, "'");
+    c.rows.emplace_back(fields[0], *w, *a, *cost);
   }
   TORCH_CHECK(!c.rows.empty(), "constraint '", path, "': no rows");
   return c;
@@ -221,15 +215,9 @@ void add_bitops_budget(const SearchSpace& space, const std::string& spec, MckpPr
     for (const auto* l : space.searchable) capacity += l->macs * bits->weight * bits->act;
     result.target_bitops = static_cast<double>(capacity + space.fixed_bitops);
   } else {
-    double g = 0;
-    try {
-      size_t used = 0;
-      g = std::stod(spec, &used);
-      TORCH_CHECK(used == spec.size(), "");
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, "search: --bitops must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '", spec,
-                  "'");
-    }
+    const auto parsed = util::parse_double(spec);
+    TORCH_CHECK(parsed, "search: --bitops must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '", spec, "'");
+    const double g = *parsed;
     TORCH_CHECK(g > 0, "search: --bitops must be positive, got ", g);
     result.target_bitops = g * 1e9;
     capacity = static_cast<int64_t>(std::floor(g * 1e9)) - space.fixed_bitops;
@@ -439,15 +427,10 @@ double budget_bitops(const quant::Indicators& ind, const std::string& spec, int6
     }
     return total;
   }
-  try {
-    size_t used = 0;
-    const double g = std::stod(spec, &used);
-    TORCH_CHECK(used == spec.size() && g > 0, "");
-    return g * 1e9;
-  } catch (const std::exception&) {
-    TORCH_CHECK(false, "search: a BitOps budget must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '", spec,
-                "'");
-  }
+  const auto g = util::parse_double(spec);
+  TORCH_CHECK(g && *g > 0, "search: a BitOps budget must be uniform-equivalent like W3A4 or GBitOps like 12.5, got '",
+              spec, "'");
+  return *g * 1e9;
 }
 
 std::vector<SweepPoint> run_sweep(const quant::Indicators& ind, const SearchOptions& options,
@@ -523,6 +506,67 @@ quant::Indicators random_indicators(const quant::Indicators& indicators, uint64_
   }
   // Weights and activations drawn alike: searched with alpha 1.
   out.provenance = {{"method", "random"}, {"seed", seed}, {"search_alpha", 1.0}, {"from", indicators.provenance}};
+  return out;
+}
+
+namespace {
+
+std::string erased_points(const std::vector<ErasedPoint>& points) {
+  std::string out;
+  for (const auto& e : points) out += fmt::format(" {}:{}@{}", e.layer, e.tensor, e.bits);
+  return out;
+}
+
+}  // namespace
+
+std::string search_text(const SearchResult& r) {
+  std::string out = fmt::format("{:<28} {:>4} {:>4}\n", "layer", "W", "A");
+  for (const auto& [name, b] : r.policy.layers) out += fmt::format("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
+  for (const auto& [name, b] : r.policy.fixed) out += fmt::format("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
+  out += fmt::format("\ncriterion {}, alpha {:g}\n", r.criterion, r.alpha);
+  if (r.erased_used.empty()) {
+    out += fmt::format("{} ({}): objective {:.6g}, proven bound {:.6g} (relative gap {:.2g}), {} nodes, {:.2f} ms\n",
+                       to_string(r.solve.status), r.solve.solver, r.objective, r.solve.bound, r.solve.gap(),
+                       r.solve.nodes, r.solve.seconds * 1e3);
+  } else {
+    out += fmt::format("{} ({}) among the policies with the fewest erased points the budget allows ({}): objective "
+                       "{:.6g} with them at their own values, {} nodes, {:.2f} ms\n",
+                       to_string(r.solve.status), r.solve.solver, r.erased_used.size(), r.objective, r.solve.nodes,
+                       r.solve.seconds * 1e3);
+    out += "the budget forces erased (non-monotone) indicator points:" + erased_points(r.erased_used) + "\n";
+  }
+  out += fmt::format("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
+                     r.target_bitops > 0 ? fmt::format(" (target {:.4f} G)", r.target_bitops / 1e9) : "",
+                     r.achieved_size_bits / 8e6,
+                     r.target_size_bits > 0 ? fmt::format(" (target {:.4f} MB)", r.target_size_bits / 8e6) : "");
+  out += fmt::format("average bits: weights {:.2f} (parameter-weighted), activations {:.2f} (MAC-weighted)\n",
+                     r.average_weight_bits, r.average_act_bits);
+  if (!r.erased.empty()) {
+    out += fmt::format("{} non-monotone indicator points erased:", r.erased.size()) + erased_points(r.erased) + "\n";
+  }
+  return out;
+}
+
+std::string sweep_text(const std::vector<SweepPoint>& sweep) {
+  std::string out = fmt::format("{:>12} {:>12} {:>12} {:>12} {:>7} {:>7}\n", "budget G", "objective", "BitOps G",
+                                "weights KB", "avg W", "avg A");
+  bool any_erased = false;
+  for (const auto& p : sweep) {
+    if (!p.feasible) {
+      out += fmt::format("{:>12.4f}   infeasible\n", p.budget_bitops / 1e9);
+      continue;
+    }
+    const auto& r = p.result;
+    any_erased = any_erased || !r.erased_used.empty();
+    out += fmt::format("{:>12.4f} {:>12.6g} {:>12.4f} {:>12.1f} {:>7.2f} {:>7.2f}{}\n", p.budget_bitops / 1e9,
+                       r.objective, r.achieved_bitops / 1e9, r.achieved_size_bits / 8e3, r.average_weight_bits,
+                       r.average_act_bits,
+                       r.erased_used.empty() ? "" : fmt::format("  uses {} erased points", r.erased_used.size()));
+  }
+  if (any_erased) {
+    out += "(an answer that uses erased points is the best with the fewest of them the budget allows; its objective "
+           "counts them at their own values)\n";
+  }
   return out;
 }
 

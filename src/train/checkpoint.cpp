@@ -6,6 +6,7 @@
 
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
+#include "limpq/util/text.h"
 
 namespace limpq::train {
 namespace {
@@ -27,14 +28,6 @@ const c10::IValue& field(const Dict& dict, const std::string& name, const std::s
   auto it = dict.find(c10::IValue(name));
   TORCH_CHECK(it != dict.end(), "checkpoint '", path, "': missing field '", name, "'");
   return it->value();
-}
-
-// The first line of an exception's message (LibTorch appends backtraces).
-std::string first_line(const std::exception& e) {
-  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-  std::string text = c10_error ? c10_error->what_without_backtrace() : e.what();
-  const auto newline = text.find('\n');
-  return newline == std::string::npos ? text : text.substr(0, newline);
 }
 
 }  // namespace
@@ -70,7 +63,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, "checkpoint '", path, "': unreadable, truncated or corrupt (", first_line(e), ")");
+    TORCH_CHECK(false, "checkpoint '", path, "': unreadable, truncated or corrupt (", util::error_message(e), ")");
   }
   TORCH_CHECK(value.isGenericDict(), "checkpoint '", path, "': not a limpq checkpoint (top level is ",
               value.tagKind(), ")");

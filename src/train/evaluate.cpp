@@ -38,6 +38,14 @@ nlohmann::ordered_json EvalResult::to_json() const {
   return j;
 }
 
+std::string EvalResult::cost_text() const {
+  if (!cost) return "";
+  const auto& c = *cost;
+  return fmt::format(
+      "policy cost: {:.4f} GBitOps ({:.1f}x fewer than 32-bit), weights {:.1f} KB ({:.1f}x smaller than 32-bit)\n",
+      c.bitops / 1e9, c.fp_bitops / c.bitops, c.size_bits / 8e3, c.fp_size_bits / c.size_bits);
+}
+
 EvalResult evaluate(models::ModelImpl& model, data::DataLoader& loader, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();

@@ -12,7 +12,7 @@
 #include "limpq/data/image.h"
 #include "limpq/models/indicator_layer.h"
 #include "limpq/models/quantized.h"
-#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/quant/lsq_quantizer.h"
 #include "limpq/train/layer_stats.h"
@@ -179,13 +179,8 @@ class JointIndicatorStep : public TrainStep {
       // One-at-a-time training: only the trained layer has indicators.
       e.searchable = l.searchable && (only_layer_.empty() || l.name == only_layer_);
       if (e.searchable) {
-        torch::nn::Module& m = *named[l.name];
-        if (auto* conv = m.as<nn::QuantConv2dImpl>()) {
-          read_steps(*conv->weight_quantizer, *conv->input_quantizer, ind.candidates, e);
-        } else {
-          auto* lin = m.as<nn::QuantLinearImpl>();
-          read_steps(*lin->weight_quantizer, *lin->input_quantizer, ind.candidates, e);
-        }
+        const nn::QuantLayer* layer = nn::as_quant_layer(*named[l.name]);
+        read_steps(*layer->weight_quantizer, *layer->input_quantizer, ind.candidates, e);
         auto it = stats.find(l.name);
         if (it != stats.end()) e.stats = it->second;
       }

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "limpq/dist/dist.h"
-#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/nn/trace.h"
 #include "limpq/quant/lsq.h"
 #include "limpq/quant/lsq_quantizer.h"
@@ -40,11 +40,11 @@ int64_t sample_label(const torch::Tensor& logits, std::mt19937_64& rng) {
   return classes - 1;
 }
 
-const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name) {
-  if (auto* conv = layer.as<nn::QuantConv2dImpl>()) return conv->weight;
-  auto* linear = layer.as<nn::QuantLinearImpl>();
-  TORCH_CHECK(linear != nullptr, "layer '", name, "' is neither a QuantConv2d nor a QuantLinear");
-  return linear->weight;
+torch::Tensor quantizable_weight(torch::nn::Module& layer, const std::string& name) {
+  const nn::QuantLayer* q = nn::as_quant_layer(layer);
+  TORCH_CHECK(q != nullptr, "layer '", name, "' is not a quantizable layer");
+  TORCH_CHECK(q->has_weight(), "layer '", name, "' is a ", q->kind(), " of two activations: it has no weight");
+  return q->weight_tensor();
 }
 
 namespace {
@@ -62,12 +62,9 @@ struct Quantizers {
 };
 
 Quantizers quantizers_of(torch::nn::Module& layer, const std::string& name) {
-  if (auto* conv = layer.as<nn::QuantConv2dImpl>(); conv && conv->quantized()) {
-    return {conv->weight_quantizer.get(), conv->input_quantizer.get()};
-  }
-  auto* linear = layer.as<nn::QuantLinearImpl>();
-  TORCH_CHECK(linear != nullptr && linear->quantized(), "layer stats: layer '", name, "' has no quantizers");
-  return {linear->weight_quantizer.get(), linear->input_quantizer.get()};
+  nn::QuantLayer* q = nn::as_quant_layer(layer);
+  TORCH_CHECK(q != nullptr && q->quantized(), "layer stats: layer '", name, "' has no quantizers");
+  return {q->weight_quantizer.get(), q->input_quantizer.get()};
 }
 
 // One searchable layer's sums over examples, and the statistics they give.
@@ -193,7 +190,9 @@ std::map<std::string, quant::TensorStats> measure_layer_stats(const models::Quan
   std::vector<std::string> names;
   std::vector<LayerSums> layers;
   for (const auto& l : qm.layers()) {
-    if (!l.searchable) continue;
+    // A product of two activations has no weight statistics; the criteria
+    // that need them refuse its indicators (search/criterion.h).
+    if (!l.searchable || !l.has_weight) continue;
     torch::nn::Module& module = *modules[l.name];
     index_of[&module] = names.size();
     names.push_back(l.name);

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "limpq/search/criterion.h"
 #include "limpq/train/sensitivity.h"
 #include "limpq/util/atomic_file.h"
+#include "limpq/util/text.h"
 
 namespace limpq::train {
 namespace {
@@ -51,26 +53,25 @@ nlohmann::ordered_json stage_key(TrainConfig config, const std::string& inputs) 
 
 // The time a finished stage took, kept beside its marker ("seconds"), so a
 // reused stage still reports it; 0 when the stage finished before limpq
-// kept it.
-double stage_seconds(const std::string& dir) {
-  const std::string path = join(dir, "seconds");
+// kept it (no file).
+double stage_seconds(const std::string& path) {
   if (!util::file_exists(path)) return 0;
-  try {
-    return std::stod(util::read_file(path));
-  } catch (const std::exception&) {
-    return 0;
-  }
+  const auto seconds = util::parse_double(util::first_line(util::read_file(path)));
+  TORCH_CHECK(seconds && *seconds >= 0, "pipeline: '", path,
+              "' should hold the seconds its stage took; it does not (delete the stage's folder to redo it)");
+  return *seconds;
 }
 
 // The stage's final model on the test set, as the stage measured it
 // ("test.json" beside its marker); count 0 when the stage finished before
-// limpq kept it.
+// limpq kept it (no file).
 EvalResult stage_test(const std::string& dir) {
   const std::string path = join(dir, "test.json");
   EvalResult test;
   if (!util::file_exists(path)) return test;
   const auto j = nlohmann::json::parse(util::read_file(path), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return test;
+  TORCH_CHECK(!j.is_discarded() && j.is_object() && j.contains("top1") && j.contains("count"), "pipeline: '", path,
+              "' is not the test result its stage wrote (delete the stage's folder to redo it)");
   test.loss = j.value("loss", 0.0);
   test.top1 = j.value("top1", 0.0);
   test.top5 = j.value("top5", 0.0);
@@ -78,17 +79,21 @@ EvalResult stage_test(const std::string& dir) {
   return test;
 }
 
+// What a stage reports to the pipeline's table of times.
+struct StageRun {
+  double seconds = 0;
+  bool reused = false;
+};
+
 // Runs one training stage unless it has finished before, and resumes it when
 // a checkpoint of an interrupted run exists. The stage's key (its resolved
 // configuration plus `inputs`, e.g. the policy it trains under) is stored
 // with the finished marker; a finished stage with another key is an error,
 // never silently reused.
-TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<StageTime>& times,
-                      const std::string& inputs = "") {
+TrainResult train_stage(const TrainConfig& config, StageRun& run, const std::string& inputs = "") {
   const std::string dir = config.run.out_dir();
   const std::string done = join(dir, "done");
   const nlohmann::ordered_json key = stage_key(config, inputs);
-  fmt::print(stderr, "\n== {}\n", title);
   TrainResult result;
   if (util::file_exists(done)) {
     TORCH_CHECK(finished_with(done, key, stage_key(TrainConfig(), "")), "pipeline: the finished stage in '", dir,
@@ -99,18 +104,17 @@ TrainResult run_stage(const std::string& title, TrainConfig config, std::vector<
     result.checkpoint = join(dir, "checkpoint.pt");
     result.test = stage_test(dir);
     if (config.joint_indicators) result.indicators = join(dir, "indicators.json");
-    times.push_back({title.substr(title.find(' ') + 1), stage_seconds(dir), true});
+    run = {stage_seconds(join(dir, "seconds")), true};
     return result;
   }
   const auto start = std::chrono::steady_clock::now();
   TrainHooks hooks;
   hooks.evaluate_every_candidate = false;  // the pipeline shows the stage's first candidate only
   result = run_train(config, /*resume=*/util::file_exists(join(dir, "checkpoint.pt")), hooks);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", seconds));
+  run = {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false};
+  util::write_file_atomic(join(dir, "seconds"), fmt::format("{:.3f}\n", run.seconds));
   util::write_file_atomic(join(dir, "test.json"), result.test.to_json().dump(2) + "\n");
   util::write_file_atomic(done, key.dump(2) + "\n");
-  times.push_back({title.substr(title.find(' ') + 1), seconds, false});
   return result;
 }
 
@@ -126,7 +130,7 @@ nlohmann::ordered_json sensitivity_key(SensitivityConfig sc) {
 // inputs is there (a finished one with other inputs is an error, as for the
 // training stages).
 std::string sensitivity_stage(const PipelineConfig& config, const std::string& fp_checkpoint,
-                              const std::string& method) {
+                              const std::string& method, StageRun& run) {
   SensitivityConfig sc;
   sc.data = config.data;
   sc.model = config.model;
@@ -140,15 +144,19 @@ std::string sensitivity_stage(const PipelineConfig& config, const std::string& f
   const std::string out = config.run.out_dir();
   const std::string path = join(out, method + ".json");
   const std::string done = join(out, method + ".done");
+  const std::string seconds = join(out, method + ".seconds");
   const nlohmann::ordered_json key = sensitivity_key(sc);
-  fmt::print(stderr, "\n== 2/4 sensitivity criterion ({})\n", method);
   if (util::file_exists(done) && util::file_exists(path)) {
     TORCH_CHECK(finished_with(done, key, sensitivity_key(SensitivityConfig())), "pipeline: the finished criterion '", path,
                 "' was measured with another configuration or input; delete it to redo it");
     fmt::print(stderr, "reusing '{}'\n", path);
+    run = {stage_seconds(seconds), true};
     return path;
   }
+  const auto start = std::chrono::steady_clock::now();
   quant::write_indicators(path, run_sensitivity(sc));
+  run = {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false};
+  util::write_file_atomic(seconds, fmt::format("{:.3f}\n", run.seconds));
   util::write_file_atomic(done, key.dump(2) + "\n");
   return path;
 }
@@ -159,6 +167,8 @@ std::string sensitivity_stage(const PipelineConfig& config, const std::string& f
 EvalResult test_of(const TrainResult& stage, const PipelineConfig& config) {
   const Checkpoint ckpt = load_checkpoint(stage.checkpoint);
   if (stage.test.count == 0) {
+    fmt::print(stderr, "'{}' has no test result of its stage (given weights, or a stage of an older limpq): "
+               "evaluating it\n", stage.checkpoint);
     return run_eval(ckpt, EvalOptions().device(config.run.device()).threads(config.run.threads()), config.data);
   }
   EvalResult test = stage.test;
@@ -203,113 +213,152 @@ PipelineConfig load_pipeline_config(const std::string& path) {
   return config;
 }
 
-PipelineResult run_pipeline(PipelineConfig config) {
-  // Checked before the run folder is made: a missing file leaves nothing behind.
-  config.model = models::resolve_model_options(config.model);
-  const std::string out = config.run.out_dir();
-  util::make_directories(out);
+namespace {
+
+// What the stages hand each other.
+struct PipelineState {
+  PipelineConfig config;
+  TrainConfig base;  // data, model and run options every training stage shares
+  std::string out;
+  bool measured = false;  // search.criterion is a measured one (drop, hessian): no joint training
+  TrainResult fp, policy;
+  std::optional<TrainResult> uniform;
   PipelineResult result;
+};
 
-  TrainConfig base;
-  base.data = config.data;
-  base.model = config.model;
-  base.run = config.run;
+std::string criterion_title(const PipelineState& s) {
+  return s.measured ? "sensitivity criterion (" + s.config.search.criterion() + ")" : "joint indicator training";
+}
 
-  // 1. Full precision.
-  TrainResult fp_stage;
-  fp_stage.checkpoint = config.model.weights();
-  if (fp_stage.checkpoint.empty()) {
-    TrainConfig fp = base;
-    fp.optim = config.train;
-    fp.run.out_dir(join(out, "fp"));
-    fp_stage = run_stage("1/4 full-precision training", fp, result.stages);
+StageRun full_precision_stage(PipelineState& s) {
+  TrainConfig fp = s.base;
+  fp.optim = s.config.train;
+  fp.run.out_dir(join(s.out, "fp"));
+  StageRun run;
+  s.fp = train_stage(fp, run);
+  return run;
+}
+
+StageRun criterion_stage(PipelineState& s) {
+  StageRun run;
+  const std::string& fp = s.fp.checkpoint;
+  if (s.measured) {
+    s.result.indicators = sensitivity_stage(s.config, fp, s.config.search.criterion(), run);
+    return run;
   }
-  const std::string& fp_checkpoint = fp_stage.checkpoint;
+  TrainConfig ind = s.base;
+  ind.model.weights(fp);
+  ind.optim = s.config.indicators.optim;
+  ind.indicators = s.config.indicators.indicators;
+  ind.joint_indicators = true;
+  ind.run.out_dir(join(s.out, "indicators"));
+  s.result.indicators = train_stage(ind, run, fp).indicators;
+  return run;
+}
 
-  // 2. Indicators, or a measured criterion (the baselines).
-  const std::string criterion = config.search.criterion();
-  const bool measured = criterion == "drop" || criterion == "hessian";
-  if (measured) {
-    result.indicators = sensitivity_stage(config, fp_checkpoint, criterion);
-  } else {
-    TORCH_CHECK(criterion.empty() || search::find_criterion(criterion).has_value(),
-                "pipeline: search.criterion must be one of ", search::criterion_names(), ", drop, hessian, got '",
-                criterion, "'");
-    TrainConfig ind = base;
-    ind.model.weights(fp_checkpoint);
-    ind.optim = config.indicators.optim;
-    ind.indicators = config.indicators.indicators;
-    ind.joint_indicators = true;
-    ind.run.out_dir(join(out, "indicators"));
-    result.indicators = run_stage("2/4 joint indicator training", ind, result.stages, fp_checkpoint).indicators;
-  }
-
-  // 3. Search.
-  fmt::print(stderr, "\n== 3/4 policy search\n");
-  const quant::Indicators indicators = quant::read_indicators(result.indicators);
-  search::SearchOptions so = config.search;
-  so.fixed_bits(config.finetune.quantize.fixed_bits());
-  if (measured) so.criterion("step");  // the measured values, searched as they are
-  result.search = search::run_search(indicators, so);
-  result.stages.push_back({"policy search", result.search.solve.seconds, false});
-  result.budget_bitops = result.search.target_bitops;
-  result.budget_size_bits = result.search.target_size_bits;
-  result.policy = join(out, "policy.json");
-  quant::write_policy(result.policy, result.search.policy);
-  write_search_record(join(out, "search.json"), config, result);
-  fmt::print(stderr, "criterion {}, alpha {:g}: ", measured ? criterion : result.search.criterion, result.search.alpha);
+StageRun search_stage(PipelineState& s) {
+  PipelineResult& r = s.result;
+  const quant::Indicators indicators = quant::read_indicators(r.indicators);
+  search::SearchOptions so = s.config.search;
+  so.fixed_bits(s.config.finetune.quantize.fixed_bits());
+  if (s.measured) so.criterion("step");  // the measured values, searched as they are
+  r.search = search::run_search(indicators, so);
+  r.budget_bitops = r.search.target_bitops;
+  r.budget_size_bits = r.search.target_size_bits;
+  r.policy = join(s.out, "policy.json");
+  quant::write_policy(r.policy, r.search.policy);
+  write_search_record(join(s.out, "search.json"), s.config, r);
+  fmt::print(stderr, "criterion {}, alpha {:g}: ", s.measured ? s.config.search.criterion() : r.search.criterion,
+             r.search.alpha);
   fmt::print(stderr, "{} policy: {:.4f} GBitOps, {:.1f} KB weights, objective {:.6g} ({:.2f} ms), {} erased points{}\n",
-             search::to_string(result.search.solve.status), result.search.achieved_bitops / 1e9,
-             result.search.achieved_size_bits / 8e3, result.search.objective, result.search.solve.seconds * 1e3,
-             result.search.erased.size(),
-             result.search.erased_used.empty()
+             search::to_string(r.search.solve.status), r.search.achieved_bitops / 1e9, r.search.achieved_size_bits / 8e3,
+             r.search.objective, r.search.solve.seconds * 1e3, r.search.erased.size(),
+             r.search.erased_used.empty()
                  ? std::string()
-                 : fmt::format(" ({} of them forced into the policy by the budget)", result.search.erased_used.size()));
+                 : fmt::format(" ({} of them forced into the policy by the budget)", r.search.erased_used.size()));
+  return {r.search.solve.seconds, false};
+}
 
-  // 4. Fine-tuning: the searched policy, and uniform precision at the budget.
-  TrainConfig ft = base;
-  ft.model.weights(fp_checkpoint);
-  ft.optim = config.finetune.optim;
-  ft.quant.quantize(config.finetune.quantize);
-  ft.quant.quantize().fixed_layers(config.indicators.indicators.fixed_layers());
-  ft.quant.policy(result.policy);
-  ft.run.out_dir(join(out, "finetune_policy"));
-  const TrainResult policy_stage =
-      run_stage("4/4 fine-tuning under the searched policy", ft, result.stages, util::read_file(result.policy));
+TrainConfig finetune_config(const PipelineState& s) {
+  TrainConfig ft = s.base;
+  ft.model.weights(s.fp.checkpoint);
+  ft.optim = s.config.finetune.optim;
+  ft.quant.quantize(s.config.finetune.quantize);
+  ft.quant.quantize().fixed_layers(s.config.indicators.indicators.fixed_layers());
+  return ft;
+}
 
-  const std::string& bitops = config.search.bitops();
-  std::optional<TrainResult> uniform_stage;
-  if (config.finetune.compare_uniform && search::uniform_budget(bitops)) {
-    TrainConfig uni = ft;
-    uni.quant.policy("");
-    uni.quant.uniform(bitops);
-    uni.run.out_dir(join(out, "finetune_uniform"));
-    uniform_stage = run_stage("4/4 fine-tuning at uniform " + bitops + " (comparison)", uni, result.stages);
-  }
+StageRun finetune_policy_stage(PipelineState& s) {
+  TrainConfig ft = finetune_config(s);
+  ft.quant.policy(s.result.policy);
+  ft.run.out_dir(join(s.out, "finetune_policy"));
+  StageRun run;
+  s.policy = train_stage(ft, run, util::read_file(s.result.policy));
+  return run;
+}
 
-  fmt::print(stderr, "\n== evaluation on the test set\n");
+bool compares_uniform(const PipelineState& s) {
+  return s.config.finetune.compare_uniform && search::uniform_budget(s.config.search.bitops()).has_value();
+}
+
+StageRun finetune_uniform_stage(PipelineState& s) {
+  TrainConfig uni = finetune_config(s);
+  uni.quant.uniform(s.config.search.bitops());
+  uni.run.out_dir(join(s.out, "finetune_uniform"));
+  StageRun run;
+  s.uniform = train_stage(uni, run);
+  return run;
+}
+
+StageRun evaluation_stage(PipelineState& s) {
   const auto start = std::chrono::steady_clock::now();
-  // The seconds of the stages named, as recorded above.
-  auto seconds_of = [&](std::initializer_list<const char*> prefixes) {
+  PipelineResult& r = s.result;
+  auto seconds = [&r](std::initializer_list<Stage> stages) {
     double total = 0;
-    for (const auto& s : result.stages) {
-      for (const char* p : prefixes) {
-        if (s.name.rfind(p, 0) == 0) total += s.seconds;
-      }
+    for (const auto& t : r.stages) {
+      if (std::find(stages.begin(), stages.end(), t.stage) != stages.end()) total += t.seconds;
     }
     return total;
   };
-  result.rows.push_back({"full precision", fp_checkpoint, test_of(fp_stage, config), seconds_of({"full-precision"})});
-  if (uniform_stage) {
-    result.rows.push_back({"uniform " + bitops, uniform_stage->checkpoint, test_of(*uniform_stage, config),
-                           seconds_of({"fine-tuning at uniform"})});
+  r.rows.push_back({"full precision", s.fp.checkpoint, test_of(s.fp, s.config), seconds({Stage::kFullPrecision})});
+  if (s.uniform) {
+    r.rows.push_back({"uniform " + s.config.search.bitops(), s.uniform->checkpoint, test_of(*s.uniform, s.config),
+                      seconds({Stage::kFinetuneUniform})});
   }
-  result.rows.push_back({measured ? criterion + " policy" : "limpq policy", policy_stage.checkpoint,
-                         test_of(policy_stage, config),
-                         seconds_of({"joint indicator", "policy search", "fine-tuning under"})});
-  result.stages.push_back(
-      {"evaluation", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false});
+  r.rows.push_back({s.measured ? s.config.search.criterion() + " policy" : "limpq policy", s.policy.checkpoint,
+                    test_of(s.policy, s.config), seconds({Stage::kCriterion, Stage::kSearch, Stage::kFinetunePolicy})});
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), false};
+}
 
+// The pipeline, in order. A stage whose `runs` is false is skipped (given
+// full-precision weights; no uniform comparison).
+struct StageEntry {
+  Stage stage;
+  std::string (*title)(const PipelineState&);
+  StageRun (*run)(PipelineState&);
+  bool (*runs)(const PipelineState&);
+};
+
+bool always(const PipelineState&) { return true; }
+
+const std::vector<StageEntry>& stage_table() {
+  static const std::vector<StageEntry> table = {
+      {Stage::kFullPrecision, [](const PipelineState&) { return std::string("full-precision training"); },
+       full_precision_stage, [](const PipelineState& s) { return s.config.model.weights().empty(); }},
+      {Stage::kCriterion, criterion_title, criterion_stage, always},
+      {Stage::kSearch, [](const PipelineState&) { return std::string("policy search"); }, search_stage, always},
+      {Stage::kFinetunePolicy, [](const PipelineState&) { return std::string("fine-tuning under the searched policy"); },
+       finetune_policy_stage, always},
+      {Stage::kFinetuneUniform,
+       [](const PipelineState& s) { return "fine-tuning at uniform " + s.config.search.bitops() + " (comparison)"; },
+       finetune_uniform_stage, compares_uniform},
+      {Stage::kEvaluation, [](const PipelineState&) { return std::string("evaluation on the test set"); },
+       evaluation_stage, always},
+  };
+  return table;
+}
+
+void write_summary(const std::string& path, const PipelineResult& result) {
   nlohmann::ordered_json summary = nlohmann::ordered_json::array();
   for (const auto& row : result.rows) {
     auto j = row.test.to_json();
@@ -320,8 +369,40 @@ PipelineResult run_pipeline(PipelineConfig config) {
     j["budget_size_bytes"] = result.budget_size_bits / 8;
     summary.push_back(j);
   }
-  util::write_file_atomic(join(out, "summary.json"), summary.dump(2) + "\n");
-  return result;
+  util::write_file_atomic(path, summary.dump(2) + "\n");
+}
+
+}  // namespace
+
+PipelineResult run_pipeline(PipelineConfig config) {
+  PipelineState s;
+  // Checked before the run folder is made: a missing file leaves nothing behind.
+  config.model = models::resolve_model_options(config.model);
+  const std::string& criterion = config.search.criterion();
+  s.measured = criterion == "drop" || criterion == "hessian";
+  TORCH_CHECK(s.measured || criterion.empty() || search::find_criterion(criterion).has_value(),
+              "pipeline: search.criterion must be one of ", search::criterion_names(), ", drop, hessian, got '",
+              criterion, "'");
+  s.config = std::move(config);
+  s.out = s.config.run.out_dir();
+  s.base.data = s.config.data;
+  s.base.model = s.config.model;
+  s.base.run = s.config.run;
+  s.fp.checkpoint = s.config.model.weights();  // replaced by the full-precision stage when it runs
+  util::make_directories(s.out);
+
+  std::vector<const StageEntry*> stages;
+  for (const auto& entry : stage_table()) {
+    if (entry.runs(s)) stages.push_back(&entry);
+  }
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const std::string title = stages[i]->title(s);
+    fmt::print(stderr, "\n== {}/{} {}\n", i + 1, stages.size(), title);
+    const StageRun run = stages[i]->run(s);
+    s.result.stages.push_back({stages[i]->stage, title, run.seconds, run.reused});
+  }
+  write_summary(join(s.out, "summary.json"), s.result);
+  return s.result;
 }
 
 namespace {

@@ -140,6 +140,9 @@ quant::Indicators hessian_sensitivity(const SensitivityConfig& config, const Set
   std::vector<torch::Tensor> weights;
   for (const auto& l : setup.layers) {
     if (!l.searchable) continue;
+    TORCH_CHECK(l.has_weight, "sensitivity --method hessian: layer '", l.name, "' is a ", l.kind,
+                " of two activations, whose Hessian trace by a weight is not defined; use --method drop, or keep it "
+                "out of the search with --fixed-layers");
     const auto& module = modules[l.name];
     index_of[module.get()] = layers.size();
     layers.push_back(&l);
@@ -526,6 +529,28 @@ quant::Indicators run_sensitivity(const SensitivityConfig& given) {
   dist::init_from_environment(std::chrono::seconds(300));
   const Setup setup = make_setup(config);
   return method == "hessian" ? hessian_sensitivity(config, setup) : drop_sensitivity(config, setup);
+}
+
+std::string sensitivity_text(const quant::Indicators& ind) {
+  const bool hessian = ind.provenance.contains("traces");
+  std::string out = fmt::format("{:<28} {:>25}   criterion at {}..{} bits (weights | activations)\n", "layer",
+                                hessian ? "    Tr(H_W)  Tr(H_A)/n_A" : "", ind.candidates.front(), ind.candidates.back());
+  for (const auto& l : ind.layers) {
+    if (!l.searchable) continue;
+    out += fmt::format("{:<28} ", l.name);
+    if (hessian) {
+      const auto& traces = ind.provenance.at("traces").at(l.name);
+      out += fmt::format("{:>12.4g} {:>12.4g}", traces["weight_trace"].get<double>(),
+                         traces["act_trace_per_element"].get<double>());
+    } else {
+      out += fmt::format("{:>25}", "");
+    }
+    for (int64_t b : ind.candidates) out += fmt::format(" {:.3g}", l.weight_steps.at(b));
+    out += " |";
+    for (int64_t b : ind.candidates) out += fmt::format(" {:.3g}", l.act_steps.at(b));
+    out += "\n";
+  }
+  return out;
 }
 
 }  // namespace limpq::train

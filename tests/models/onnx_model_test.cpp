@@ -95,14 +95,23 @@ TEST_P(OnnxImportTest, SameLogitsAsOnnxRuntimeAndParametersAsPyTorch) {
   EXPECT_EQ(model->input_shape(), (std::vector<int64_t>{3, f.input.size(2), f.input.size(3)}));
 }
 
-// Layers named as PyTorch named the modules, in both export modes.
+// Layers named as PyTorch named the modules, in both export modes; the
+// attention products (two per attention module) besides.
 TEST_P(OnnxImportTest, LayersCarryPyTorchModulePaths) {
   const Fixture f = load_fixture(GetParam());
   OnnxModel model = import_onnx(f.onnx);
   std::set<std::string> ours, theirs;
-  for (const auto& l : analyze_layers(*model, model->input_shape())) ours.insert(l.name);
+  int64_t products = 0;
+  for (const auto& l : analyze_layers(*model, model->input_shape())) {
+    if (l.kind == "matmul") {
+      ++products;
+    } else {
+      ours.insert(l.name);
+    }
+  }
   for (const auto& n : f.info["layers"]) theirs.insert(n.get<std::string>());
   EXPECT_EQ(ours, theirs) << GetParam();
+  EXPECT_EQ(products, f.info.value("attention_products", 0)) << GetParam();
 }
 
 // Every weight is a trainable parameter that the loss reaches, and one
@@ -146,6 +155,12 @@ std::vector<std::string> fixtures() {
     out.push_back(std::string(name) + "_eval");
     out.push_back(std::string(name) + "_preserve");
   }
+#ifndef LIMPQ_ONNX_SLOW_SET
+  for (const char* name : {"vit", "swin", "convnext", "tokennet"}) {
+    out.push_back(std::string(name) + "_opset13");
+    out.push_back(std::string(name) + "_opset17");
+  }
+#endif
   return out;
 }
 
@@ -167,7 +182,7 @@ class OnnxFileTest : public OnnxImportTest {
 
 TEST_F(OnnxFileTest, UnsupportedOpNamesTheNodeOpAndOpset) {
   const std::string message = refusal(fixture_dir() + "/bad_unsupported_op.onnx");
-  EXPECT_THAT(message, HasSubstr("(Erf, opset 13)"));
+  EXPECT_THAT(message, HasSubstr("(CumSum, opset 13)"));
   EXPECT_THAT(message, HasSubstr("not supported"));
 }
 

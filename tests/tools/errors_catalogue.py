@@ -132,17 +132,17 @@ def torch_sequential_other():
 
 def onnx_networks():
     import torch
-    from export_onnx_models import Erf
+    from export_onnx_models import CumSum
 
     small = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 10))
-    return onnx_file("erf.onnx", Erf(), (1, 3, 8, 8)), onnx_file("small.onnx", small, (1, 3, 32, 32))
+    return onnx_file("cumsum.onnx", CumSum(), (1, 3, 8, 8)), onnx_file("small.onnx", small, (1, 3, 32, 32))
 
 
-erf_onnx, small_onnx = onnx_networks()
+cumsum_onnx, small_onnx = onnx_networks()
 case("file given to --onnx that is not ONNX", ["cost", "--onnx", write("net.onnx", "model:\n  arch: resnet20\n")],
      "OnnxFileTest.NotAnOnnxFile")
-case("ONNX network with an op limpq does not import", ["cost", "--onnx", erf_onnx],
+case("ONNX network with an op limpq does not import", ["cost", "--onnx", cumsum_onnx],
      "OnnxFileTest.UnsupportedOpNamesTheNodeOpAndOpset")
 case("data that does not fit an imported network", train + ["--dataset", "mnist", "--root", good, "--onnx",
      small_onnx, "--out-dir", path("r_onnx")], "OnnxPipelineTest.DataThatDoesNotFitNamesBothShapesAndTheFix")

@@ -11,9 +11,12 @@ For each network and export mode writes into OUT_DIR:
                             PyTorch's logits on it
 Modes: "eval" (TrainingMode.EVAL, opset 13: PyTorch folds each batch norm
 into the conv before it) and "preserve" (TrainingMode.PRESERVE on a model in
-eval(), opset 17: batch norm kept). Every export has a dynamic batch axis.
+eval(), opset 17: batch norm kept); the transformers (vit, swin, convnext)
+in "opset13" and "opset17" (PRESERVE, constant folding off, as docs/onnx.md
+exports). Every export has a dynamic batch axis.
 
-Also shared_*.onnx, exported with README.md's flags from untrained networks
+The transformer set (small ViT, Swin and ConvNeXt configurations, and
+TokenNet) is exported in modes opset13 and opset17. Also shared_*.onnx, exported with README.md's flags from untrained networks
 (equal initializers shared through Identity nodes, one conv read by two
 nodes), and the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
 spatial size, two inputs; and tinynet_training.onnx, a training-mode export
@@ -41,6 +44,10 @@ CLASSES = 10
 DEFAULT_SET = ["tinynet", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf",
                "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet"]
 SLOW_SET = ["resnet50", "mobilenet_v3_large", "vgg11_bn"]
+# Small configurations of torchvision's transformers and ConvNeXt, exported
+# with the documented flags (batch norm kept, constant folding off) at opsets
+# 13 (LayerNorm spelt out) and 17 (LayerNormalization).
+TRANSFORMER_SET = ["vit", "swin", "convnext", "tokennet"]
 
 
 class TinyNet(torch.nn.Module):
@@ -73,10 +80,44 @@ class TinyNet(torch.nn.Module):
         return self.fc(self.drop(x.view(x.size(0), -1)))
 
 
+class TokenNet(torch.nn.Module):
+    """Patches as tokens through a linear layer over the last axis (exported
+    as MatMul by a transposed weight, plus its bias) and a linear head on the
+    pooled tokens (Gemm): the two linear forms of a transformer."""
+
+    def __init__(self, num_classes=CLASSES):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.mix = torch.nn.Linear(8, 16)
+        self.norm = torch.nn.LayerNorm(16)
+        self.head = torch.nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.norm(torch.nn.functional.gelu(self.mix(tokens))).mean(1))
+
+
 def build(name):
     torch.manual_seed(0)
     if name == "tinynet":
         return TinyNet()
+    if name == "tokennet":
+        return TokenNet()
+    if name == "vit":
+        from torchvision.models.vision_transformer import VisionTransformer
+        vit = VisionTransformer(image_size=SIDE, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                                num_classes=CLASSES)
+        # torchvision starts the head at zero, which no gradient passes at
+        # first; a trained head does not.
+        torch.nn.init.normal_(vit.heads.head.weight, std=0.02)
+        return vit
+    if name == "swin":
+        from torchvision.models.swin_transformer import SwinTransformer
+        return SwinTransformer(patch_size=[2, 2], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+                               num_classes=CLASSES)
+    if name == "convnext":
+        from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+        return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=CLASSES)
     kwargs = dict(num_classes=CLASSES)
     if name == "googlenet":
         kwargs.update(aux_logits=False, init_weights=True)
@@ -111,7 +152,17 @@ def folded_parameter_count(model, x):
     return count
 
 
+def attention_modules(model):
+    """The attention modules of torchvision's transformers: each computes
+    two products of activations (scores and context)."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.MultiheadAttention, ShiftedWindowAttention))]
+
+
 def export(name, mode, out_dir):
+    """Modes: eval (opset 13, TrainingMode.EVAL), preserve (opset 17,
+    TrainingMode.PRESERVE), opset13 and opset17 (PRESERVE with constant
+    folding off, as docs/onnx.md exports)."""
     model = build(name)
     randomise_batch_norms(model)
     model.eval()
@@ -119,29 +170,36 @@ def export(name, mode, out_dir):
     x = torch.randn(3, 3, side_of(name), side_of(name))
     with torch.no_grad():
         logits = model(x)
-    opset = 13 if mode == "eval" else 17
+    opset = 13 if mode in ("eval", "opset13") else 17
     path = os.path.join(out_dir, f"{name}_{mode}")
     torch.onnx.export(model, x[:1], path + ".onnx", opset_version=opset, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                      training=TrainingMode.PRESERVE if mode == "preserve" else TrainingMode.EVAL)
+                      training=TrainingMode.EVAL if mode == "eval" else TrainingMode.PRESERVE,
+                      do_constant_folding=mode in ("eval", "preserve"))
     torch_params = sum(p.numel() for p in model.parameters())
+    attention = attention_modules(model)
     info = {"name": name, "mode": mode, "opset": opset, "input_shape": list(x.shape[1:]),
             "torch_parameters": torch_params,
-            "expected_parameters": torch_params if mode == "preserve" else folded_parameter_count(model, x[:1]),
-            "layers": [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]}
+            "expected_parameters": torch_params if mode != "eval" else folded_parameter_count(model, x[:1]),
+            "layers": [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))] +
+                      [n + ".in_proj" for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)],
+            "attention_products": 2 * len(attention),
+            "parameter_names": [n for n, _ in model.named_parameters()]}
     x.numpy().tofile(path + ".f32")
     logits.numpy().tofile(path + "_logits.f32")
     with open(path + ".json", "w") as f:
         json.dump(info, f)
 
 
-class Erf(torch.nn.Module):
+class CumSum(torch.nn.Module):
+    """A network with an op limpq does not import (CumSum)."""
+
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        return torch.erf(self.conv(x)).mean((2, 3))
+        return torch.cumsum(self.conv(x), 3).mean((2, 3))
 
 
 class TwoInputs(torch.nn.Module):
@@ -192,9 +250,9 @@ def export_shared(out_dir):
 def export_refusals(out_dir):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 8, 8)
-    torch.onnx.export(Erf().eval(), x, os.path.join(out_dir, "bad_unsupported_op.onnx"), opset_version=13,
+    torch.onnx.export(CumSum().eval(), x, os.path.join(out_dir, "bad_unsupported_op.onnx"), opset_version=13,
                       input_names=["input"])
-    torch.onnx.export(Erf().eval(), x, os.path.join(out_dir, "bad_dynamic_spatial.onnx"), opset_version=13,
+    torch.onnx.export(CumSum().eval(), x, os.path.join(out_dir, "bad_dynamic_spatial.onnx"), opset_version=13,
                       input_names=["input"], dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}})
     torch.onnx.export(TwoInputs().eval(), (x, x), os.path.join(out_dir, "bad_two_inputs.onnx"), opset_version=13,
                       input_names=["a", "b"])
@@ -221,6 +279,11 @@ def main():
         for mode in ("eval", "preserve"):
             export(name, mode, args.out_dir)
             print(f"exported {name} ({mode})", flush=True)
+    if args.set != "slow":
+        for name in TRANSFORMER_SET:
+            for mode in ("opset13", "opset17"):
+                export(name, mode, args.out_dir)
+                print(f"exported {name} ({mode})", flush=True)
     if args.set != "slow":
         export_refusals(args.out_dir)
         export_shared(args.out_dir)

@@ -12,8 +12,9 @@ module with load_state_dict(strict=True) once limpq's entries (*_step,
 
     /usr/bin/python3 tests/tools/quantized_state_dict.py MODULE STATE_DICT INPUT.f32 N,C,H,W OUT.f32
 
-MODULE is "torchvision:<name>" (built with num_classes=10) or
-"<python module>:<class>" importable from this folder. Writes the logits as
+MODULE is "torchvision:<name>" (built with num_classes=10),
+"fixture:<name>" (export_onnx_models.build) or "<python module>:<class>"
+importable from this folder. Writes the logits as
 float32.
 """
 import importlib
@@ -56,6 +57,8 @@ def build(spec):
     if where == "torchvision":
         import torchvision
         return getattr(torchvision.models, name)(num_classes=10)
+    if where == "fixture":  # a network of tests/tools/export_onnx_models.py
+        return importlib.import_module("export_onnx_models").build(name)
     return getattr(importlib.import_module(where), name)()
 
 

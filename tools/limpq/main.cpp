@@ -34,13 +34,6 @@ namespace {
 
 using limpq::util::FlagSet;
 
-void print_cost(const limpq::train::EvalResult& r) {
-  if (!r.cost) return;
-  const auto& c = *r.cost;
-  fmt::print("policy cost: {:.4f} GBitOps ({:.1f}x fewer than 32-bit), weights {:.1f} KB ({:.1f}x smaller than 32-bit)\n",
-             c.bitops / 1e9, c.fp_bitops / c.bitops, c.size_bits / 8e3, c.fp_size_bits / c.size_bits);
-}
-
 // `limpq train` (full precision), `limpq finetune` (quantization-aware
 // training under a policy) and `limpq indicators` (joint indicator training)
 // share the trainer; each starts from its own recipe and adds its section.
@@ -125,30 +118,9 @@ struct TrainCommand {
     const auto result = limpq::train::run_train(config, resume);
     if (!limpq::dist::is_main()) return;  // data-parallel workers: rank 0 reports
     if (json) {
-      nlohmann::ordered_json j = {{"checkpoint", result.checkpoint},
-                                  {"epochs", result.epochs},
-                                  {"seconds", result.seconds},
-                                  {"images_per_second", result.images_per_second},
-                                  {"test", result.test.to_json()}};
-      if (!result.indicators.empty()) {
-        j["indicators"] = result.indicators;
-        for (const auto& [bits, r] : result.per_candidate) j["test_W" + std::to_string(bits)] = r.to_json();
-      }
-      std::cout << j.dump() << std::endl;
-    } else if (!result.indicators.empty()) {
-      // With --only-layer one layer is quantized, the others at full precision.
-      const std::string& only = config.indicators.only_layer();
-      for (const auto& [bits, r] : result.per_candidate) {
-        const std::string what = only.empty() ? fmt::format("uniform W{0}A{0}", bits)
-                                              : fmt::format("{0} alone at W{1}A{1}", only, bits);
-        fmt::print("{}: test top1 {:.2f}%  loss {:.4f}\n", what, r.top1, r.loss);
-      }
-      fmt::print("indicators written to {}  [{}]\n", result.indicators, limpq::util::format_duration(result.seconds));
+      std::cout << result.to_json().dump() << std::endl;
     } else {
-      fmt::print("test top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}  ({} images)  checkpoint {}  [{}]\n", result.test.top1,
-                 result.test.top5, result.test.loss, result.test.count, result.checkpoint,
-                 limpq::util::format_duration(result.seconds));
-      print_cost(result.test);
+      fmt::print("{}", result.to_text(config.indicators.only_layer()));
     }
   }
 };
@@ -197,7 +169,7 @@ struct EvalCommand {
     } else {
       fmt::print("{} on {} {} ({} images): top1 {:.2f}%  top5 {:.2f}%  loss {:.4f}\n", ckpt.arch, data.dataset(),
                  options.split(), r.count, r.top1, r.top5, r.loss);
-      print_cost(r);
+      fmt::print("{}", r.cost_text());
     }
   }
 };
@@ -225,29 +197,7 @@ struct CostCommand {
       std::cout << table.to_json(/*with_layers=*/true).dump() << std::endl;
       return;
     }
-    const auto square = [](const std::array<int64_t, 2>& a) {
-      return a[0] == a[1] ? std::to_string(a[0]) : fmt::format("{}x{}", a[0], a[1]);
-    };
-    fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}\n", "layer", "kind", "in", "out", "k",
-               "s", "groups", "out HxW", "MACs", "params", "");
-    for (const auto& l : table.layers) {
-      const std::string hw = l.output_shape.size() == 4
-                                 ? fmt::format("{}x{}", l.output_shape[2], l.output_shape[3])
-                                 : std::string("-");
-      fmt::print("{:<28} {:>6} {:>5} {:>5} {:>3} {:>2} {:>5} {:>9} {:>13} {:>10} {}{}\n", l.name,
-                 l.kind == limpq::models::LayerKind::kConv ? "conv" : "linear", l.in_channels, l.out_channels,
-                 square(l.kernel_size), square(l.stride), l.groups, hw, l.macs, l.params, l.searchable ? "" : "fixed",
-                 l.signed_input ? (l.searchable ? "signed input" : ", signed input") : "");
-    }
-    const auto& shape = table.input_shape;
-    fmt::print("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n",
-               table.model, shape[0], shape[1], shape[2], table.macs / 1e9, table.params / 1e6);
-    fmt::print("full precision (32/32): {:.3f} GBitOps, {:.3f} MB weights\n", table.full_precision.fp_bitops / 1e9,
-               table.full_precision.fp_size_bits / 8e6);
-    for (auto it = table.uniform.rbegin(); it != table.uniform.rend(); ++it) {
-      fmt::print("uniform W{0}A{0} (fixed layers at {1} bits): {2:.3f} GBitOps, {3:.3f} MB weights\n", it->first,
-                 table.fixed_bits, it->second.bitops / 1e9, it->second.size_bits / 8e6);
-    }
+    fmt::print("{}", table.to_text());
   }
 };
 
@@ -299,24 +249,7 @@ struct SearchCommand {
       std::cout << limpq::search::sweep_to_json(points).dump() << std::endl;
       return;
     }
-    fmt::print("{:>12} {:>12} {:>12} {:>12} {:>7} {:>7}\n", "budget G", "objective", "BitOps G", "weights KB", "avg W",
-               "avg A");
-    bool any_erased = false;
-    for (const auto& p : points) {
-      if (!p.feasible) {
-        fmt::print("{:>12.4f}   infeasible\n", p.budget_bitops / 1e9);
-        continue;
-      }
-      const auto& r = p.result;
-      any_erased = any_erased || !r.erased_used.empty();
-      fmt::print("{:>12.4f} {:>12.6g} {:>12.4f} {:>12.1f} {:>7.2f} {:>7.2f}{}\n", p.budget_bitops / 1e9, r.objective,
-                 r.achieved_bitops / 1e9, r.achieved_size_bits / 8e3, r.average_weight_bits, r.average_act_bits,
-                 r.erased_used.empty() ? "" : fmt::format("  uses {} erased points", r.erased_used.size()));
-    }
-    if (any_erased) {
-      fmt::print("(an answer that uses erased points is the best with the fewest of them the budget allows; its "
-                 "objective counts them at their own values)\n");
-    }
+    fmt::print("{}", limpq::search::sweep_text(points));
     if (!prefix.empty()) fmt::print("sweep written to {}.csv and {}.json\n", prefix, prefix);
   }
 
@@ -343,34 +276,7 @@ struct SearchCommand {
       std::cout << j.dump() << std::endl;
       return;
     }
-    fmt::print("{:<28} {:>4} {:>4}\n", "layer", "W", "A");
-    for (const auto& [name, b] : r.policy.layers) fmt::print("{:<28} {:>4} {:>4}\n", name, b.weight, b.act);
-    for (const auto& [name, b] : r.policy.fixed) fmt::print("{:<28} {:>4} {:>4}  fixed\n", name, b.weight, b.act);
-    fmt::print("\ncriterion {}, alpha {:g}\n", r.criterion, r.alpha);
-    if (r.erased_used.empty()) {
-      fmt::print("{} ({}): objective {:.6g}, proven bound {:.6g} (relative gap {:.2g}), {} nodes, {:.2f} ms\n",
-                 to_string(r.solve.status), r.solve.solver, r.objective, r.solve.bound, r.solve.gap(), r.solve.nodes,
-                 r.solve.seconds * 1e3);
-    } else {
-      fmt::print("{} ({}) among the policies with the fewest erased points the budget allows ({}): objective {:.6g} "
-                 "with them at their own values, {} nodes, {:.2f} ms\n",
-                 to_string(r.solve.status), r.solve.solver, r.erased_used.size(), r.objective, r.solve.nodes,
-                 r.solve.seconds * 1e3);
-      fmt::print("the budget forces erased (non-monotone) indicator points:");
-      for (const auto& e : r.erased_used) fmt::print(" {}:{}@{}", e.layer, e.tensor, e.bits);
-      fmt::print("\n");
-    }
-    fmt::print("BitOps {:.4f} G{}, weights {:.4f} MB{}\n", r.achieved_bitops / 1e9,
-               r.target_bitops > 0 ? fmt::format(" (target {:.4f} G)", r.target_bitops / 1e9) : "",
-               r.achieved_size_bits / 8e6,
-               r.target_size_bits > 0 ? fmt::format(" (target {:.4f} MB)", r.target_size_bits / 8e6) : "");
-    fmt::print("average bits: weights {:.2f} (parameter-weighted), activations {:.2f} (MAC-weighted)\n",
-               r.average_weight_bits, r.average_act_bits);
-    if (!r.erased.empty()) {
-      fmt::print("{} non-monotone indicator points erased:", r.erased.size());
-      for (const auto& e : r.erased) fmt::print(" {}:{}@{}", e.layer, e.tensor, e.bits);
-      fmt::print("\n");
-    }
+    fmt::print("{}", limpq::search::search_text(r));
     if (!out.empty()) fmt::print("policy written to {}\n", out);
   }
 };
@@ -448,24 +354,7 @@ struct SensitivityCommand {
       std::cout << nlohmann::ordered_json({{"indicators", out}, {"seconds", clock.seconds()}}).dump() << std::endl;
       return;
     }
-    const bool hessian = config.sensitivity.method() == "hessian";
-    fmt::print("{:<28} {:>25}   criterion at {}..{} bits (weights | activations)\n", "layer",
-               hessian ? "    Tr(H_W)  Tr(H_A)/n_A" : "", ind.candidates.front(), ind.candidates.back());
-    for (const auto& l : ind.layers) {
-      if (!l.searchable) continue;
-      fmt::print("{:<28} ", l.name);
-      if (hessian) {
-        const auto& traces = ind.provenance["traces"][l.name];
-        fmt::print("{:>12.4g} {:>12.4g}", traces["weight_trace"].get<double>(),
-                   traces["act_trace_per_element"].get<double>());
-      } else {
-        fmt::print("{:>25}", "");
-      }
-      for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.weight_steps.at(b));
-      fmt::print(" |");
-      for (int64_t b : ind.candidates) fmt::print(" {:.3g}", l.act_steps.at(b));
-      fmt::print("\n");
-    }
+    fmt::print("{}", limpq::train::sensitivity_text(ind));
     fmt::print("written to {}  [{}]\n", out, limpq::util::format_duration(clock.seconds()));
   }
 };

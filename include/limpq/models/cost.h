@@ -56,6 +56,10 @@ struct CostTable {
   // {model, input_shape, macs, params, fp_bitops, fp_size_bytes,
   // uniform: {"W8A8": {bitops, size_bytes}, ...}}, and `layers` when asked.
   nlohmann::ordered_json to_json(bool with_layers) const;
+
+  // What `limpq cost` prints: a row per layer, then the totals and the
+  // uniform precisions.
+  std::string to_text() const;
 };
 
 // The table of the network `model` names (a built-in arch, or model.onnx,

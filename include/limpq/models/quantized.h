@@ -1,11 +1,12 @@
 // Quantized forms of limpq's networks, built by module path from one traced
 // forward pass (no per-model tables).
 //
-// The trace gives the quantizable layers in network order, the batch norm
-// that follows each conv, whether each layer's input can be negative (inputs
-// after a ReLU are unsigned, others, such as the network input and
-// MobileNetV2's linear bottlenecks, signed), and each layer's MACs and
-// parameter count (LIMPQ.md section 5).
+// The trace gives the quantizable layers (nn::QuantLayer: convolutions,
+// linear layers, products of two activations) in network order, the batch
+// norm that follows each conv, whether each layer's operands can be negative
+// (inputs after a ReLU or a Softmax are unsigned, others, such as the network
+// input and MobileNetV2's linear bottlenecks, signed), and each layer's MACs
+// and parameter count (LIMPQ.md section 5).
 //
 //   QuantModel qm(model, {1, 28, 28});                // analyses, changes nothing yet
 //   qm.prepare_indicators({6, 5, 4, 3, 2});           // joint indicator training
@@ -29,19 +30,23 @@
 
 namespace limpq::models {
 
-enum class LayerKind { kConv, kLinear };
-
 struct LayerInfo {
   std::string name;  // module path, e.g. "layer1.0.conv1"
-  LayerKind kind = LayerKind::kConv;
+  std::string kind = "conv";  // nn::QuantLayer::kind(): conv, linear or matmul
   std::string bn;    // the batch norm that follows it ("" if none)
   bool signed_input = true;
+  // Operand 1: a weight (always signed), or a second activation whose sign
+  // the trace saw.
+  bool has_weight = true;
+  bool signed_other = true;
   bool searchable = true;
   int64_t in_channels = 0, out_channels = 0, groups = 1;
   std::array<int64_t, 2> kernel_size{1, 1}, stride{1, 1};  // height, width
   std::vector<int64_t> output_shape;  // batch 1
-  int64_t macs = 0;    // C_in * C_out * k_h * k_w * H_out * W_out / G (linear: in * out)
-  int64_t params = 0;  // C_in * C_out * k_h * k_w / G (linear: in * out); biases not counted
+  // Per image: MACs per output element times output elements (conv
+  // C_in * C_out * k_h * k_w * H_out * W_out / G; linear in * out per token).
+  int64_t macs = 0;
+  int64_t params = 0;  // C_in * C_out * k_h * k_w / G (linear: in * out; matmul 0); biases not counted
 };
 
 struct QuantizeOptions {

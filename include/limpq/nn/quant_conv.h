@@ -4,9 +4,9 @@
 //
 // Parameter names match torch::nn / torchvision (`weight`, `bias`), so a
 // torchvision state_dict loads into a limpq model one to one. Until
-// quantizers are attached (see quantize_model.h) these layers are exactly a
-// full-precision Conv2d / Linear; the quantizers then appear as the
-// submodules `weight_quantizer` and `input_quantizer`.
+// quantizers are attached (QuantLayer, quant_layer.h) these layers are
+// exactly a full-precision Conv2d / Linear; the quantizers then appear as
+// the submodules `weight_quantizer` and `input_quantizer`.
 //
 //   QuantConv2d conv(QuantConv2dOptions(64, 128, 3).stride(2).padding(1));
 //   conv->attach_quantizers(LsqQuantizerOptions({4}).kind(QuantizerKind::kWeight),
@@ -22,6 +22,7 @@
 
 #include <utility>
 
+#include "limpq/nn/quant_layer.h"
 #include "limpq/quant/lsq_quantizer.h"
 
 namespace limpq::nn {
@@ -48,7 +49,7 @@ struct QuantConv2dOptions {
   bool asymmetric_padding() const;
 };
 
-class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
+class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public QuantLayer {
  public:
   explicit QuantConv2dImpl(QuantConv2dOptions options);
   void reset() override;
@@ -66,20 +67,17 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   std::pair<torch::Tensor, torch::Tensor> relu_and_forward(const torch::Tensor& pre_activation);
   void pretty_print(std::ostream& stream) const override;
 
-  // Registers the weight and input quantizers (the weight steps are
-  // initialised from the current weight); the layer starts at full precision.
-  void attach_quantizers(const quant::LsqQuantizerOptions& weight, const quant::LsqQuantizerOptions& input);
-  bool quantized() const { return !weight_quantizer.is_empty(); }
-  // 32 = full precision for either side.
-  void set_bits(int64_t weight_bits, int64_t input_bits);
-  int64_t weight_bits() const { return quantized() ? weight_quantizer->bits() : quant::kFullPrecisionBits; }
-  int64_t input_bits() const { return quantized() ? input_quantizer->bits() : quant::kFullPrecisionBits; }
+  const char* kind() const override { return "conv"; }
+  bool has_weight() const override { return true; }
+  torch::Tensor weight_tensor() const override { return weight; }
+  LayerShape shape(const TraceEvent& call, int64_t batch) const override;
 
   QuantConv2dOptions options;
   torch::Tensor weight;
-  quant::LsqQuantizer weight_quantizer{nullptr};
-  quant::LsqQuantizer input_quantizer{nullptr};
   torch::Tensor bias;  // undefined when options.bias() is false
+
+ protected:
+  torch::nn::Module& as_module() override { return *this; }
 
  private:
   // The convolution of an (already quantized) input with the quantized weight.
@@ -95,7 +93,9 @@ struct QuantLinearOptions {
   TORCH_ARG(bool, bias) = true;
 };
 
-class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
+// Over the last axis of an input of any rank ([N, in], or [N, tokens, in]
+// for a transformer's projections), as torch::nn::Linear.
+class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public QuantLayer {
  public:
   explicit QuantLinearImpl(QuantLinearOptions options);
   QuantLinearImpl(int64_t in_features, int64_t out_features)
@@ -105,20 +105,17 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   torch::Tensor forward(const torch::Tensor& input);
   void pretty_print(std::ostream& stream) const override;
 
-  // Registers the weight and input quantizers (the weight steps are
-  // initialised from the current weight); the layer starts at full precision.
-  void attach_quantizers(const quant::LsqQuantizerOptions& weight, const quant::LsqQuantizerOptions& input);
-  bool quantized() const { return !weight_quantizer.is_empty(); }
-  // 32 = full precision for either side.
-  void set_bits(int64_t weight_bits, int64_t input_bits);
-  int64_t weight_bits() const { return quantized() ? weight_quantizer->bits() : quant::kFullPrecisionBits; }
-  int64_t input_bits() const { return quantized() ? input_quantizer->bits() : quant::kFullPrecisionBits; }
+  const char* kind() const override { return "linear"; }
+  bool has_weight() const override { return true; }
+  torch::Tensor weight_tensor() const override { return weight; }
+  LayerShape shape(const TraceEvent& call, int64_t batch) const override;
 
   QuantLinearOptions options;
   torch::Tensor weight;
-  quant::LsqQuantizer weight_quantizer{nullptr};
-  quant::LsqQuantizer input_quantizer{nullptr};
   torch::Tensor bias;
+
+ protected:
+  torch::nn::Module& as_module() override { return *this; }
 };
 TORCH_MODULE(QuantLinear);
 

@@ -22,6 +22,9 @@ struct TraceEvent {
   std::vector<int64_t> input_shape;
   std::vector<int64_t> output_shape;
   bool input_nonnegative = false;
+  // A layer with a second activation operand (QuantMatMul): its shape and sign.
+  std::vector<int64_t> other_shape;
+  bool other_nonnegative = false;
   bool output_finite = true;  // no NaN or Inf in the output
   // The input tensor itself, still in the autograd graph (only when the
   // tracer keeps inputs: the Hessian sensitivity differentiates by it).
@@ -39,7 +42,9 @@ class LayerTracer {
   // The tracer active on this thread, or null (the common case: one branch).
   static LayerTracer* active();
   bool keeps_inputs() const { return keep_inputs_; }
-  void record(const torch::nn::Module* module, const torch::Tensor& input, const torch::Tensor& output);
+  // `other`: a second activation operand, when the layer has one.
+  void record(const torch::nn::Module* module, const torch::Tensor& input, const torch::Tensor& output,
+              const torch::Tensor& other = {});
   const std::vector<TraceEvent>& events() const { return events_; }
 
  private:

@@ -190,4 +190,10 @@ std::vector<SweepPoint> run_sweep(const quant::Indicators& indicators, const Sea
 std::string sweep_to_csv(const std::vector<SweepPoint>& sweep);
 nlohmann::ordered_json sweep_to_json(const std::vector<SweepPoint>& sweep);
 
+// What `limpq search` prints: the policy, the solver's proof, the cost
+// against the budgets and the erased indicator points; for a sweep, one row
+// per budget.
+std::string search_text(const SearchResult& r);
+std::string sweep_text(const std::vector<SweepPoint>& sweep);
+
 }  // namespace limpq::search

@@ -44,6 +44,11 @@ struct TrainResult {
   // Joint indicator training: test accuracy with every searchable layer at
   // each candidate bit-width.
   std::vector<std::pair<int64_t, EvalResult>> per_candidate;
+
+  // What `limpq train`, `finetune` and `indicators` print (`only_layer`: the
+  // indicators' --only-layer), and their --json line.
+  std::string to_text(const std::string& only_layer = "") const;
+  nlohmann::ordered_json to_json() const;
 };
 
 // Callbacks into the training loop.

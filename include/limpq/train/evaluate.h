@@ -28,6 +28,9 @@ struct EvalResult {
   // For quantized models: the policy's cost (LIMPQ.md section 5).
   std::optional<models::PolicyCost> cost;
   nlohmann::ordered_json to_json() const;
+  // "policy cost: ... GBitOps (..x fewer than 32-bit), weights ..." with a
+  // newline, or "" when the model is not quantized.
+  std::string cost_text() const;
 };
 
 // Compute threads for this process: `requested`, or when that is 0 (all

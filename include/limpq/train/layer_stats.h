@@ -51,7 +51,7 @@ namespace limpq::train {
 
 // The weight of a quantizable layer (QuantConv2d or QuantLinear); `name`
 // names it in the error for any other module.
-const torch::Tensor& quantizable_weight(torch::nn::Module& layer, const std::string& name);
+torch::Tensor quantizable_weight(torch::nn::Module& layer, const std::string& name);
 
 // Q(x) - x in float64: the error of quantizing `x` with `step` (scalar, or
 // one per channel along dim 0) at `range`. No gradient.

@@ -50,7 +50,9 @@ struct FinetuneStageOptions {
   bool compare_uniform = true;
   template <typename V>
   void visit(V&& v) {
-    quantize.visit(v);
+    // The pipeline fine-tunes with indicators.fixed_layers (the layers the
+    // search left out): finetune.fixed_layers is not a key here.
+    quantize.visit(util::except({"fixed_layers"}, v));
     optim.visit(v);
     v("compare_uniform", compare_uniform, "also fine-tune uniform precision at a WxAy budget");
   }
@@ -76,7 +78,11 @@ struct PipelineRow {
 };
 
 // How long a stage took when it ran (a reused stage: when it first ran).
+// The pipeline's stages, by identity (their titles are for people).
+enum class Stage { kFullPrecision, kCriterion, kSearch, kFinetunePolicy, kFinetuneUniform, kEvaluation };
+
 struct StageTime {
+  Stage stage;
   std::string name;
   double seconds = 0;
   bool reused = false;

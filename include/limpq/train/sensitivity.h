@@ -118,4 +118,8 @@ struct SensitivityConfig {
 // the calibration batches across workers and sum the estimates.
 quant::Indicators run_sensitivity(const SensitivityConfig& config);
 
+// What `limpq sensitivity` prints: each searchable layer's criterion at
+// every candidate (weights | activations), with its Hessian traces.
+std::string sensitivity_text(const quant::Indicators& indicators);
+
 }  // namespace limpq::train

@@ -49,7 +49,7 @@ struct OnnxGraph {
 
 // Reads a serialized ModelProto. Errors name `source` and say what is wrong:
 // not an ONNX model, truncated, external tensor data, an opset outside
-// 13..17, a graph with several inputs, a tensor type limpq cannot hold.
+// 13..18, a graph with several inputs, a tensor type limpq cannot hold.
 OnnxGraph read_onnx_graph(const std::string& bytes, const std::string& source);
 
 // The ONNX data type's name ("FLOAT", "INT64", ...), for messages.

@@ -3,21 +3,19 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include <map>
 #include <sstream>
 
 namespace limpq::models::onnx_import {
 
-ImportContext::ImportContext(const OnnxNode& node, int64_t opset, std::string layer_name,
+ImportContext::ImportContext(const OnnxNode& node, int64_t opset,
                              std::function<std::optional<torch::Tensor>(const std::string&)> constant,
                              AddLayer add_layer)
-    : node_(node),
-      opset_(opset),
-      layer_name_(std::move(layer_name)),
-      constant_(std::move(constant)),
-      add_layer_(std::move(add_layer)) {}
+    : node_(node), opset_(opset), constant_(std::move(constant)), add_layer_(std::move(add_layer)) {}
 
 void ImportContext::refuse(const std::string& what) const {
-  TORCH_CHECK(false, "node '", node_.name, "' (", node_.op_type, ", opset ", opset_, "): ", what);
+  // The importer prefixes the node's location to every converter error.
+  TORCH_CHECK(false, what);
 }
 
 const OnnxAttribute* ImportContext::attribute(const std::string& name, const char* type) {
@@ -82,42 +80,36 @@ void ImportContext::check_attributes_used() const {
 
 namespace {
 
-void copy_into(torch::Tensor& target, const torch::Tensor& source) {
-  torch::NoGradGuard no_grad;
-  target.copy_(source.reshape(target.sizes()));
+std::string shape_text(c10::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
 }
 
 }  // namespace
 
-nn::QuantConv2d ImportContext::add_conv(const nn::QuantConv2dOptions& options, const torch::Tensor& weight,
-                                        const torch::Tensor& bias) {
-  nn::QuantConv2d conv(options);
-  check(conv->weight.sizes() == weight.sizes(), "weight shape does not match the convolution's attributes");
-  copy_into(conv->weight, weight);
-  if (bias.defined()) copy_into(conv->bias, bias);
-  add_layer_(layer_name_, conv.ptr(), false);
-  return conv;
-}
-
-nn::QuantLinear ImportContext::add_linear(const torch::Tensor& weight, const torch::Tensor& bias,
-                                          bool stored_transposed) {
-  nn::QuantLinear linear(nn::QuantLinearOptions(weight.size(1), weight.size(0)).bias(bias.defined()));
-  copy_into(linear->weight, weight);
-  if (bias.defined()) copy_into(linear->bias, bias);
-  add_layer_(layer_name_, linear.ptr(), stored_transposed);
-  return linear;
-}
-
-nn::SwitchableBatchNorm2d ImportContext::add_batch_norm(const nn::SwitchableBatchNorm2dOptions& options,
-                                                        const torch::Tensor& weight, const torch::Tensor& bias,
-                                                        const torch::Tensor& mean, const torch::Tensor& var) {
-  nn::SwitchableBatchNorm2d bn(options);
-  copy_into(bn->weight, weight);
-  copy_into(bn->bias, bias);
-  copy_into(bn->running_mean, mean);
-  copy_into(bn->running_var, var);
-  add_layer_(layer_name_, bn.ptr(), false);
-  return bn;
+void ImportContext::add_layer(std::shared_ptr<torch::nn::Module> layer, const std::vector<InputBinding>& bindings) {
+  std::map<std::string, torch::Tensor> tensors;
+  for (auto& p : layer->named_parameters(/*recurse=*/false)) tensors[p.key()] = p.value();
+  for (auto& b : layer->named_buffers(/*recurse=*/false)) tensors[b.key()] = b.value();
+  std::vector<InputBinding> bound;
+  torch::NoGradGuard no_grad;
+  for (const auto& b : bindings) {
+    if (!has_input(b.input)) continue;
+    auto it = tensors.find(b.tensor);
+    TORCH_INTERNAL_ASSERT(it != tensors.end(), "the layer has no tensor '", b.tensor, "'");
+    torch::Tensor value = parameter_input(b.input, "input " + std::to_string(b.input));
+    if (b.transposed) value = value.t();
+    torch::Tensor& target = it->second;
+    // A bias may be one value broadcast over the outputs (Gemm's C).
+    if (value.numel() == 1 && target.numel() > 1) value = value.reshape({}).expand(target.sizes());
+    check(value.numel() == target.numel(), "input " + std::to_string(b.input) + " ('" + node_.inputs[b.input] +
+                                               "') has shape " + shape_text(value.sizes()) + ", the layer's " +
+                                               b.tensor + " " + shape_text(target.sizes()));
+    target.copy_(value.reshape(target.sizes()));
+    bound.push_back(b);
+  }
+  add_layer_(std::move(layer), bound);
 }
 
 std::vector<int64_t> to_ints(const torch::Tensor& t) {
@@ -135,6 +127,8 @@ const std::vector<OpEntry>& op_registry() {
     std::vector<OpEntry> r;
     add_layer_ops(r);
     add_math_ops(r);
+    add_activation_ops(r);
+    add_norm_ops(r);
     add_tensor_ops(r);
     add_pool_ops(r);
     return r;
@@ -145,7 +139,8 @@ const std::vector<OpEntry>& op_registry() {
 const OpEntry* find_op(const std::string& op_type, int64_t opset) {
   const OpEntry* best = nullptr;
   for (const auto& e : op_registry()) {
-    if (e.op_type == op_type && e.since_version <= opset && (!best || e.since_version > best->since_version)) {
+    if (e.op_type == op_type && e.since_version <= opset && opset <= e.until_opset &&
+        (!best || e.since_version > best->since_version)) {
       best = &e;
     }
   }

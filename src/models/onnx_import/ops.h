@@ -1,11 +1,13 @@
 // The ONNX op converters and their registry.
 //
 // A converter runs once per node at import: it reads the node's attributes
-// and its constant inputs through the ImportContext, creates limpq layers
-// where the op has weights (Conv -> QuantConv2d, Gemm / MatMul ->
-// QuantLinear, BatchNormalization -> SwitchableBatchNorm2d), and returns the
-// kernel that computes the node's outputs from its inputs at every forward
-// pass. Adding an op is one converter and one entry in op_registry().
+// and its constant inputs through the ImportContext, creates a limpq layer
+// where the op is one (Conv -> QuantConv2d, Gemm and MatMul by a weight ->
+// QuantLinear, MatMul of two activations -> QuantMatMul, BatchNormalization
+// -> SwitchableBatchNorm2d), and returns the kernel that computes the node's
+// outputs from its inputs at every forward pass. Adding an op is one
+// converter and one entry in op_registry(), with the opsets it is valid for
+// and the number of inputs it reads.
 //
 //   Kernel convert_relu(ImportContext& ctx) {
 //     return [](const Values& in, const RunState&) { return Values{torch::relu(in.at(0))}; };
@@ -16,13 +18,12 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <limits>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "limpq/nn/batch_norm.h"
-#include "limpq/nn/quant_conv.h"
 #include "graph.h"
 
 namespace limpq::models::onnx_import {
@@ -43,17 +44,23 @@ struct RunState {
 // optional input is omitted).
 using Kernel = std::function<Values(const Values& inputs, const RunState& state)>;
 
+// A tensor of an imported layer, read from an input of the layer's node.
+struct InputBinding {
+  size_t input = 0;         // the node's input
+  std::string tensor;       // the layer's parameter or buffer: "weight", "bias", "running_mean", ...
+  bool transposed = false;  // the input holds the 2-d tensor transposed (a weight stored in x out)
+};
+
 // The importer's side of a converter: the node, its constant inputs and
 // layer creation. Every attribute read is recorded; one the converter never
 // read is refused after it returns (ImportContext::check_attributes_used).
 class ImportContext {
  public:
-  // Creates (and registers) a layer under the module path `name`;
-  // `stored_transposed` as for add_linear.
-  using AddLayer =
-      std::function<void(const std::string& name, std::shared_ptr<torch::nn::Module>, bool stored_transposed)>;
+  // Registers a layer made for the node with the tensors it read from the
+  // node's inputs; the importer names it (its module path) and owns it.
+  using AddLayer = std::function<void(std::shared_ptr<torch::nn::Module>, const std::vector<InputBinding>&)>;
 
-  ImportContext(const OnnxNode& node, int64_t opset, std::string layer_name,
+  ImportContext(const OnnxNode& node, int64_t opset,
                 std::function<std::optional<torch::Tensor>(const std::string&)> constant, AddLayer add_layer);
 
   const OnnxNode& node() const { return node_; }
@@ -71,7 +78,9 @@ class ImportContext {
   torch::Tensor attr_tensor(const std::string& name);
 
   // The value of input `i` when it is known at import (an initializer, a
-  // Constant or an expression of them), else nullopt.
+  // Constant or an expression of them), else nullopt. A parameter that
+  // trains outside any layer (a class token, a LayerNorm's scale) is not
+  // known at import: it is read at every forward pass.
   std::optional<torch::Tensor> constant_input(size_t i) const;
   // Input `i` as integers; it must be known at import.
   std::vector<int64_t> constant_ints(size_t i, const std::string& what) const;
@@ -80,16 +89,10 @@ class ImportContext {
   torch::Tensor parameter_input(size_t i, const std::string& what);
   const std::set<size_t>& parameter_inputs() const { return parameters_; }
 
-  // The module path of the layer a weighted node becomes (e.g. "layer1.0.conv1").
-  const std::string& layer_name() const { return layer_name_; }
-  nn::QuantConv2d add_conv(const nn::QuantConv2dOptions& options, const torch::Tensor& weight,
-                           const torch::Tensor& bias);
-  // `weight` is out x in; `stored_transposed`: the file holds it in x out
-  // (Gemm with transB = 0, MatMul), as the state_dict written back must.
-  nn::QuantLinear add_linear(const torch::Tensor& weight, const torch::Tensor& bias, bool stored_transposed);
-  nn::SwitchableBatchNorm2d add_batch_norm(const nn::SwitchableBatchNorm2dOptions& options, const torch::Tensor& weight,
-                                           const torch::Tensor& bias, const torch::Tensor& mean,
-                                           const torch::Tensor& var);
+  // Registers `layer` and copies each bound input into the layer's tensor of
+  // that name (transposed where the input holds it so); those inputs become
+  // parameter inputs. A shape that does not fit is refused.
+  void add_layer(std::shared_ptr<torch::nn::Module> layer, const std::vector<InputBinding>& bindings);
 
   // Refuses the node: "node 'x' (Op, opset N): <what>".
   [[noreturn]] void refuse(const std::string& what) const;
@@ -104,7 +107,6 @@ class ImportContext {
 
   const OnnxNode& node_;
   int64_t opset_;
-  std::string layer_name_;
   std::function<std::optional<torch::Tensor>(const std::string&)> constant_;
   AddLayer add_layer_;
   std::set<std::string> used_;
@@ -113,24 +115,58 @@ class ImportContext {
 
 using Converter = std::function<Kernel(ImportContext&)>;
 
+// The last default-domain opset the importer reads.
+inline constexpr int64_t kLastOpset = 18;
+// An op with any number of inputs (Concat).
+inline constexpr size_t kAnyNumber = std::numeric_limits<size_t>::max();
+
+// One converter, valid for an op's versions from `since_version` to the
+// opset `until_opset`, for nodes of up to `max_inputs` inputs (a node with
+// more, such as an input a later opset added, is refused by name).
 struct OpEntry {
   std::string op_type;
-  int64_t since_version;  // the ONNX operator version this converter implements
+  int64_t since_version = 1;  // the ONNX operator version this converter implements
+  int64_t until_opset = kLastOpset;
+  size_t max_inputs = 1;
   Converter convert;
-  // Ops with weights become layers; the others are computed at import when
-  // every input is a constant.
-  bool has_weights = false;
+  // The inputs a layer made by this op owns (Conv's weight and bias, ...):
+  // ops with them become layers, the others are computed at import when
+  // every input is a constant. What these inputs are computed from is the
+  // layer's (it trains as the layer's weight), not a parameter of its own.
+  std::vector<size_t> parameter_inputs;
+
+  OpEntry& until(int64_t opset) {
+    until_opset = opset;
+    return *this;
+  }
+  OpEntry& parameters(std::vector<size_t> inputs) {
+    parameter_inputs = std::move(inputs);
+    return *this;
+  }
+  bool makes_layers() const { return !parameter_inputs.empty(); }
 };
 
+inline OpEntry op(std::string type, int64_t since_version, size_t max_inputs, Converter convert) {
+  OpEntry e;
+  e.op_type = std::move(type);
+  e.since_version = since_version;
+  e.max_inputs = max_inputs;
+  e.convert = std::move(convert);
+  return e;
+}
+
 // Every op limpq imports, grouped by kind (ops_layers.cpp, ops_math.cpp,
-// ops_tensor.cpp, ops_pool.cpp).
+// ops_activation.cpp, ops_norm.cpp, ops_tensor.cpp, ops_pool.cpp).
 const std::vector<OpEntry>& op_registry();
-// The converter for `op_type` at `opset`: the entry with the largest
-// since_version not above it; nullptr when there is none.
+// The converter for `op_type` at `opset`: the entry valid there (the
+// largest since_version not above it whose until_opset is not below it);
+// nullptr when there is none.
 const OpEntry* find_op(const std::string& op_type, int64_t opset);
 
 void add_layer_ops(std::vector<OpEntry>& registry);
 void add_math_ops(std::vector<OpEntry>& registry);
+void add_activation_ops(std::vector<OpEntry>& registry);
+void add_norm_ops(std::vector<OpEntry>& registry);
 void add_tensor_ops(std::vector<OpEntry>& registry);
 void add_pool_ops(std::vector<OpEntry>& registry);
 

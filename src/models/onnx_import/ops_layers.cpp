@@ -1,9 +1,14 @@
-// The ops with weights: each becomes a limpq layer that owns them as
-// trainable parameters (Conv -> QuantConv2d, Gemm and MatMul by an
-// initializer -> QuantLinear, BatchNormalization -> SwitchableBatchNorm2d).
+// The ops that become limpq layers: Conv -> QuantConv2d, Gemm and MatMul by
+// a weight -> QuantLinear (over inputs of any rank), MatMul of two
+// activations -> QuantMatMul, BatchNormalization -> SwitchableBatchNorm2d.
+// A layer owns its weights as trainable parameters, bound to the node's
+// inputs they came from (the exports write them back there).
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "limpq/nn/batch_norm.h"
+#include "limpq/nn/quant_conv.h"
+#include "limpq/nn/quant_matmul.h"
 #include "ops.h"
 
 namespace limpq::models::onnx_import {
@@ -40,7 +45,9 @@ Kernel convert_conv(ImportContext& ctx) {
                      .groups(groups)
                      .bias(bias.defined());
   if (pads[2] != pads[0] || pads[3] != pads[1]) options.padding_end(torch::ExpandingArray<2>({pads[2], pads[3]}));
-  auto conv = ctx.add_conv(options, weight, bias).ptr();
+  auto conv = nn::QuantConv2d(options).ptr();
+  ctx.check(conv->weight.sizes() == weight.sizes(), "weight shape does not match the convolution's attributes");
+  ctx.add_layer(conv, {{1, "weight"}, {2, "bias"}});
   return [conv](const Values& in, const RunState&) { return Values{conv->forward(in.at(0))}; };
 }
 
@@ -52,49 +59,49 @@ Kernel convert_gemm(ImportContext& ctx) {
   const bool trans_b = ctx.attr_int("transB", 0) != 0;
   const torch::Tensor b = ctx.parameter_input(1, "B (the weight)");
   ctx.check(b.dim() == 2, "B must be 2-d, got " + shape_text(b));
-  const torch::Tensor weight = trans_b ? b : b.t();
-  torch::Tensor bias;
+  const int64_t out = trans_b ? b.size(0) : b.size(1), in = trans_b ? b.size(1) : b.size(0);
   if (ctx.has_input(2)) {
-    bias = ctx.parameter_input(2, "C (the bias)");
-    ctx.check(bias.numel() == weight.size(0) || bias.numel() == 1,
-              "C must hold one value per output, got " + shape_text(bias));
-    bias = bias.flatten().expand({weight.size(0)}).contiguous();
+    const torch::Tensor c = ctx.parameter_input(2, "C (the bias)");
+    ctx.check(c.numel() == out || c.numel() == 1, "C must hold one value per output, got " + shape_text(c));
   }
-  auto linear = ctx.add_linear(weight.contiguous(), bias, !trans_b).ptr();
+  auto linear = nn::QuantLinear(nn::QuantLinearOptions(in, out).bias(ctx.has_input(2))).ptr();
+  ctx.add_layer(linear, {{1, "weight", /*transposed=*/!trans_b}, {2, "bias"}});
   return [linear](const Values& in, const RunState&) {
     TORCH_CHECK(in.at(0).dim() == 2, "Gemm: input A must be 2-d, got ", in.at(0).sizes());
     return Values{linear->forward(in.at(0))};
   };
 }
 
-// A x B with B an initializer is a linear layer without bias; a product of
-// two computed values stays a plain matmul.
+// A x B with B a 2-d weight (an initializer, or computed from one, as
+// PyTorch's nn.Linear exports MatMul(x, Transpose(weight))) is a linear
+// layer without bias over A's last axis; the bias, when the module has one,
+// is the Add after it. A product of two computed values (attention's) is a
+// QuantMatMul. Anything else (a constant A, a batched constant B) stays a
+// plain matmul.
 Kernel convert_matmul(ImportContext& ctx) {
+  const auto a = ctx.constant_input(0);
   const auto b = ctx.constant_input(1);
-  if (!b.has_value() || b->dim() != 2 || ctx.constant_input(0).has_value()) {
+  if (!a && !b) {
+    auto product = nn::QuantMatMul().ptr();
+    ctx.add_layer(product, {});
+    return [product](const Values& in, const RunState&) { return Values{product->forward(in.at(0), in.at(1))}; };
+  }
+  if (a || b->dim() != 2) {
     return [](const Values& in, const RunState&) { return Values{torch::matmul(in.at(0), in.at(1))}; };
   }
-  const torch::Tensor weight = ctx.parameter_input(1, "B (the weight)").t().contiguous();
-  auto linear = ctx.add_linear(weight, torch::Tensor(), /*stored_transposed=*/true).ptr();
+  auto linear = nn::QuantLinear(nn::QuantLinearOptions(b->size(0), b->size(1)).bias(false)).ptr();
+  ctx.add_layer(linear, {{1, "weight", /*transposed=*/true}});
   return [linear](const Values& in, const RunState&) { return Values{linear->forward(in.at(0))}; };
 }
 
 Kernel convert_batch_norm(ImportContext& ctx) {
-  const torch::Tensor scale = ctx.parameter_input(1, "scale");
-  const torch::Tensor bias = ctx.parameter_input(2, "B");
-  const torch::Tensor mean = ctx.parameter_input(3, "input_mean");
-  const torch::Tensor var = ctx.parameter_input(4, "input_var");
-  const int64_t channels = scale.numel();
-  for (const auto* t : {&bias, &mean, &var}) {
-    ctx.check(t->numel() == channels, "scale, B, mean and var must have the same size");
-  }
+  const int64_t channels = ctx.parameter_input(1, "scale").numel();
   // ONNX's momentum weighs the old running value (PyTorch's: the new one).
   const double momentum = 1.0 - ctx.attr_float("momentum", 0.9);
   const double epsilon = ctx.attr_float("epsilon", 1e-5);
   ctx.attr_int("training_mode", 0);  // either way: batch statistics in training, running ones in eval
-  auto bn = ctx.add_batch_norm(nn::SwitchableBatchNorm2dOptions(channels).eps(epsilon).momentum(momentum), scale, bias,
-                               mean, var)
-                .ptr();
+  auto bn = nn::SwitchableBatchNorm2d(nn::SwitchableBatchNorm2dOptions(channels).eps(epsilon).momentum(momentum)).ptr();
+  ctx.add_layer(bn, {{1, "weight"}, {2, "bias"}, {3, "running_mean"}, {4, "running_var"}});
   const size_t outputs = ctx.node().outputs.size();
   return [bn, outputs](const Values& in, const RunState&) {
     Values out(outputs);
@@ -106,12 +113,12 @@ Kernel convert_batch_norm(ImportContext& ctx) {
 }  // namespace
 
 void add_layer_ops(std::vector<OpEntry>& r) {
-  r.push_back({"Conv", 11, convert_conv, true});
-  r.push_back({"Gemm", 13, convert_gemm, true});
-  r.push_back({"MatMul", 13, convert_matmul, true});
+  r.push_back(op("Conv", 11, 3, convert_conv).parameters({1, 2}));
+  r.push_back(op("Gemm", 13, 3, convert_gemm).parameters({1, 2}));
+  r.push_back(op("MatMul", 13, 2, convert_matmul).parameters({1}));
   // Version 14 added training_mode and the running statistics as outputs;
   // both are read by the one converter.
-  r.push_back({"BatchNormalization", 9, convert_batch_norm, true});
+  r.push_back(op("BatchNormalization", 9, 5, convert_batch_norm).parameters({1, 2, 3, 4}));
 }
 
 }  // namespace limpq::models::onnx_import

@@ -111,20 +111,20 @@ Kernel convert_dropout(ImportContext& ctx) {
 }  // namespace
 
 // One entry per op: the semantics of these ops did not change between
-// opsets 13 and 17 (later versions only added types).
+// opsets 13 and 18 (later versions only added types).
 void add_math_ops(std::vector<OpEntry>& r) {
-  r.push_back({"Relu", 13, convert_relu});
-  r.push_back({"Sigmoid", 13, convert_sigmoid});
-  r.push_back({"HardSigmoid", 6, convert_hard_sigmoid});
-  r.push_back({"HardSwish", 14, convert_hard_swish});
-  r.push_back({"Clip", 13, convert_clip});
-  r.push_back({"Add", 13, convert_add});
-  r.push_back({"Sub", 13, convert_sub});
-  r.push_back({"Mul", 13, convert_mul});
-  r.push_back({"Div", 13, convert_div});
-  r.push_back({"Cast", 13, convert_cast});
-  r.push_back({"Identity", 13, convert_identity});
-  r.push_back({"Dropout", 13, convert_dropout});
+  r.push_back(op("Relu", 13, 1, convert_relu));
+  r.push_back(op("Sigmoid", 13, 1, convert_sigmoid));
+  r.push_back(op("HardSigmoid", 6, 1, convert_hard_sigmoid));
+  r.push_back(op("HardSwish", 14, 1, convert_hard_swish));
+  r.push_back(op("Clip", 13, 3, convert_clip));
+  r.push_back(op("Add", 13, 2, convert_add));
+  r.push_back(op("Sub", 13, 2, convert_sub));
+  r.push_back(op("Mul", 13, 2, convert_mul));
+  r.push_back(op("Div", 13, 2, convert_div));
+  r.push_back(op("Cast", 13, 1, convert_cast));
+  r.push_back(op("Identity", 13, 1, convert_identity));
+  r.push_back(op("Dropout", 13, 3, convert_dropout));
 }
 
 }  // namespace limpq::models::onnx_import

@@ -79,12 +79,10 @@ Kernel convert_global_max_pool(ImportContext&) {
   };
 }
 
-// Up to opset 17 the axes are an attribute; none means every axis.
-Kernel convert_reduce_mean(ImportContext& ctx) {
-  const std::vector<int64_t> axes = ctx.attr_ints("axes", {});
-  const bool keepdims = ctx.attr_int("keepdims", 1) != 0;
-  return [axes, keepdims](const Values& in, const RunState&) {
+Kernel reduce_mean(std::vector<int64_t> axes, bool keepdims, bool noop_with_empty_axes) {
+  return [axes, keepdims, noop_with_empty_axes](const Values& in, const RunState&) {
     const torch::Tensor& x = in.at(0);
+    if (axes.empty() && noop_with_empty_axes) return Values{x};
     std::vector<int64_t> dims;
     for (int64_t a : axes) dims.push_back(normalize_axis(a, x.dim()));
     if (dims.empty()) {
@@ -94,14 +92,27 @@ Kernel convert_reduce_mean(ImportContext& ctx) {
   };
 }
 
+// Up to opset 17 the axes are an attribute; none means every axis.
+Kernel convert_reduce_mean(ImportContext& ctx) {
+  return reduce_mean(ctx.attr_ints("axes", {}), ctx.attr_int("keepdims", 1) != 0, false);
+}
+
+// Opset 18: the axes are an optional input, known at import.
+Kernel convert_reduce_mean_18(ImportContext& ctx) {
+  std::vector<int64_t> axes;
+  if (ctx.has_input(1)) axes = ctx.constant_ints(1, "axes");
+  return reduce_mean(axes, ctx.attr_int("keepdims", 1) != 0, ctx.attr_int("noop_with_empty_axes", 0) != 0);
+}
+
 }  // namespace
 
 void add_pool_ops(std::vector<OpEntry>& r) {
-  r.push_back({"MaxPool", 12, convert_max_pool});
-  r.push_back({"AveragePool", 11, convert_average_pool});
-  r.push_back({"GlobalAveragePool", 1, convert_global_average_pool});
-  r.push_back({"GlobalMaxPool", 1, convert_global_max_pool});
-  r.push_back({"ReduceMean", 13, convert_reduce_mean});
+  r.push_back(op("MaxPool", 12, 1, convert_max_pool));
+  r.push_back(op("AveragePool", 11, 1, convert_average_pool));
+  r.push_back(op("GlobalAveragePool", 1, 1, convert_global_average_pool));
+  r.push_back(op("GlobalMaxPool", 1, 1, convert_global_max_pool));
+  r.push_back(op("ReduceMean", 13, 1, convert_reduce_mean).until(17));
+  r.push_back(op("ReduceMean", 18, 2, convert_reduce_mean_18));
 }
 
 }  // namespace limpq::models::onnx_import
