@@ -24,7 +24,7 @@ initialises them):
   vit      DeiT-tiny-shaped VisionTransformer: patch 7 (16 tokens and the
            class token), 4 blocks, width 192, 3 heads, MLP 768
   convnext ConvNeXt-atto-shaped: widths 40-80-160-320, depths 2-2-4-2 (atto
-           has 2-2-6-2), 4x4 patchify stem
+           has 2-2-6-2), 4x4 patchify stem, on 32x32 (resized)
 
 Every stage is cached under --out (a finished `limpq run` is reused, and a
 row already in --results is kept), and the tables are written to --results
@@ -43,7 +43,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("vit", "convnext")
-LEVELS = ("W4A4", "W3A3")
+# Input side: the ViT's 7x7 patches tile 28x28; ConvNeXt's stem and three
+# downsamplings (4 x 2 x 2 x 2) need 32.
+SIDE = {"vit": 28, "convnext": 32}
+LEVELS = ("W3A3", "W4A4")
 
 
 def log(msg):
@@ -80,7 +83,8 @@ def export(name, seed, out):
     import torch
     torch.manual_seed(seed)
     model = build(name).eval()
-    torch.onnx.export(model, torch.randn(1, 3, 28, 28), str(path), opset_version=17, input_names=["input"],
+    torch.onnx.export(model, torch.randn(1, 3, SIDE[name], SIDE[name]), str(path), opset_version=17,
+                      input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     return path
@@ -104,7 +108,8 @@ def stage_recipe(args, out):
             subprocess.run(["rm", "-rf", str(d)])
             # Evaluated on the validation images at every epoch; the test
             # images the run ends on (256, --test-limit) are not read here.
-            run([args.limpq, "train", "--onnx", export(name, 0, out), "--channels", 3, "--limit", args.limit,
+            run([args.limpq, "train", "--onnx", export(name, 0, out), "--channels", 3, "--image-size", SIDE[name],
+                 "--limit", args.limit,
                  "--val-size", 5000,
                  "--epochs", args.fp_epochs, "--lr", lr, "--warmup-epochs", 0.5, "--test-limit", 256,
                  "--threads", 2, "--out-dir", d], out / f"recipe_{name}_lr{key}.log")
@@ -128,6 +133,7 @@ CONFIG = """data:
   dataset: fashion-mnist
   limit: {limit}
   channels: 3
+  image_size: {side}
 model:
   onnx: {onnx}
 train:
@@ -163,7 +169,7 @@ def stage_pipeline(args, out):
                 run_dir = out / tag
                 if not (run_dir / "summary.json").exists():
                     config = out / f"{tag}.yaml"
-                    config.write_text(CONFIG.format(limit=args.limit, onnx=export(name, seed, out),
+                    config.write_text(CONFIG.format(limit=args.limit, side=SIDE[name], onnx=export(name, seed, out),
                                                     fp_epochs=args.fp_epochs, lr=recipe[name]["lr"], level=level,
                                                     ft_epochs=args.ft_epochs, ft_lr=recipe[name]["lr"] / 10,
                                                     out_dir=run_dir, seed=seed))

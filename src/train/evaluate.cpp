@@ -3,6 +3,7 @@
 #include "limpq/train/evaluate.h"
 
 #include <c10/util/Exception.h>
+#include <fmt/core.h>
 #include <torch/torch.h>
 
 #include <thread>
