@@ -452,6 +452,22 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
       EXPECT_DOUBLE_EQ(row.test.cost->bitops, fresh.cost->bitops) << row.name;
     }
   }
+  // Every stage is timed, in the order it ran, and known by its identity.
+  const std::vector<Stage> order = {Stage::kFullPrecision, Stage::kCriterion, Stage::kSearch,
+                                    Stage::kFinetunePolicy, Stage::kFinetuneUniform, Stage::kEvaluation};
+  ASSERT_EQ(r.stages.size(), order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    EXPECT_EQ(r.stages[i].stage, order[i]) << r.stages[i].name;
+    EXPECT_FALSE(r.stages[i].reused) << r.stages[i].name;
+  }
+  EXPECT_DOUBLE_EQ(r.rows[0].train_seconds, r.stages[0].seconds);
+  EXPECT_DOUBLE_EQ(r.rows[2].train_seconds, r.stages[1].seconds + r.stages[2].seconds + r.stages[3].seconds);
+  // A stage's file that cannot be read is an error naming it, not a zero.
+  const std::string seconds = temp_path("pipe/fp/seconds");
+  const std::string kept = util::read_file(seconds);
+  util::write_file_atomic(seconds, "not a number\n");
+  EXPECT_THAT([&] { run_pipeline(p); }, ::testing::ThrowsMessage<c10::Error>(HasSubstr(seconds)));
+  util::write_file_atomic(seconds, kept);
   // A stage finished by a limpq without some option (its key lacks the
   // field) is reused while the option is at its default.
   const std::string fp_done = temp_path("pipe/fp/done");
@@ -461,6 +477,10 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   // A second run reuses every stage: same results.
   const PipelineResult again = run_pipeline(p);
   ASSERT_EQ(again.rows.size(), r.rows.size());
+  for (size_t i = 0; i < 4; ++i) {  // the training stages, as recorded when they ran
+    EXPECT_TRUE(again.stages[i].reused || again.stages[i].stage == Stage::kSearch) << again.stages[i].name;
+  }
+  EXPECT_DOUBLE_EQ(again.stages[0].seconds, std::stod(kept));
   for (size_t i = 0; i < r.rows.size(); ++i) {
     EXPECT_DOUBLE_EQ(again.rows[i].test.loss, r.rows[i].test.loss) << r.rows[i].name;
     EXPECT_DOUBLE_EQ(again.rows[i].test.top1, r.rows[i].test.top1) << r.rows[i].name;
@@ -486,6 +506,11 @@ TEST_F(TrainerTest, PipelineRunsEveryStageAndReusesThem) {
   h.run.out_dir(temp_path("pipe_hessian"));
   const PipelineResult rh = run_pipeline(h);
   EXPECT_EQ(rh.rows.back().name, "hessian policy");
+  // The measured criterion is a timed stage too, and no full-precision stage runs.
+  ASSERT_FALSE(rh.stages.empty());
+  EXPECT_EQ(rh.stages[0].stage, Stage::kCriterion);
+  EXPECT_EQ(rh.stages[0].name, "sensitivity criterion (hessian)");
+  EXPECT_GT(rh.stages[0].seconds, 0);
   EXPECT_EQ(rh.search.alpha, 1.0);
   EXPECT_TRUE(util::file_exists(temp_path("pipe_hessian/hessian.json")));
   h.search.criterion("curvature");

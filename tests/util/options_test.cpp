@@ -203,6 +203,18 @@ TEST_F(OptionsTest, ExceptLeavesTheNamedFieldsOut) {
               HasSubstr("unknown key 'fixed_bits'"));
 }
 
+// Its finetune section takes the fixed layers from indicators.fixed_layers
+// (the layers the search left out): a finetune.fixed_layers key would be
+// overwritten, so it is refused.
+TEST_F(OptionsTest, AKeyAStageOverridesIsRefused) {
+  train::FinetuneStageOptions stage;
+  from_yaml(YAML::Load("{fixed_bits: 6, epochs: 3}"), stage, "finetune");
+  EXPECT_EQ(stage.quantize.fixed_bits(), 6);
+  EXPECT_EQ(stage.optim.epochs(), 3);
+  EXPECT_THAT(error_of([&] { from_yaml(YAML::Load("fixed_layers: [conv1]"), stage, "finetune"); }),
+              HasSubstr("finetune: unknown key 'fixed_layers'"));
+}
+
 TEST_F(OptionsTest, ListsParseFromYamlAndCommaText) {
   std::vector<int64_t> v;
   parse_value(YAML::Load("[6, 5, 4]"), v, "x");
