@@ -570,4 +570,14 @@ std::string sweep_text(const std::vector<SweepPoint>& sweep) {
   return out;
 }
 
+std::string write_sweep(const std::string& out, const std::vector<SweepPoint>& sweep) {
+  const std::string suffix = ".json";
+  const bool has_suffix = out.size() > suffix.size() && out.compare(out.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const std::string prefix = has_suffix ? out.substr(0, out.size() - suffix.size()) : out;
+  if (prefix.empty()) return prefix;
+  util::write_file_atomic(prefix + ".csv", sweep_to_csv(sweep));
+  util::write_file_atomic(prefix + ".json", sweep_to_json(sweep).dump(2) + "\n");
+  return prefix;
+}
+
 }  // namespace limpq::search

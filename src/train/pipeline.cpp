@@ -405,6 +405,17 @@ PipelineResult run_pipeline(PipelineConfig config) {
   return s.result;
 }
 
+nlohmann::ordered_json PipelineResult::to_json() const {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& row : rows) {
+    auto j = row.test.to_json();
+    j["name"] = row.name;
+    j["train_seconds"] = row.train_seconds;
+    out.push_back(j);
+  }
+  return {{"policy", policy}, {"rows", out}};
+}
+
 namespace {
 
 std::string duration_text(double seconds) {

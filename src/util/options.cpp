@@ -174,7 +174,7 @@ int64_t load_config(const std::string& path, const std::vector<ConfigSection>& s
 
 void FlagSet::apply() const {
   for (const auto& flag : flags_) {
-    if (flag.option->count() > 0) flag.assign(flag.values);
+    if (flag.option->count() > 0) flag.assign();
   }
 }
 

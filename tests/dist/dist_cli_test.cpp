@@ -72,7 +72,7 @@ class DistCliTest : public limpq::testing::SeededTest {
   }
 
   void run_two(std::vector<std::string> args, const std::string& log) {
-    args.insert(args.begin(), {"launch", "-n", "2", "--", "limpq"});
+    args.insert(args.begin(), {"launch", "--nproc", "2", "--", "limpq"});
     const int status = wait_for(spawn(args, log), 300);
     ASSERT_TRUE(succeeded(status)) << util::read_file(log);
   }
@@ -163,7 +163,7 @@ TEST_F(DistCliTest, AKilledWorkerMakesTheOtherExitWithinTheTimeout) {
 TEST_F(DistCliTest, LaunchReportsAFailingWorker) {
   auto args = common("train", temp_path("bad"), 8);
   args[std::find(args.begin(), args.end(), "--epochs") - args.begin() + 1] = "0";
-  args.insert(args.begin(), {"launch", "-n", "2", "--", "limpq"});
+  args.insert(args.begin(), {"launch", "--nproc", "2", "--", "limpq"});
   const int status = wait_for(spawn(args, temp_path("launch.log")), 120);
   ASSERT_NE(status, -1);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << util::read_file(temp_path("launch.log"));
@@ -218,7 +218,7 @@ std::vector<Socket> tcp_sockets_of_children(pid_t parent) {
 
 TEST_F(DistCliTest, LocalLaunchOpensNoPortOnANetworkInterface) {
   const std::vector<std::string> args = {
-      "launch", "-n", "2", "--", "limpq", "train", "--dataset", "mnist", "--root", data_, "--batch-size", "4",
+      "launch", "--nproc", "2", "--", "limpq", "train", "--dataset", "mnist", "--root", data_, "--batch-size", "4",
       "--eval-batch-size", "16", "--workers", "1", "--epochs", "30", "--lr", "0.001", "--warmup-epochs", "0",
       "--threads", "1", "--progress", "false", "--out-dir", temp_path("listen")};
   const pid_t launch = spawn(args, temp_path("listen.log"));

@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "limpq/cli/options.h"
 #include "limpq/data/datasets.h"
+#include "limpq/dist/launch.h"
+#include "limpq/train/pipeline.h"
 #include "limpq/deploy/export.h"
 #include "limpq/deploy/report.h"
 #include "limpq/models/cost.h"
@@ -95,6 +99,7 @@ class FlagDefaultsTest : public CliTest {
  protected:
   template <typename Options>
   void expect_defaults(const std::string& command, Options options) {
+    commands_.insert(command);
     const auto help = util::run_process({cli(), command, "--help"});
     ASSERT_EQ(help.exit_code, 0) << help.output;
     options.visit([&](const char* name, auto& field, const char*) {
@@ -105,6 +110,7 @@ class FlagDefaultsTest : public CliTest {
     });
   }
   int checked_ = 0;
+  std::set<std::string> commands_;
 };
 
 TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
@@ -130,7 +136,38 @@ TEST_F(FlagDefaultsTest, EveryFlagShowsItsStructsDefault) {
   expect_defaults("sensitivity", train::SensitivityOptions());
   expect_defaults("sensitivity", train::SensitivityConfig());
   expect_defaults("compare-indicators", search::CompareOptions());
-  EXPECT_GT(checked_, 150);
+  // The front end's own options, each group declared once (cli/options.h).
+  for (const char* command : {"train", "finetune", "indicators"}) expect_defaults(command, cli::TrainInput());
+  for (const char* command : {"train", "finetune", "indicators", "eval", "cost", "search", "sensitivity",
+                              "compare-indicators", "run"}) {
+    expect_defaults(command, cli::JsonOutput());
+  }
+  expect_defaults("eval", cli::EvalInput());
+  expect_defaults("search", cli::SearchFiles());
+  expect_defaults("sensitivity", cli::SensitivityOutput());
+  train::PipelineConfig pipeline;
+  expect_defaults("run", cli::Only<train::RunOptions>{pipeline.run, {"out_dir"}});
+  expect_defaults("launch", dist::LaunchOptions());
+  EXPECT_GT(checked_, 170);
+  // Every subcommand `limpq --help` lists was checked.
+  const auto top = util::run_process({cli(), "--help"});
+  const auto subcommands = top.output.substr(top.output.find("Subcommands:"));
+  for (const char* command : {"run", "export", "report", "launch", "cost", "search", "sensitivity",
+                              "compare-indicators", "train", "finetune", "indicators", "eval"}) {
+    EXPECT_THAT(subcommands, HasSubstr(std::string("  ") + command + " ")) << command;
+    EXPECT_TRUE(commands_.count(command)) << command << " has no flag defaults checked";
+  }
+}
+
+// A flag takes one value: what follows is the command's positional
+// arguments (run's config, launch's worker command after --).
+TEST_F(CliTest, AFlagTakesOneValueAndLeavesTheRestToPositionals) {
+  const auto run = limpq_in_temp_dir("run --out-dir elsewhere nothere.yaml");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_THAT(run.output, HasSubstr("config 'nothere.yaml': cannot open file"));
+  const auto launch = limpq_in_temp_dir("launch --nproc 1 -- limpq cost --arch resnet20 --json");
+  EXPECT_EQ(launch.exit_code, 0) << launch.output;
+  EXPECT_THAT(launch.output, HasSubstr("\"macs\""));
 }
 
 // `limpq finetune` and the fine-tuning stage of `limpq run`, given the same

@@ -20,6 +20,10 @@ namespace limpq::dist {
 
 struct LaunchOptions {
   int64_t workers = 2;
+  template <typename V>
+  void visit(V&& v) {
+    v("nproc", workers, "number of local workers");
+  }
   // How long workers may take to stop after another one failed, before
   // they are killed.
   std::chrono::milliseconds grace{30000};

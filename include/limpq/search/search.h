@@ -194,6 +194,10 @@ nlohmann::ordered_json sweep_to_json(const std::vector<SweepPoint>& sweep);
 // against the budgets and the erased indicator points; for a sweep, one row
 // per budget.
 std::string search_text(const SearchResult& r);
+
+// Writes a sweep to <prefix>.csv and <prefix>.json, `out` without a .json
+// suffix being the prefix; returns the prefix ("" writes nothing).
+std::string write_sweep(const std::string& out, const std::vector<SweepPoint>& sweep);
 std::string sweep_text(const std::vector<SweepPoint>& sweep);
 
 }  // namespace limpq::search

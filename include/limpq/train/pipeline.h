@@ -96,6 +96,9 @@ struct PipelineResult {
   std::vector<StageTime> stages;
   // The budgets of the search (0: none), whole network.
   double budget_bitops = 0, budget_size_bits = 0;
+
+  // {policy, rows: [{name, train_seconds, loss, top1, ...}]}: `limpq run --json`.
+  nlohmann::ordered_json to_json() const;
 };
 
 // The final table of a run: per model its BitOps and weight size against

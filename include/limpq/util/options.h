@@ -173,24 +173,26 @@ class FlagSet {
       // last value, as in most command-line tools; a list takes every value
       // given (--candidates 6 5 4 or --candidates 6,5,4).
       const std::string shown = format_value(field);
-      flag.option = app.add_option(where, flag.values, help)
-                        ->option_text(std::string(type_name(field)) + (shown.empty() ? "" : "=" + shown))
-                        ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
-                        ->group(group);
+      // A scalar is bound to one string: CLI11 lets an option bound to a
+      // list swallow the `--` before a command's positional arguments
+      // (`limpq launch --nproc 2 -- limpq train ...`).
       if constexpr (is_list<Field>::value) {
-        flag.option->expected(1, CLI::detail::expected_max_vector_size)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+        flag.option = app.add_option(where, flag.values, help)
+                          ->expected(1, CLI::detail::expected_max_vector_size)
+                          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
       } else {
-        flag.option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+        flag.option = app.add_option(where, flag.value, help)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
       }
+      flag.option->option_text(std::string(type_name(field)) + (shown.empty() ? "" : "=" + shown))
+          ->check(CLI::Validator([](std::string& text) { return parse_error<Field>(text); }, ""))
+          ->group(group);
       // A boolean flag alone means true (--keep-nonmonotone); a value sets it
       // (--augment false).
       if constexpr (std::is_same_v<Field, bool>) flag.option->expected(0, 1);
-      flag.assign = [&field, where](const std::vector<std::string>& values) {
-        std::string text;
+      flag.assign = [&field, &flag, where] {
+        std::string text = flag.value;
         if constexpr (is_list<Field>::value) {
-          for (const auto& v : values) text += (text.empty() ? "" : " ") + v;
-        } else if (!values.empty()) {
-          text = values.back();  // given twice: the last value
+          for (const auto& v : flag.values) text += (text.empty() ? "" : " ") + v;
         }
         parse_value(YAML::Load(std::is_same_v<Field, bool> && text.empty() ? "true" : text), field, where);
       };
@@ -219,9 +221,10 @@ class FlagSet {
 
   struct Flag {
     std::string name;
-    std::vector<std::string> values;  // as given on the command line
+    std::string value;                // a scalar as given on the command line (the last one)
+    std::vector<std::string> values;  // a list as given
     CLI::Option* option = nullptr;
-    std::function<void(const std::vector<std::string>&)> assign;
+    std::function<void()> assign;
   };
   std::deque<Flag> flags_;
 };
