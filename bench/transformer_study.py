@@ -98,7 +98,7 @@ def stage_recipe(args, out):
     recipe of the pipeline stage."""
     path = args.results / "recipe.json"
     chosen = json.loads(path.read_text()) if path.exists() else {}
-    for name in NETWORKS:
+    for name in args.networks:
         scores = chosen.get(name, {}).get("val_top1", {})
         for lr in args.lrs:
             key = f"{lr:g}"
@@ -161,7 +161,7 @@ def stage_pipeline(args, out):
     rows = json.loads(committed.read_text()) if committed.exists() else []
     done = {(r["network"], r["level"], r["seed"]) for r in rows}
     for seed in args.seeds:
-        for name in NETWORKS:
+        for name in args.networks:
             for level in LEVELS:
                 if (name, level, seed) in done:
                     continue
@@ -464,6 +464,7 @@ def main():
     parser.add_argument("--stages", nargs="+", default=["recipe", "pipeline", "step"],
                         choices=["recipe", "pipeline", "step", "eval"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--limit", type=int, default=12000, help="training images of every stage")
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.1, 0.03, 0.01])
     parser.add_argument("--fp-epochs", type=int, default=5)
