@@ -3,7 +3,9 @@
 //   build/bench/limpq_bench --benchmark_filter=TrainStep
 //
 // Each benchmark runs forward, label-smoothed cross-entropy, backward and an
-// SGD step on a fixed batch, and reports images per second. The driver
+// SGD step on a fixed batch, and reports images per second. The onnx_* rows
+// train the network imported from $LIMPQ_BENCH_ONNX (3 x side x side input;
+// skipped when unset), e.g. the transformer study's ViT. The driver
 // bench/train_throughput.sh runs it next to the PyTorch-Python baseline
 // (with LIMPQ_BENCH_DEVICE=cuda on a GPU: the "_cuda" rows, each step ending
 // in a device synchronize, as a loop that reads its loss does).
@@ -45,7 +47,17 @@ void BM_TrainStep(benchmark::State& state, const std::string& arch, int64_t chan
   };
   const bool channels_last = !ends_with(precision, "-nchw");
   const std::string spec = channels_last ? precision : precision.substr(0, precision.size() - 5);
-  auto model = limpq::models::make_model(arch, channels, 10);
+  limpq::models::Model model;
+  if (arch == "onnx") {
+    const char* onnx = std::getenv("LIMPQ_BENCH_ONNX");
+    if (!onnx) {
+      state.SkipWithError("LIMPQ_BENCH_ONNX is not set");
+      return;
+    }
+    model = limpq::models::build_model(limpq::models::ModelOptions().onnx(onnx), {channels, size, size}, 10);
+  } else {
+    model = limpq::models::make_model(arch, channels, 10);
+  }
   if (spec != "fp32") {
     const bool reference = ends_with(spec, "-ref");
     const std::string bits = reference ? spec.substr(0, spec.size() - 4) : spec;
@@ -95,6 +107,19 @@ LIMPQ_TRAIN_STEP(resnet20_W4A4, "W4A4");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_reference, "W4A4-ref");
 LIMPQ_TRAIN_STEP(resnet20_fp32_nchw, "fp32-nchw");
 LIMPQ_TRAIN_STEP(resnet20_W4A4_nchw, "W4A4-nchw");
+// The network of $LIMPQ_BENCH_ONNX, on 3 x 28 x 28 (the ViT of
+// bench/transformer_study.py --stages step).
+#define LIMPQ_TRAIN_STEP_ONNX(name, precision)                                                           \
+  BENCHMARK_CAPTURE(BM_TrainStep, name, std::string("onnx"), 3, std::string(precision), torch::kCPU) \
+      ->ArgNames({"batch", "side"})                                                                  \
+      ->Args({128, 28})                                                                              \
+      ->Unit(benchmark::kMillisecond)                                                                \
+      ->UseRealTime()                                                                                \
+      ->MinTime(5.0)
+LIMPQ_TRAIN_STEP_ONNX(onnx_fp32, "fp32");
+LIMPQ_TRAIN_STEP_ONNX(onnx_W4A4, "W4A4");
+LIMPQ_TRAIN_STEP_ONNX(onnx_fp32_nchw, "fp32-nchw");
+LIMPQ_TRAIN_STEP_ONNX(onnx_W4A4_nchw, "W4A4-nchw");
 // On the GPU (skipped without one): the same rows, the fused CUDA kernel.
 LIMPQ_TRAIN_STEP_ON(resnet20_fp32_cuda, "fp32", torch::kCUDA);
 LIMPQ_TRAIN_STEP_ON(resnet20_W4A4_cuda, "W4A4", torch::kCUDA);

@@ -13,8 +13,9 @@
            PyTorch, exported at opset 17, evaluated by PyTorch and by
            `limpq eval --onnx` on the 10k test images
   step     the imported ViT's training step (full precision and W4A4 QAT)
-           against the same model in PyTorch eager (full precision, and the
-           LSQ fake quantizer written in PyTorch Python)
+           on one fixed batch (build/bench/limpq_bench's onnx rows) against
+           the same model in PyTorch eager (full precision, and the LSQ fake
+           quantizer written in PyTorch Python)
 
 The networks, exported untrained from torchvision at opset 17 for a
 3x28x28 input (Fashion-MNIST's gray copied to three channels, as
@@ -35,6 +36,7 @@ row already in --results is kept), and the tables are written to --results
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -321,13 +323,6 @@ def stage_eval(args, out):
 
 # --- step time --------------------------------------------------------------
 
-def images_per_second(stdout_log):
-    for line in Path(stdout_log).read_text().splitlines():
-        if "img/s" in line:
-            return float(line.split("img/s")[0].split("|")[-1].strip())
-    raise ValueError(f"no img/s in {stdout_log}")
-
-
 def pytorch_step(mode, images, batch=128):
     """Images/s of the ViT's training step in PyTorch eager: SGD, cross
     entropy, full precision or W4A4 with every conv and linear weight and
@@ -415,37 +410,39 @@ def attach_python_lsq(model, bits):
             input_lsq(module)
 
 
+def bench_step(args, onnx, row):
+    """Images/s of limpq_bench's TrainStep/<row> on the imported network: one
+    fixed batch of 128, as pytorch_step measures PyTorch."""
+    proc = subprocess.run([str(args.bench), f"--benchmark_filter=TrainStep/{row}/", "--benchmark_format=json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True,
+                          env={**os.environ, "LIMPQ_THREADS": "2", "LIMPQ_BENCH_ONNX": str(onnx)})
+    (bench,) = json.loads(proc.stdout)["benchmarks"]
+    return bench["images_per_second"]
+
+
 def stage_step(args, out):
-    """Interleaved: limpq, PyTorch, limpq, ... --repeats runs per side of
-    --step-images images each; median images/s."""
+    """Interleaved: limpq, PyTorch, limpq, ... --repeats runs per side, each
+    the training step on one fixed batch of 128 (limpq_bench's onnx rows,
+    channels-last as limpq trains by default, and NCHW); median images/s."""
     onnx = export("vit", 0, out)
-    fp = out / "step_fp"
-    common = ["--channels", 3, "--epochs", 1, "--limit", args.step_images, "--test-limit", 256, "--threads", 2]
-    if not (fp / "checkpoint.pt").exists():
-        run([args.limpq, "train", "--onnx", onnx, *common, "--out-dir", fp], out / "step_fp.log")
     results = {}
-    for mode in ("fp", "W4A4"):
-        samples = {"limpq": [], "pytorch": []}
+    for mode in ("fp32", "W4A4"):
+        samples = {"limpq": [], "limpq_nchw": [], "pytorch": []}
         for r in range(args.repeats):
-            d = out / f"step_{mode}_{r}"
-            subprocess.run(["rm", "-rf", str(d)])
-            if mode == "fp":
-                argv = [args.limpq, "train", "--onnx", onnx, *common]
-            else:
-                argv = [args.limpq, "finetune", "--onnx", onnx, "--weights", fp / "checkpoint.pt", "--uniform", "W4A4",
-                        *common]
-            run(argv + ["--out-dir", d], out / f"step_{mode}_{r}.log")
-            samples["limpq"].append(images_per_second(out / f"step_{mode}_{r}.log"))
+            samples["limpq"].append(bench_step(args, onnx, f"onnx_{mode}"))
             samples["pytorch"].append(pytorch_step(mode, args.step_images))
-            log(f"{mode}: limpq {samples['limpq'][-1]:.0f} img/s, PyTorch {samples['pytorch'][-1]:.0f} img/s")
+            samples["limpq_nchw"].append(bench_step(args, onnx, f"onnx_{mode}_nchw"))
+            log(f"{mode}: limpq {samples['limpq'][-1]:.0f} img/s (NCHW {samples['limpq_nchw'][-1]:.0f}), "
+                f"PyTorch {samples['pytorch'][-1]:.0f} img/s")
         results[mode] = {k: {"median": statistics.median(v), "runs": v} for k, v in samples.items()}
-    lines = ["| ViT training step (batch 128, 3x28x28) | limpq, imported img/s | PyTorch eager img/s | limpq / PyTorch |",
-             "|---|---|---|---|"]
+    lines = ["| ViT training step (batch 128, 3x28x28) | limpq img/s | limpq NCHW img/s | PyTorch eager img/s | "
+             "limpq / PyTorch |", "|---|---|---|---|---|"]
+    cell = lambda r: f"{r['median']:.0f} ({', '.join(f'{x:.0f}' for x in r['runs'])})"
     for mode, r in results.items():
-        a, b = r["limpq"]["median"], r["pytorch"]["median"]
-        lines.append(f"| {'full precision' if mode == 'fp' else 'QAT ' + mode} | "
-                     f"{a:.0f} ({', '.join(f'{x:.0f}' for x in r['limpq']['runs'])}) | "
-                     f"{b:.0f} ({', '.join(f'{x:.0f}' for x in r['pytorch']['runs'])}) | {a / b:.2f} |")
+        lines.append(f"| {'full precision' if mode == 'fp32' else 'QAT ' + mode} | {cell(r['limpq'])} | "
+                     f"{cell(r['limpq_nchw'])} | {cell(r['pytorch'])} | "
+                     f"{r['limpq']['median'] / r['pytorch']['median']:.2f} (NCHW "
+                     f"{r['limpq_nchw']['median'] / r['pytorch']['median']:.2f}) |")
     write_results(args, "step_time", results, lines)
 
 
@@ -459,6 +456,7 @@ def write_results(args, name, data, lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limpq", type=Path, default=ROOT / "build" / "limpq")
+    parser.add_argument("--bench", type=Path, default=ROOT / "build" / "bench" / "limpq_bench")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transformer_study")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "transformer_study")
     parser.add_argument("--stages", nargs="+", default=["recipe", "pipeline", "step"],
