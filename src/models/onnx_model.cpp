@@ -7,7 +7,9 @@
 //   1. Identity of an initializer (how PyTorch's exporter shares equal
 //      values, e.g. the fresh batch norms' ones and zeros) becomes a copy of
 //      that initializer under the Identity's output name, so that every
-//      parameter PyTorch had is one again.
+//      parameter PyTorch had is one again. Node sequences that one torch op
+//      computes (GELU's five nodes; onnx_import/fusion.h) are marked to run
+//      as that op.
 //   2. The initializers are sorted: those a layer will own (what a Conv's,
 //      Gemm's, MatMul's or BatchNormalization's parameter inputs are
 //      computed from), the other named floating-point ones (trainable
@@ -33,6 +35,7 @@
 
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/checksum.h"
+#include "onnx_import/fusion.h"
 #include "onnx_import/graph.h"
 #include "limpq/nn/quant_layer.h"
 #include "onnx_import/ops.h"
@@ -125,9 +128,14 @@ class OnnxModelBuilder {
   void build() {
     check_input();
     resolve_identities();
+    find_fusions();
     sort_initializers();
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      if (!skipped_[i]) convert(i);
+      if (auto f = fused_.find(i); f != fused_.end()) {
+        add_fused(f->second);
+      } else if (!skipped_[i]) {
+        convert(i);
+      }
     }
     register_parameters();
     assign_output();
@@ -177,6 +185,23 @@ class OnnxModelBuilder {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       for (const auto& out : g_.nodes[i].outputs) producer_[out] = i;
     }
+  }
+
+  // Sequences run as one op (onnx_import/fusion.h): their nodes are skipped,
+  // and the fused op is added where the last of them was.
+  void find_fusions() {
+    for (auto& f : find_gelus(g_, producer_, skipped_)) {
+      for (size_t i : f.nodes) skipped_[i] = true;
+      model_.fused_nodes_ += static_cast<int64_t>(f.nodes.size());
+      fused_.emplace(f.nodes.back(), std::move(f));
+    }
+  }
+
+  void add_fused(const FusedOp& f) {
+    const OnnxNode& first = g_.nodes[f.nodes.front()];
+    add_step(f.node, f.kernel, where(first, g_.opset) + " (run with the " + std::to_string(f.nodes.size() - 1) +
+                                   " nodes after it as one " + f.node.op_type + ")",
+             {}, /*makes_layers=*/false);
   }
 
   // Phase 2. A value is known at import when it is an initializer or every
@@ -295,7 +320,14 @@ class OnnxModelBuilder {
       fail(at + ": " + e.msg());
     }
     check_training_outputs(node, at);
-    if (!entry->makes_layers() && all_inputs_constant(node)) {
+    add_step(node, std::move(kernel), at, ctx.parameter_inputs(), entry->makes_layers());
+  }
+
+  // The step computing `node` at every forward pass, or its outputs now when
+  // every input is a constant (and it makes no layer).
+  void add_step(const OnnxNode& node, Kernel kernel, const std::string& at, const std::set<size_t>& parameter_inputs,
+                bool makes_layers) {
+    if (!makes_layers && all_inputs_constant(node)) {
       fold(node, kernel, at);
       return;
     }
@@ -304,7 +336,7 @@ class OnnxModelBuilder {
     step.where = at;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const std::string& name = node.inputs[i];
-      if (name.empty() || ctx.parameter_inputs().count(i)) {
+      if (name.empty() || parameter_inputs.count(i)) {
         step.inputs.push_back(-1);
       } else {
         step.inputs.push_back(runtime_input(name, at));
@@ -523,6 +555,7 @@ class OnnxModelBuilder {
   std::unique_ptr<Program> program_;
   std::vector<bool> skipped_;
   std::map<std::string, size_t> producer_;              // value -> the node computing it
+  std::map<size_t, FusedOp> fused_;                     // the last node of a fused sequence -> the fused op
   std::map<std::string, torch::Tensor> parameters_;     // trainable initializers outside layers
   std::set<std::string> read_as_parameter_;             // of them, those a step reads
   std::map<std::string, torch::Tensor> folded_;

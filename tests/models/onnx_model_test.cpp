@@ -93,6 +93,9 @@ TEST_P(OnnxImportTest, SameLogitsAsOnnxRuntimeAndParametersAsPyTorch) {
   EXPECT_EQ(parameter_count(*model), f.info["expected_parameters"].get<int64_t>()) << GetParam();
   EXPECT_EQ(model->num_classes(), 10);
   EXPECT_EQ(model->input_shape(), (std::vector<int64_t>{3, f.input.size(2), f.input.size(3)}));
+  // Every GELU's five nodes run as one op (in eval mode PyTorch's constant
+  // folding leaves the same five).
+  EXPECT_EQ(model->fused_nodes(), 5 * f.info.value("gelus", 0)) << GetParam();
 }
 
 // Layers named as PyTorch named the modules, in both export modes; the

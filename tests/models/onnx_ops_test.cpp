@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 #include <regex>
 #include <set>
@@ -237,6 +238,41 @@ TEST_F(OnnxOpsTest, EveryConverterMatchesOnnxRuntime) {
     covered.insert(c.op());
   }
   for (const auto& op : onnx_supported_ops()) EXPECT_TRUE(covered.count(op)) << op << " has no single-node case";
+}
+
+// GELU as PyTorch exports it (Div by sqrt 2, Erf, Add 1, Mul by x, Mul by
+// 0.5) runs as one op; the same nodes with a value in between read
+// elsewhere run node by node. Both give ONNX Runtime's outputs, and the same
+// gradient as the nodes computed one by one.
+TEST_F(OnnxOpsTest, GeluNodesRunAsOneOpUnlessAValueInBetweenIsReadElsewhere) {
+  auto import_gelu = [&](bool shared) {
+    OnnxGraphBuilder g(17, {3, 4, 5});
+    // Named as PyTorch names constants: a module's tensor would be trained.
+    g.initializer("onnx::Div_1", scalar(std::sqrt(2.0f))).initializer("onnx::Add_2", scalar(1));
+    g.initializer("onnx::Mul_3", scalar(0.5));
+    g.node("Div", {"input", "onnx::Div_1"}, {"d"}).node("Erf", {"d"}, {"e"}).node("Add", {"e", "onnx::Add_2"}, {"a"});
+    g.node("Mul", {"input", "a"}, {"m"}).node("Mul", {"m", "onnx::Mul_3"}, {shared ? "g" : "y"});
+    if (shared) g.node("Add", {"g", "d"}, {"y"});
+    const std::string path = temp_path(shared ? "gelu_shared.onnx" : "gelu.onnx");
+    util::write_file_atomic(path, g.flattened("y"));
+    return std::make_pair(path, import_onnx(path));
+  };
+  auto [fused_path, fused] = import_gelu(false);
+  auto [shared_path, shared] = import_gelu(true);
+  EXPECT_EQ(fused->fused_nodes(), 5);
+  EXPECT_EQ(shared->fused_nodes(), 0);
+  const torch::Tensor x = torch::randn({2, 3, 4, 5}) * 3;
+  for (auto [path, model] : {std::make_pair(fused_path, fused), std::make_pair(shared_path, shared)}) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor theirs = deploy::run_onnx_runtime(path, x, deploy::find_ort_runner(), "disabled").outputs;
+    EXPECT_LE(((model->forward(x) - theirs).abs().max() / theirs.abs().max()).item<double>(), kTolerance) << path;
+  }
+  const torch::Tensor input = x.clone().requires_grad_();
+  fused->forward(input).sum().backward();
+  const torch::Tensor by_nodes = x.clone().requires_grad_();
+  const torch::Tensor d = by_nodes / std::sqrt(2.0f);
+  (by_nodes * (torch::erf(d) + 1) * 0.5).sum().backward();
+  EXPECT_TRUE(torch::allclose(input.grad(), by_nodes.grad(), 1e-5, 1e-6));
 }
 
 // What a converter does not read is refused by name: an input beyond those

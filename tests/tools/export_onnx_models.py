@@ -159,6 +159,26 @@ def attention_modules(model):
     return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.MultiheadAttention, ShiftedWindowAttention))]
 
 
+def gelu_calls(model, x):
+    """The erf-form GELUs one forward pass computes (nn.GELU and
+    F.gelu both call torch.nn.functional.gelu): each is five ONNX nodes
+    that the importer runs as one op."""
+    calls = []
+    original = torch.nn.functional.gelu
+
+    def counting(input, approximate="none"):
+        calls.append(approximate)
+        return original(input, approximate=approximate)
+
+    torch.nn.functional.gelu = counting
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        torch.nn.functional.gelu = original
+    return sum(1 for a in calls if a == "none")
+
+
 def export(name, mode, out_dir):
     """Modes: eval (opset 13, TrainingMode.EVAL), preserve (opset 17,
     TrainingMode.PRESERVE), opset13 and opset17 (PRESERVE with constant
@@ -184,6 +204,7 @@ def export(name, mode, out_dir):
             "layers": [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))] +
                       [n + ".in_proj" for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)],
             "attention_products": 2 * len(attention),
+            "gelus": gelu_calls(model, x[:1]),
             "parameter_names": [n for n, _ in model.named_parameters()]}
     x.numpy().tofile(path + ".f32")
     logits.numpy().tofile(path + "_logits.f32")

@@ -78,6 +78,8 @@ class OnnxModelImpl : public ModelImpl {
   int64_t opset() const { return opset_; }
   // Nodes the importer ran at import because every input was a constant.
   int64_t folded_nodes() const { return folded_nodes_; }
+  // Nodes the forward pass runs fused, several as one torch op (GELU's five).
+  int64_t fused_nodes() const { return fused_nodes_; }
   // The layer each node became, keyed by the node's first output (unique in
   // a graph): how the exports find a layer's node and write its tensors back.
   const std::map<std::string, ImportedLayer>& layers() const { return layers_; }
@@ -95,6 +97,7 @@ class OnnxModelImpl : public ModelImpl {
   int64_t num_classes_ = 0;
   int64_t opset_ = 0;
   int64_t folded_nodes_ = 0;
+  int64_t fused_nodes_ = 0;
   std::map<std::string, ImportedLayer> layers_;
   std::map<std::string, std::string> parameters_by_source_;
   std::map<std::string, torch::Tensor> named_constants_;
