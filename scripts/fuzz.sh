@@ -25,14 +25,17 @@ cmake --build build-fuzz --target "${names[@]}"
 logs=build-fuzz/fuzz-logs
 mkdir -p "$logs"
 status=0
-ctest --test-dir build-fuzz -L fuzz -R "$targets" --output-on-failure -V > "$logs/ctest.log" 2>&1 || status=$?
+log="$logs/ctest-$$.log"
+ctest --test-dir build-fuzz -L fuzz -R "$targets" --output-on-failure -V > "$log" 2>&1 || status=$?
 for name in "${names[@]}"; do
   # ctest -V prefixes each line of test N's output with "N: ".
   number=$(sed -n "s/^ *Test *#\([0-9]*\): *$name\$/\1/p" <(ctest --test-dir build-fuzz -L fuzz -R "$targets" -N))
-  sed -n "s/^$number: //p" "$logs/ctest.log" > "$logs/$name.log"
+  sed -n "s/^$number: //p" "$log" > "$logs/$name.log"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$name.log" | tail -n1)
   corpus=$(ls "build-fuzz/fuzz/corpus/${name#fuzz_}" 2>/dev/null | wc -l)
-  echo "$name: ${seconds} s, ${runs:-?} executions, working corpus $corpus files"
+  # ctest's own line: "1/2 Test #9: fuzz_onnx .....***Failed    5.20 sec".
+  result=$(sed -n "s/^.*Test *#$number: $name [ .*]*\([A-Za-z]*\) *\([0-9.]*\) sec.*/\1 after \2 s/p" "$log")
+  echo "$name: ${result:-not run}, ${runs:-?} executions, working corpus $corpus files"
 done
-grep -E "tests passed|tests failed" "$logs/ctest.log" || true
+grep -E "tests passed|tests failed" "$log" || true
 exit $status

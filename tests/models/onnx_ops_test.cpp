@@ -293,6 +293,23 @@ TEST_F(OnnxOpsTest, UnreadInputsAndAttributesAreRefusedByName) {
               ::testing::HasSubstr("(ReduceMean, opset 18): attribute 'axes' is not handled"));
 }
 
+// Pads that would allocate more than the importer allows are refused at
+// import (the probe) with the node named, not attempted (first found by
+// fuzz_onnx: a mutated file asked for 4e17 bytes).
+TEST_F(OnnxOpsTest, AbsurdPadsAreRefusedBeforeAllocating) {
+  auto refusal = [&](std::vector<int64_t> pads) {
+    const std::string path = temp_path("pad.onnx");
+    util::write_file_atomic(
+        path, OnnxGraphBuilder(17, {3, 4, 5}).initializer("pads", ints(pads)).node("Pad", {"input", "pads"}, {"y"})
+                  .flattened("y"));
+    return limpq::testing::error_of([&] { import_onnx(path); });
+  };
+  EXPECT_THAT(refusal({0, 0, 0, 0, 0, 0, 0, int64_t{1} << 40}), ::testing::HasSubstr("Pad: pad 1099511627776 is out of range"));
+  EXPECT_THAT(refusal({0, 0, 0, 0, 0, 0, 0, int64_t{1} << 27}), ::testing::HasSubstr("more than 268435456 elements"));
+  EXPECT_THAT(refusal({0, 0, 0, -3, 0, 0, 0, -3}), ::testing::HasSubstr("give a negative size"));
+  EXPECT_THAT(refusal({0, 0, 0, 0, 0, 0, 0, int64_t{1} << 27}), ::testing::HasSubstr("(Pad, opset 17)"));
+}
+
 // docs/onnx.md's table of what is imported lists exactly the registry's ops
 // (the op names in backquotes in its first column).
 TEST(OnnxOpsDocsTest, TheTableListsTheRegistry) {

@@ -22,6 +22,7 @@
 
 #include "limpq/quant/indicators.h"
 #include "limpq/quant/policy.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::deploy {
 
@@ -92,7 +93,7 @@ struct ReportOptions {
     v("criterion", criterion_, "the search's criterion (see limpq search --criterion; empty: the run's, else the "
                                "file's default)");
     v("alpha", alpha_, "the search's alpha (empty: the run's, else the criterion's)");
-    v("fixed_bits", fixed_bits_, "bits of the fixed layers (empty: the run's, else 8)");
+    util::visit_fixed_bits(v, fixed_bits_);
     v("out", out_, "HTML file to write (empty: <run>/report.html, or report.html)");
   }
 };

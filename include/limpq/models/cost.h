@@ -18,6 +18,7 @@
 
 #include "limpq/models/model.h"
 #include "limpq/models/quantized.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::models {
 
@@ -36,8 +37,8 @@ struct CostOptions {
   void visit(V&& v) {
     v("input_shape", input_shape_, "C H W of one input, e.g. 3,224,224 (an ONNX network: its own)");
     v("num_classes", num_classes_, "classes of the classifier (an ONNX network: its own)");
-    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
-    v("fixed_bits", fixed_bits_, "bits of the fixed layers in the uniform figures");
+    util::visit_fixed_layers(v, fixed_layers_);
+    util::visit_fixed_bits(v, fixed_bits_);
   }
 };
 

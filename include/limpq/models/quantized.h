@@ -27,6 +27,7 @@
 
 #include "limpq/models/model.h"
 #include "limpq/quant/policy.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::models {
 
@@ -66,8 +67,8 @@ struct QuantizeOptions {
  public:
   template <typename V>
   void visit(V&& v) {
-    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
-    v("fixed_bits", fixed_bits_, "bits of the fixed layers when fine-tuning");
+    util::visit_fixed_layers(v, fixed_layers_);
+    util::visit_fixed_bits(v, fixed_bits_);
     v("per_channel", per_channel_, "per-channel weight steps when fine-tuning");
     v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
     v("max_step_change", max_step_change_,

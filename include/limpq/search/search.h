@@ -23,6 +23,7 @@
 #include "limpq/quant/indicators.h"
 #include "limpq/quant/policy.h"
 #include "limpq/search/mckp.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::search {
 
@@ -93,7 +94,7 @@ struct SearchOptions {
       "fisher and fisher-error, 1 for files from limpq sensitivity)");
     v("candidates", candidates_, "bit-widths the search may use (empty: all in the indicators file)");
     v("keep_nonmonotone", keep_nonmonotone_, "keep indicator points where fewer bits learned a smaller step");
-    v("fixed_bits", fixed_bits_, "bits of the layers kept out of the search");
+    util::visit_fixed_bits(v, fixed_bits_);
     v("solver", solver_,
       "auto (limpq's exact solver, then CBC if it stalls) | dp | cbc (its answer certified by limpq's solver)");
     v("time_limit", time_limit_, "solver time limit in seconds");

@@ -16,6 +16,7 @@
 #include "limpq/models/model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/train/checkpoint.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::train {
 
@@ -79,8 +80,7 @@ struct EvalOptions {
   template <typename V>
   void visit(V&& v) {
     v("split", split_, "test | val");
-    v("device", device_, "cpu | cuda | cuda:N");
-    v("threads", threads_, "compute threads (0: all cores)");
+    util::visit_compute(v, device_, threads_);
     v("policy", policy_,
       "post-training quantization of a full-precision checkpoint under this policy file (initial steps, "
       "calibrated on one training batch)");

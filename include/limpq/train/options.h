@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "limpq/models/quantized.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::train {
 
@@ -86,8 +87,7 @@ struct RunOptions {
   template <typename V>
   void visit(V&& v) {
     v("out_dir", out_dir_, "output folder: checkpoint.pt, metrics.jsonl, config.json");
-    v("device", device_, "cpu | cuda | cuda:N");
-    v("threads", threads_, "compute threads (0: all cores)");
+    util::visit_compute(v, device_, threads_);
     v("seed", seed_, "seed for initialisation, shuffling, augmentation and splits");
     v("eval_every", eval_every_, "evaluate every N epochs");
     v("progress", progress_, "show the live progress line");
@@ -140,7 +140,7 @@ struct IndicatorOptions {
   void visit(V&& v) {
     v("candidates", candidates_, "candidate bit-widths, e.g. 6,5,4,3,2");
     v("fraction", fraction_, "fraction of the training set used");
-    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
+    util::visit_fixed_layers(v, fixed_layers_);
     v("fused", fused_, "fused fake-quant kernel (false: composed-op reference)");
     v("only_layer", only_layer_, "train this one layer's indicators alone at one bit-width (others full precision)");
     v("stats_samples", stats_samples_, "examples for the tensors' rms and Fisher traces at the end (0: none)");

@@ -46,6 +46,7 @@
 #include "limpq/models/model.h"
 #include "limpq/quant/indicators.h"
 #include "limpq/util/options.h"
+#include "limpq/util/option_groups.h"
 
 namespace limpq::train {
 
@@ -85,7 +86,7 @@ struct SensitivityOptions {
     v("bn_batches", bn_batches_, "drop: training batches to re-estimate batch-norm statistics (0: keep)");
     v("qat_steps", qat_steps_, "drop: quantization-aware steps before measuring (0: post-training)");
     v("qat_lr", qat_lr_, "drop: learning rate of those steps");
-    v("fixed_layers", fixed_layers_, "layers kept out of the search (default: first conv and last layer)");
+    util::visit_fixed_layers(v, fixed_layers_);
   }
 };
 
@@ -105,8 +106,7 @@ struct SensitivityConfig {
   // sensitivity have their own lists).
   template <typename V>
   void visit(V&& v) {
-    v("device", device, "cpu | cuda | cuda:N");
-    v("threads", threads, "compute threads (0: all cores)");
+    util::visit_compute(v, device, threads);
     v("seed", seed, "seed of the calibration order and the probes");
   }
 };

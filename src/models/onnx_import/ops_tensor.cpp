@@ -263,6 +263,15 @@ Kernel convert_pad(ImportContext& ctx) {
     }
     TORCH_CHECK(static_cast<int64_t>(pads.size()) == 2 * rank, "Pad: ", pads.size(), " pads for a ", rank,
                 "-d tensor");
+    for (int64_t p : pads) TORCH_CHECK(p >= -kMaxElements && p <= kMaxElements, "Pad: pad ", p, " is out of range");
+    int64_t count = 1;
+    for (int64_t d = 0; d < rank; ++d) {
+      const int64_t size = x.size(d) + pads[d] + pads[d + rank];
+      TORCH_CHECK(size >= 0 && size <= kMaxElements / std::max<int64_t>(count, 1), "Pad: pads ",
+                  c10::IntArrayRef(pads), " of a ", x.sizes(), " tensor give a negative size or more than ",
+                  kMaxElements, " elements");
+      count *= std::max<int64_t>(size, 1);
+    }
     // torch's order: last axis first, (begin, end) pairs.
     std::vector<int64_t> torch_pads;
     int64_t outer = 0;  // leading axes without padding are left out
