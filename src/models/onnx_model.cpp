@@ -109,6 +109,11 @@ bool valid_module_path(const std::string& path) {
 // Values per input image: 64 Mi (3 x 4096 x 4096 fits).
 constexpr int64_t kMaxInputElements = int64_t{1} << 26;
 
+// Elements of all the values computed at import from constants (shape
+// arithmetic, in the networks PyTorch exports: a few hundred): 64 Mi. Each
+// op bounds its own output too (ops_tensor.cpp).
+constexpr int64_t kMaxFoldedElements = int64_t{1} << 26;
+
 std::string where(const OnnxNode& node, int64_t opset) {
   return "node '" + node.name + "' (" + node.op_type + ", opset " + std::to_string(opset) + ")";
 }
@@ -363,7 +368,13 @@ class OnnxModelBuilder {
       fail(at + ": " + e.msg());
     }
     for (size_t i = 0; i < node.outputs.size() && i < outputs.size(); ++i) {
-      if (!node.outputs[i].empty()) folded_[node.outputs[i]] = outputs[i];
+      if (node.outputs[i].empty()) continue;
+      folded_[node.outputs[i]] = outputs[i];
+      if (outputs[i].defined()) folded_elements_ += outputs[i].numel();
+    }
+    if (folded_elements_ > kMaxFoldedElements) {
+      fail(at + ": the values computed at import from constants hold more than " +
+           std::to_string(kMaxFoldedElements) + " elements in all");
     }
     ++model_.folded_nodes_;
   }
@@ -556,6 +567,7 @@ class OnnxModelBuilder {
   std::vector<bool> skipped_;
   std::map<std::string, size_t> producer_;              // value -> the node computing it
   std::map<size_t, FusedOp> fused_;                     // the last node of a fused sequence -> the fused op
+  int64_t folded_elements_ = 0;                         // of the values in folded_
   std::map<std::string, torch::Tensor> parameters_;     // trainable initializers outside layers
   std::set<std::string> read_as_parameter_;             // of them, those a step reads
   std::map<std::string, torch::Tensor> folded_;

@@ -111,7 +111,9 @@ class SurrogateLp {
     for (int64_t d = 0; d < depths; ++d) curve_begin_[d + 1] = curve_begin_[d] + edges_from[d];
     points_.resize(curve_begin_.back());
     for (int64_t d = 0; d < depths; ++d) {
-      Point* out = &points_[curve_begin_[d]];
+      // data() + offset: a curve without edges (every group of a single
+      // choice) begins at the end, where points_[offset] would not exist.
+      Point* out = points_.data() + curve_begin_[d];
       double given = 0, added = 0;
       for (const Edge& e : edges_) {
         if (e.depth < d) continue;

@@ -310,6 +310,23 @@ TEST_F(OnnxOpsTest, AbsurdPadsAreRefusedBeforeAllocating) {
   EXPECT_THAT(refusal({0, 0, 0, 0, 0, 0, 0, int64_t{1} << 27}), ::testing::HasSubstr("(Pad, opset 17)"));
 }
 
+// Constants computed at import are bounded in all, not only one by one
+// (fuzz_onnx's second finding: ConstantOfShape and Concat folded into 8 GB
+// before a later node was refused).
+TEST_F(OnnxOpsTest, ValuesComputedAtImportAreBoundedInAll) {
+  const std::string path = temp_path("folded.onnx");
+  OnnxGraphBuilder g(17, {3, 4, 5});
+  g.initializer("shape", ints({1 << 12, 1 << 12}));  // 16 Mi elements, within ConstantOfShape's own bound
+  g.node("ConstantOfShape", {"shape"}, {"c"});
+  g.node("Concat", {"c", "c", "c", "c"}, {"cc"}, {{"axis", int64_t{0}}});
+  g.node("Concat", {"cc", "c"}, {"ccc"}, {{"axis", int64_t{0}}});
+  g.node("Relu", {"input"}, {"y"});
+  util::write_file_atomic(path, g.flattened("y"));
+  EXPECT_THAT(limpq::testing::error_of([&] { import_onnx(path); }),
+              ::testing::HasSubstr("(Concat, opset 17): the values computed at import from constants hold more than "
+                                   "67108864 elements in all"));
+}
+
 // docs/onnx.md's table of what is imported lists exactly the registry's ops
 // (the op names in backquotes in its first column).
 TEST(OnnxOpsDocsTest, TheTableListsTheRegistry) {

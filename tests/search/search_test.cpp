@@ -218,5 +218,17 @@ TEST_F(SearchTest, IndicatorsFileErrorsNameTheLayer) {
               ::testing::ThrowsMessage<c10::Error>(HasSubstr("format 'other/2' is not supported")));
 }
 
+// fuzz_indicators' finding: the exact search of a file whose surrogate
+// bound has a curve without edges at its last depth formed a reference one
+// past the end of an empty vector (UBSan; silent here). The search solves
+// it, within both budgets.
+TEST_F(SearchTest, SurrogateCurveWithoutEdgesIsSolved) {
+  const auto ind = quant::read_indicators(std::string(LIMPQ_SEARCH_TESTDATA) + "/surrogate_no_edges_indicators.json");
+  const auto r = run_search(ind, SearchOptions().bitops("W4A4").cr(8).solver("dp").time_limit(1.0));
+  EXPECT_EQ(r.solve.status, MckpStatus::kOptimal);
+  EXPECT_LE(r.achieved_bitops, r.target_bitops);
+  EXPECT_LE(r.achieved_size_bits, r.target_size_bits);
+}
+
 }  // namespace
 }  // namespace limpq::search
