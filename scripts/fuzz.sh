@@ -19,7 +19,8 @@ if ! command -v clang++ >/dev/null || ! dpkg-query -W libclang-rt-14-dev >/dev/n
 fi
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DLIMPQ_FUZZ=ON -DLIMPQ_FUZZ_SECONDS="$seconds" >/dev/null
-mapfile -t names < <(ctest --test-dir build-fuzz -L fuzz -R "$targets" -N | sed -n 's/^ *Test *#[0-9]*: *//p')
+listing=$(ctest --test-dir build-fuzz -L fuzz -R "$targets" -N)
+mapfile -t names < <(sed -n 's/^ *Test *#[0-9]*: *//p' <<< "$listing")
 [ ${#names[@]} -gt 0 ] || { echo "fuzz.sh: no fuzz target matches '$targets'" >&2; exit 2; }
 cmake --build build-fuzz --target "${names[@]}"
 logs=build-fuzz/fuzz-logs
@@ -29,7 +30,7 @@ log="$logs/ctest-$$.log"
 ctest --test-dir build-fuzz -L fuzz -R "$targets" --output-on-failure -V > "$log" 2>&1 || status=$?
 for name in "${names[@]}"; do
   # ctest -V prefixes each line of test N's output with "N: ".
-  number=$(sed -n "s/^ *Test *#\([0-9]*\): *$name\$/\1/p" <(ctest --test-dir build-fuzz -L fuzz -R "$targets" -N))
+  number=$(sed -n "s/^ *Test *#\([0-9]*\): *$name\$/\1/p" <<< "$listing")
   sed -n "s/^$number: //p" "$log" > "$logs/$name.log"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$name.log" | tail -n1)
   corpus=$(ls "build-fuzz/fuzz/corpus/${name#fuzz_}" 2>/dev/null | wc -l)
