@@ -449,16 +449,24 @@ class OnnxModelBuilder {
     return s;
   }
 
+  // The end of the longest prefix of `path` that is a layer (a layer holds
+  // no modules), or npos.
+  size_t layer_prefix_end(const std::string& path) const {
+    size_t end = std::string::npos;
+    for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1)) {
+      if (layer_paths_.count(path.substr(0, dot))) end = dot;
+    }
+    return end;
+  }
+
   // `path`, or `path_1`, `path_2`, ... where a layer or a container already
-  // has it (a module called twice in the exported forward).
-  std::string unique_path(const std::string& path) const {
-    auto taken = [this](const std::string& p) {
-      if (layer_paths_.count(p) || container_paths_.count(p)) return true;
-      for (size_t dot = p.find('.'); dot != std::string::npos; dot = p.find('.', dot + 1)) {
-        if (layer_paths_.count(p.substr(0, dot))) return true;
-      }
-      return false;
-    };
+  // has it (a module called twice in the exported forward). A path inside a
+  // layer becomes its sibling (`attn.matmul_1` under a layer `attn`:
+  // `attn_matmul_1`), which happens where constant folding took the weights'
+  // names and two layers came from one scope.
+  std::string unique_path(std::string path) const {
+    for (size_t end = layer_prefix_end(path); end != std::string::npos; end = layer_prefix_end(path)) path[end] = '_';
+    auto taken = [this](const std::string& p) { return layer_paths_.count(p) > 0 || container_paths_.count(p) > 0; };
     if (!taken(path)) return path;
     for (int k = 1;; ++k) {
       const std::string candidate = path + "_" + std::to_string(k);

@@ -172,6 +172,51 @@ INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxImportTest, ::testing::ValuesIn(fixtur
 
 #ifndef LIMPQ_ONNX_SLOW_SET
 
+// The transformers exported with torch.onnx.export's defaults: constant
+// folding takes the linear weights' names (a transposed `onnx::MatMul_N`),
+// so a MultiheadAttention's projection is named by its scope, the module
+// that also holds the attention products. The file imports (the products
+// once put the importer in an endless search for a free name), computes
+// what PyTorch and ONNX Runtime compute, and every layer has a path of its
+// own, none inside another layer.
+class OnnxFoldedExportTest : public OnnxImportTest {};
+
+TEST_P(OnnxFoldedExportTest, ImportsWithLayersOfTheirOwnAndSameLogits) {
+  const Fixture f = load_fixture(GetParam());
+  OnnxModel model = import_onnx(f.onnx);
+  model->eval();
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    logits = model->forward(f.input);
+  }
+  const auto runtime = deploy::run_onnx_runtime(f.onnx, f.input, deploy::find_ort_runner());
+  EXPECT_LE(relative_difference(logits, runtime.outputs), kLogitTolerance) << GetParam() << " against " << runtime.runtime;
+  EXPECT_LE(relative_difference(logits, f.torch_logits), kLogitTolerance) << GetParam() << " against PyTorch";
+  EXPECT_EQ(parameter_count(*model), f.info["expected_parameters"].get<int64_t>()) << GetParam();
+  std::set<std::string> names;
+  int64_t products = 0;
+  for (const auto& l : analyze_layers(*model, model->input_shape())) {
+    EXPECT_TRUE(names.insert(l.name).second) << GetParam() << ": two layers named '" << l.name << "'";
+    products += l.kind == "matmul";
+  }
+  for (const auto& outer : names) {
+    for (const auto& inner : names) {
+      EXPECT_NE(inner.rfind(outer + ".", 0), 0u) << GetParam() << ": layer '" << inner << "' inside layer '" << outer
+                                                 << "'";
+    }
+  }
+  EXPECT_EQ(products, f.info.value("attention_products", 0)) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxFoldedExportTest,
+                         ::testing::Values("vit_folded", "swin_folded", "convnext_folded", "tokennet_folded"),
+                         [](const auto& info) { return info.param; });
+
+#endif
+
+#ifndef LIMPQ_ONNX_SLOW_SET
+
 class OnnxFileTest : public OnnxImportTest {
  protected:
   // The one-line message importing `path` gives.

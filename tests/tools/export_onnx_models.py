@@ -16,7 +16,7 @@ in "opset13" and "opset17" (PRESERVE, constant folding off, as docs/onnx.md
 exports). Every export has a dynamic batch axis.
 
 The transformer set (small ViT, Swin and ConvNeXt configurations, and
-TokenNet) is exported in modes opset13 and opset17. Also shared_*.onnx, exported with README.md's flags from untrained networks
+TokenNet) is exported in modes opset13, opset17 and folded. Also shared_*.onnx, exported with README.md's flags from untrained networks
 (equal initializers shared through Identity nodes, one conv read by two
 nodes), and the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
 spatial size, two inputs; and tinynet_training.onnx, a training-mode export
@@ -48,6 +48,8 @@ SLOW_SET = ["resnet50", "mobilenet_v3_large", "vgg11_bn"]
 # with the documented flags (batch norm kept, constant folding off) at opsets
 # 13 (LayerNorm spelt out) and 17 (LayerNormalization).
 TRANSFORMER_SET = ["vit", "swin", "convnext", "tokennet"]
+# The transformer set is also exported with torch.onnx.export's defaults
+# ("folded"): the weights' names lost to constant folding.
 
 
 class TinyNet(torch.nn.Module):
@@ -179,10 +181,24 @@ def gelu_calls(model, x):
     return sum(1 for a in calls if a == "none")
 
 
+def expected_parameters(model, mode, x):
+    """The parameter count of the imported file. Eval mode folds batch norm
+    into the conv. Constant folding also computes Swin's relative position
+    bias from its table at export: the table is not in the file, the bias
+    it gave is a constant."""
+    if mode == "eval":
+        return folded_parameter_count(model, x)
+    folded_away = 0
+    if mode == "folded":
+        folded_away = sum(p.numel() for n, p in model.named_parameters() if n.endswith("relative_position_bias_table"))
+    return sum(p.numel() for p in model.parameters()) - folded_away
+
+
 def export(name, mode, out_dir):
     """Modes: eval (opset 13, TrainingMode.EVAL), preserve (opset 17,
     TrainingMode.PRESERVE), opset13 and opset17 (PRESERVE with constant
-    folding off, as docs/onnx.md exports)."""
+    folding off, as docs/onnx.md exports), folded (torch.onnx.export's own
+    defaults: its default opset, TrainingMode.EVAL, constant folding on)."""
     model = build(name)
     randomise_batch_norms(model)
     model.eval()
@@ -190,17 +206,22 @@ def export(name, mode, out_dir):
     x = torch.randn(3, 3, side_of(name), side_of(name))
     with torch.no_grad():
         logits = model(x)
-    opset = 13 if mode in ("eval", "opset13") else 17
     path = os.path.join(out_dir, f"{name}_{mode}")
-    torch.onnx.export(model, x[:1], path + ".onnx", opset_version=opset, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                      training=TrainingMode.EVAL if mode == "eval" else TrainingMode.PRESERVE,
-                      do_constant_folding=mode in ("eval", "preserve"))
+    names = dict(input_names=["input"], output_names=["logits"],
+                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    if mode == "folded":
+        opset = torch.onnx._constants.ONNX_DEFAULT_OPSET
+        torch.onnx.export(model, x[:1], path + ".onnx", **names)
+    else:
+        opset = 13 if mode in ("eval", "opset13") else 17
+        torch.onnx.export(model, x[:1], path + ".onnx", opset_version=opset, **names,
+                          training=TrainingMode.EVAL if mode == "eval" else TrainingMode.PRESERVE,
+                          do_constant_folding=mode in ("eval", "preserve"))
     torch_params = sum(p.numel() for p in model.parameters())
     attention = attention_modules(model)
     info = {"name": name, "mode": mode, "opset": opset, "input_shape": list(x.shape[1:]),
             "torch_parameters": torch_params,
-            "expected_parameters": torch_params if mode != "eval" else folded_parameter_count(model, x[:1]),
+            "expected_parameters": expected_parameters(model, mode, x[:1]),
             "layers": [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))] +
                       [n + ".in_proj" for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)],
             "attention_products": 2 * len(attention),
@@ -302,7 +323,7 @@ def main():
             print(f"exported {name} ({mode})", flush=True)
     if args.set != "slow":
         for name in TRANSFORMER_SET:
-            for mode in ("opset13", "opset17"):
+            for mode in ("opset13", "opset17", "folded"):
                 export(name, mode, args.out_dir)
                 print(f"exported {name} ({mode})", flush=True)
     if args.set != "slow":
