@@ -159,7 +159,7 @@ std::vector<std::string> fixtures() {
     out.push_back(std::string(name) + "_preserve");
   }
 #ifndef LIMPQ_ONNX_SLOW_SET
-  for (const char* name : {"vit", "swin", "convnext", "tokennet"}) {
+  for (const char* name : {"vit", "swin", "convnext", "maxvit", "tokennet"}) {
     out.push_back(std::string(name) + "_opset13");
     out.push_back(std::string(name) + "_opset17");
   }
@@ -210,7 +210,8 @@ TEST_P(OnnxFoldedExportTest, ImportsWithLayersOfTheirOwnAndSameLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxFoldedExportTest,
-                         ::testing::Values("vit_folded", "swin_folded", "convnext_folded", "tokennet_folded"),
+                         ::testing::Values("vit_folded", "swin_folded", "convnext_folded", "maxvit_folded",
+                                           "tokennet_folded"),
                          [](const auto& info) { return info.param; });
 
 #endif

@@ -165,6 +165,11 @@ std::vector<OpCase> cases() {
       OpCase("Where").init("cond", torch::rand({4, 5}) > 0.5).init("other", scalar(-1))
           .node("Where", {"cond", "input", "other"}, {"y"}),
       OpCase("Dropout").init("ratio", scalar(0.3)).on_input({"ratio"}),
+      // Einsum: a product of two activations as MaxViT exports it (capital
+      // letters and spaces), a weight with the output implied, an ellipsis.
+      OpCase("Einsum").node("Einsum", {"input", "input"}, {"y"}, {{"equation", Str("B C I D, B C J D -> B C I J")}}),
+      OpCase("Einsum").init("w", torch::randn({5, 6})).on_input({"w"}, {{"equation", Str("bchw,wk")}}),
+      OpCase("Einsum").init("w", torch::randn({2, 5})).on_input({"w"}, {{"equation", Str("...ij,kj->...ik")}}),
       // Tensor ops.
       OpCase("Transpose").on_input({}, {{"perm", Ints{0, 3, 1, 2}}}),
       OpCase("Reshape").init("shape", ints({0, -1, 2})).on_input({"shape"}),

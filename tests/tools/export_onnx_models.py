@@ -15,8 +15,8 @@ eval(), opset 17: batch norm kept); the transformers (vit, swin, convnext)
 in "opset13" and "opset17" (PRESERVE, constant folding off, as docs/onnx.md
 exports). Every export has a dynamic batch axis.
 
-The transformer set (small ViT, Swin and ConvNeXt configurations, and
-TokenNet) is exported in modes opset13, opset17 and folded. Also shared_*.onnx, exported with README.md's flags from untrained networks
+The transformer set (small ViT, Swin, ConvNeXt and MaxViT configurations,
+and TokenNet) is exported in modes opset13, opset17 and folded. Also shared_*.onnx, exported with README.md's flags from untrained networks
 (equal initializers shared through Identity nodes, one conv read by two
 nodes), and the refusal fixtures (bad_*.onnx): an unsupported op, a symbolic
 spatial size, two inputs; and tinynet_training.onnx, a training-mode export
@@ -44,10 +44,10 @@ CLASSES = 10
 DEFAULT_SET = ["tinynet", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf",
                "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet"]
 SLOW_SET = ["resnet50", "mobilenet_v3_large", "vgg11_bn"]
-# Small configurations of torchvision's transformers and ConvNeXt, exported
+# Small configurations of torchvision's transformers, ConvNeXt and MaxViT, exported
 # with the documented flags (batch norm kept, constant folding off) at opsets
 # 13 (LayerNorm spelt out) and 17 (LayerNormalization).
-TRANSFORMER_SET = ["vit", "swin", "convnext", "tokennet"]
+TRANSFORMER_SET = ["vit", "swin", "convnext", "maxvit", "tokennet"]
 # The transformer set is also exported with torch.onnx.export's defaults
 # ("folded"): the weights' names lost to constant folding.
 
@@ -120,6 +120,12 @@ def build(name):
     if name == "convnext":
         from torchvision.models.convnext import CNBlockConfig, ConvNeXt
         return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=CLASSES)
+    if name == "maxvit":
+        # A hybrid: MBConv blocks (depthwise conv, batch norm, squeeze-
+        # excitation) and window/grid attention written with einsum.
+        from torchvision.models.maxvit import MaxVit
+        return MaxVit(input_size=(SIDE, SIDE), stem_channels=8, partition_size=4, block_channels=[16, 32],
+                      block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=CLASSES)
     kwargs = dict(num_classes=CLASSES)
     if name == "googlenet":
         kwargs.update(aux_logits=False, init_weights=True)
@@ -133,12 +139,23 @@ def side_of(name):
 
 def folded_parameter_count(model, x):
     """The parameter count once every batch norm whose input is a conv's
-    output is folded into that conv, as PyTorch's eval-mode export does for
-    these networks: the batch norm's weight and bias go, the conv gains a
-    bias where it had none."""
+    output, read by nothing else, is folded into that conv, as PyTorch's
+    eval-mode export does: the batch norm's weight and bias go, the conv
+    gains a bias where it had none. (MaxViT's first MBConv block reads its
+    input, a conv's output, in its batch norm and its shortcut's pooling:
+    that batch norm stays.)"""
     calls = []
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0], o)))
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    readers = {}
+    seen = []  # every tensor read stays alive, so that no two share an id()
+
+    def read(m, i):
+        seen.append(i[0])
+        readers[id(i[0])] = readers.get(id(i[0]), 0) + 1
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_pre_hook(read) for m in leaves]
+    hooks += [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0], o)))
+              for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -146,7 +163,7 @@ def folded_parameter_count(model, x):
     outputs = {id(o): m for m, i, o in calls if isinstance(m, torch.nn.Conv2d)}
     count = sum(p.numel() for p in model.parameters())
     for m, i, o in calls:
-        if isinstance(m, torch.nn.BatchNorm2d) and id(i) in outputs:
+        if isinstance(m, torch.nn.BatchNorm2d) and id(i) in outputs and readers.get(id(i)) == 1:
             conv = outputs[id(i)]
             count -= m.weight.numel() + m.bias.numel()
             if conv.bias is None:
@@ -182,16 +199,17 @@ def gelu_calls(model, x):
 
 
 def expected_parameters(model, mode, x):
-    """The parameter count of the imported file. Eval mode folds batch norm
-    into the conv. Constant folding also computes Swin's relative position
-    bias from its table at export: the table is not in the file, the bias
-    it gave is a constant."""
+    """The parameter count of the imported file. TrainingMode.EVAL (modes
+    eval and folded) folds a batch norm into the conv before it. Constant
+    folding (mode folded) also computes Swin's and MaxViT's relative
+    position biases from their tables at export: the tables are not in the
+    file, the biases they gave are constants."""
     if mode == "eval":
         return folded_parameter_count(model, x)
-    folded_away = 0
     if mode == "folded":
-        folded_away = sum(p.numel() for n, p in model.named_parameters() if n.endswith("relative_position_bias_table"))
-    return sum(p.numel() for p in model.parameters()) - folded_away
+        tables = sum(p.numel() for n, p in model.named_parameters() if n.endswith("relative_position_bias_table"))
+        return folded_parameter_count(model, x) - tables
+    return sum(p.numel() for p in model.parameters())
 
 
 def export(name, mode, out_dir):

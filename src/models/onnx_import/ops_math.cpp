@@ -1,7 +1,12 @@
 // Element-wise ops: activations, arithmetic with broadcasting, casts, and
-// the ops that pass their input through (Identity, Dropout at inference).
+// the ops that pass their input through (Identity, Dropout at inference),
+// and Einsum.
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <string>
 
 #include "ops.h"
 
@@ -108,6 +113,26 @@ Kernel convert_dropout(ImportContext& ctx) {
   };
 }
 
+// The term of each input, comma-separated, and optionally "->" and the
+// output's (numpy's and torch.einsum's notation; "..." for the dimensions a
+// term leaves unnamed). Runs as torch::einsum in full precision: MaxViT's
+// attention products arrive as Einsum, and are not quantized layers.
+Kernel convert_einsum(ImportContext& ctx) {
+  const std::string equation = ctx.attr_string("equation", "");
+  ctx.check(!equation.empty(), "the equation attribute is required");
+  for (char c : equation) {
+    ctx.check(std::isalpha(static_cast<unsigned char>(c)) || std::string(",.->").find(c) != std::string::npos ||
+                  c == ' ',
+              "equation '" + equation + "' may hold letters, ',', '->', '...' and spaces only");
+  }
+  const std::string inputs = equation.substr(0, equation.find("->"));
+  const auto terms = static_cast<size_t>(std::count(inputs.begin(), inputs.end(), ',')) + 1;
+  ctx.check(terms == ctx.num_inputs(), "equation '" + equation + "' has " + std::to_string(terms) +
+                                           " input terms for the node's " + std::to_string(ctx.num_inputs()) +
+                                           " inputs");
+  return [equation](const Values& in, const RunState&) { return Values{torch::einsum(equation, in)}; };
+}
+
 }  // namespace
 
 // One entry per op: the semantics of these ops did not change between
@@ -125,6 +150,7 @@ void add_math_ops(std::vector<OpEntry>& r) {
   r.push_back(op("Cast", 13, 1, convert_cast));
   r.push_back(op("Identity", 13, 1, convert_identity));
   r.push_back(op("Dropout", 13, 3, convert_dropout));
+  r.push_back(op("Einsum", 12, kAnyNumber, convert_einsum));
 }
 
 }  // namespace limpq::models::onnx_import
