@@ -69,6 +69,21 @@ double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
 }
 
+// The imported network's logits on the fixture's input against ONNX
+// Runtime's and PyTorch's, and its parameter count against the export's.
+void expect_logits_and_parameters_of(const Fixture& f, OnnxModel& model, const std::string& name) {
+  model->eval();
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    logits = model->forward(f.input);
+  }
+  const auto runtime = deploy::run_onnx_runtime(f.onnx, f.input, deploy::find_ort_runner());
+  EXPECT_LE(relative_difference(logits, runtime.outputs), kLogitTolerance) << name << " against " << runtime.runtime;
+  EXPECT_LE(relative_difference(logits, f.torch_logits), kLogitTolerance) << name << " against PyTorch";
+  EXPECT_EQ(parameter_count(*model), f.info["expected_parameters"].get<int64_t>()) << name;
+}
+
 class OnnxImportTest : public limpq::testing::SeededTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
@@ -81,16 +96,7 @@ class OnnxImportTest : public limpq::testing::SeededTest, public ::testing::With
 TEST_P(OnnxImportTest, SameLogitsAsOnnxRuntimeAndParametersAsPyTorch) {
   const Fixture f = load_fixture(GetParam());
   OnnxModel model = import_onnx(f.onnx);
-  model->eval();
-  torch::Tensor logits;
-  {
-    torch::NoGradGuard no_grad;
-    logits = model->forward(f.input);
-  }
-  const auto runtime = deploy::run_onnx_runtime(f.onnx, f.input, deploy::find_ort_runner());
-  EXPECT_LE(relative_difference(logits, runtime.outputs), kLogitTolerance) << GetParam() << " against " << runtime.runtime;
-  EXPECT_LE(relative_difference(logits, f.torch_logits), kLogitTolerance) << GetParam() << " against PyTorch";
-  EXPECT_EQ(parameter_count(*model), f.info["expected_parameters"].get<int64_t>()) << GetParam();
+  expect_logits_and_parameters_of(f, model, GetParam());
   EXPECT_EQ(model->num_classes(), 10);
   EXPECT_EQ(model->input_shape(), (std::vector<int64_t>{3, f.input.size(2), f.input.size(3)}));
   // Every GELU's five nodes run as one op (in eval mode PyTorch's constant
@@ -184,16 +190,7 @@ class OnnxFoldedExportTest : public OnnxImportTest {};
 TEST_P(OnnxFoldedExportTest, ImportsWithLayersOfTheirOwnAndSameLogits) {
   const Fixture f = load_fixture(GetParam());
   OnnxModel model = import_onnx(f.onnx);
-  model->eval();
-  torch::Tensor logits;
-  {
-    torch::NoGradGuard no_grad;
-    logits = model->forward(f.input);
-  }
-  const auto runtime = deploy::run_onnx_runtime(f.onnx, f.input, deploy::find_ort_runner());
-  EXPECT_LE(relative_difference(logits, runtime.outputs), kLogitTolerance) << GetParam() << " against " << runtime.runtime;
-  EXPECT_LE(relative_difference(logits, f.torch_logits), kLogitTolerance) << GetParam() << " against PyTorch";
-  EXPECT_EQ(parameter_count(*model), f.info["expected_parameters"].get<int64_t>()) << GetParam();
+  expect_logits_and_parameters_of(f, model, GetParam());
   std::set<std::string> names;
   int64_t products = 0;
   for (const auto& l : analyze_layers(*model, model->input_shape())) {
