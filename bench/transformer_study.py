@@ -37,6 +37,7 @@ row already in --results is kept), and the tables are written to --results
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -188,12 +189,18 @@ def stage_pipeline(args, out):
 
 
 def group_of(layer):
+    """The layer's group by its PyTorch module path (torchvision's
+    VisionTransformer and ConvNeXt names)."""
     if "matmul" in layer:
         return "attention products"
     if "mlp" in layer or ".block.3" in layer or ".block.5" in layer:
         return "MLP"
+    if ".block.0" in layer:
+        return "depthwise conv"
     if "conv_proj" in layer or layer.startswith("features.0."):
         return "patch embedding"
+    if re.fullmatch(r"features\.\d+\.1", layer):
+        return "downsampling"
     if "self_attention" in layer:
         return "attention projections"
     if layer.startswith("heads") or layer.startswith("classifier"):
@@ -202,8 +209,7 @@ def group_of(layer):
 
 
 def layer_groups(run_dir):
-    """Mean bits per layer group of the policy, and the mean learned
-    weight/activation step of the group's layers at 4 bits."""
+    """Mean weight and activation bits of the policy per layer group."""
     policy = json.loads((run_dir / "policy.json").read_text())
     groups = {}
     for layer, bits in policy["layers"].items():

@@ -1,9 +1,11 @@
 // The text of `limpq cost`: kept out of the training core (cost.cpp), which
 // builds without fmt.
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
 #include "limpq/models/cost.h"
 
@@ -13,19 +15,24 @@ std::string CostTable::to_text() const {
   const auto square = [](const std::array<int64_t, 2>& a) {
     return a[0] == a[1] ? std::to_string(a[0]) : fmt::format("{}x{}", a[0], a[1]);
   };
+  // The whole output of one image in the layout the network holds it: a
+  // conv's 1xCxHxW, a linear layer's 1xTxC or 1xHxWxC (17x1x576 inside
+  // torch's MultiheadAttention, tokens first), an attention product's
+  // headsxTxT.
+  const auto shape_text = [](const std::vector<int64_t>& shape) {
+    return shape.empty() ? std::string("-") : fmt::format("{}", fmt::join(shape, "x"));
+  };
   size_t width = 5;
   for (const auto& l : layers) width = std::max(width, l.name.size());
-  std::string out = fmt::format("{:<{}} {:>6} {:>5} {:>5} {:>3} {:>2} {:>6} {:>9} {:>13} {:>10}\n", "layer", width,
-                                "kind", "in", "out", "k", "s", "groups", "out HxW", "MACs", "params");
+  std::string out = fmt::format("{:<{}} {:>6} {:>5} {:>5} {:>3} {:>2} {:>6} {:>12} {:>13} {:>10}\n", "layer", width,
+                                "kind", "in", "out", "k", "s", "groups", "out shape", "MACs", "params");
   for (const auto& l : layers) {
-    const std::string hw =
-        l.output_shape.size() == 4 ? fmt::format("{}x{}", l.output_shape[2], l.output_shape[3]) : std::string("-");
     std::string notes;
     if (!l.searchable) notes = "fixed";
     if (l.signed_input) notes += notes.empty() ? "signed input" : ", signed input";
-    out += fmt::format("{:<{}} {:>6} {:>5} {:>5} {:>3} {:>2} {:>6} {:>9} {:>13} {:>10} {}\n", l.name, width, l.kind,
-                       l.in_channels, l.out_channels, square(l.kernel_size), square(l.stride), l.groups, hw, l.macs,
-                       l.params, notes);
+    out += fmt::format("{:<{}} {:>6} {:>5} {:>5} {:>3} {:>2} {:>6} {:>12} {:>13} {:>10} {}\n", l.name, width, l.kind,
+                       l.in_channels, l.out_channels, square(l.kernel_size), square(l.stride), l.groups,
+                       shape_text(l.output_shape), l.macs, l.params, notes);
   }
   const auto& shape = input_shape;
   out += fmt::format("\n{} at {}x{}x{}: {:.4f} G MACs, {:.4f} M parameters (quantizable layers, biases not counted)\n",

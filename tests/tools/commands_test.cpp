@@ -93,16 +93,25 @@ TEST_F(CommandsTest, CompareLabelsEachFileWithItsCriterion) {
   EXPECT_THAT(out.text, HasSubstr(kDrop + " [step]"));
 }
 
-// The cost table's text has a row for each layer its JSON lists.
+// The cost table's text has a row for each layer its JSON lists, with the
+// layer's whole output shape for one image (1x16x28x28 for resnet20's first
+// conv).
 TEST_F(CommandsTest, CostTextAndJsonListTheSameLayers) {
   models::ModelOptions model;
   model.arch("resnet20");
   const auto out = cli::cost(model, models::CostOptions());
   ASSERT_TRUE(out.json.contains("layers"));
   ASSERT_GT(out.json["layers"].size(), 0u);
+  const auto row_of = [&](const std::string& name) {
+    const auto at = out.text.find("\n" + name + " ");
+    return at == std::string::npos ? std::string() : out.text.substr(at + 1, out.text.find('\n', at + 1) - at - 1);
+  };
   for (const auto& layer : out.json["layers"]) {
-    EXPECT_THAT(out.text, HasSubstr(layer["name"].get<std::string>()));
+    std::string shape;
+    for (const int64_t d : layer["output_shape"]) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    EXPECT_THAT(row_of(layer["name"]), HasSubstr(" " + shape + " ")) << layer["name"];
   }
+  EXPECT_THAT(row_of("conv1"), HasSubstr(" 1x16x28x28 "));
 }
 
 TEST_F(CommandsTest, EvalTakesExactlyOneOfCheckpointAndOnnx) {
