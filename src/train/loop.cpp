@@ -5,17 +5,30 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "limpq/dist/dist.h"
 #include "limpq/models/onnx_model.h"
 #include "limpq/models/state_dict.h"
+#include "limpq/nn/quant_layer.h"
 #include "limpq/nn/trace.h"
 #include "limpq/util/atomic_file.h"
 #include "limpq/util/signals.h"
 
 namespace limpq::train {
 namespace {
+
+// The weights of the network's conv and linear layers (quantizable layers,
+// in full precision or not), by parameter name.
+std::set<std::string> layer_weight_names(torch::nn::Module& model) {
+  std::set<std::string> names;
+  for (const auto& m : model.named_modules("", /*include_self=*/false)) {
+    if (nn::as_quant_layer(*m.value()) == nullptr) continue;
+    if (m.value()->named_parameters(/*recurse=*/false).contains("weight")) names.insert(m.key() + ".weight");
+  }
+  return names;
+}
 
 const char* const kResumeHint = "run the same command again with --resume to continue (limpq run resumes by itself)";
 
@@ -222,10 +235,15 @@ TrainingLoop::TrainingLoop(const TrainConfig& config, models::Model model, const
   checkpoint_.quantization = step.record();
 }
 
-// The strategy's optimizer, over its decayed and undecayed parameters.
+// The strategy's optimizer, over its decayed and undecayed parameters
+// (with optim.decay_layer_weights_only, only the layers' weights decay).
 void TrainingLoop::build_optimizer() {
+  const std::set<std::string> layer_weights = layer_weight_names(*model_);
+  const auto decays = [&](const std::string& name) {
+    return step_.decays(name) && (!config_.optim.decay_layer_weights_only() || layer_weights.count(name) > 0);
+  };
   std::vector<torch::Tensor> decayed, undecayed;
-  for (const auto& p : model_->named_parameters()) (step_.decays(p.key()) ? decayed : undecayed).push_back(p.value());
+  for (const auto& p : model_->named_parameters()) (decays(p.key()) ? decayed : undecayed).push_back(p.value());
   optimizer_ = step_.make_optimizer(decayed, undecayed);
 }
 

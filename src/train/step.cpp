@@ -3,6 +3,7 @@
 #include "limpq/train/step.h"
 
 #include <torch/nn/functional/loss.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
 namespace limpq::train {
@@ -12,18 +13,40 @@ torch::Tensor TrainStep::loss(const torch::Tensor& logits, const torch::Tensor& 
   return F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().label_smoothing(optim_.label_smoothing()));
 }
 
-std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::vector<torch::Tensor>& decayed,
-                                                                   const std::vector<torch::Tensor>& undecayed) const {
-  auto sgd_options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim_.lr())
-                                                          .momentum(optim_.momentum())
-                                                          .nesterov(optim_.nesterov())
+namespace {
+
+std::unique_ptr<torch::optim::Optimizer> make_sgd(const OptimOptions& optim, const std::vector<torch::Tensor>& decayed,
+                                                  const std::vector<torch::Tensor>& undecayed) {
+  auto options = [&](double weight_decay) {
+    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim.lr())
+                                                          .momentum(optim.momentum())
+                                                          .nesterov(optim.nesterov())
                                                           .weight_decay(weight_decay));
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, sgd_options(optim_.weight_decay()));
-  if (!undecayed.empty()) groups.emplace_back(undecayed, sgd_options(0.0));
-  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(optim_.lr()));
+  groups.emplace_back(decayed, options(optim.weight_decay()));
+  if (!undecayed.empty()) groups.emplace_back(undecayed, options(0.0));
+  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(optim.lr()));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_adamw(const OptimOptions& optim, const std::vector<torch::Tensor>& decayed,
+                                                    const std::vector<torch::Tensor>& undecayed) {
+  auto options = [&](double weight_decay) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(optim.lr()).weight_decay(weight_decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, options(optim.weight_decay()));
+  if (!undecayed.empty()) groups.emplace_back(undecayed, options(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(optim.lr()));
+}
+
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::vector<torch::Tensor>& decayed,
+                                                                   const std::vector<torch::Tensor>& undecayed) const {
+  if (optim_.optimizer() == "sgd") return make_sgd(optim_, decayed, undecayed);
+  if (optim_.optimizer() == "adamw") return make_adamw(optim_, decayed, undecayed);
+  TORCH_CHECK(false, "train: unknown optimizer '", optim_.optimizer(), "' (known: sgd, adamw)");
 }
 
 bool is_quantizer_step(const std::string& parameter_name) {

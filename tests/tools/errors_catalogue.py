@@ -94,6 +94,9 @@ case("undecodable JPEG in an image folder", train + ["--dataset", "image-folder"
      "--out-dir", path("r7")], "ReadersTest.ImageFolderErrorsNameTheFolderOrFile")
 case("unknown dataset name", train + ["--dataset", "imagenet21k", "--out-dir", path("r8")],
      "ReadersTest.DatasetRegistryRejectsUnknownNamesAndMissingRoots")
+case("unknown optimizer name", train + ["--dataset", "mnist", "--root", good, "--optimizer", "adam",
+                                      "--out-dir", path("r8o")],
+     "LoopTest.AnUnknownOptimizerIsRefusedByName")
 
 # Configuration.
 case("config that is not YAML", ["train", "--config", write("bad.yaml", "train: [1, 2\n")], "OptionsTest.InvalidYamlAndMissingFileAreReported")

@@ -7,10 +7,12 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include "limpq/data/dataset.h"
 #include "limpq/data/datasets.h"
+#include "limpq/nn/quant_conv.h"
 #include "limpq/train/loop.h"
 #include "limpq/train/step.h"
 #include "limpq/util/atomic_file.h"
@@ -29,6 +31,23 @@ class OneLayerNet : public models::ModelImpl {
 
  private:
   torch::nn::Linear fc_{nullptr};
+};
+
+// A quantizable layer next to parameters that are not layer weights: a
+// norm's scale and shift, a learned token, the layer's bias.
+class LayerAndTokenNet : public models::ModelImpl {
+ public:
+  LayerAndTokenNet() : ModelImpl("layer-and-token") {
+    norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({28 * 28})));
+    token_ = register_parameter("token", torch::zeros({1, 28 * 28}));
+    fc_ = register_module("fc", nn::QuantLinear(28 * 28, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override { return fc_->forward(norm_->forward(x.flatten(1)) + token_); }
+
+ private:
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::Tensor token_;
+  nn::QuantLinear fc_{nullptr};
 };
 
 // What the loop asked of the strategy.
@@ -114,6 +133,33 @@ class LoopTest : public limpq::testing::SeededTest {
     return out;
   }
 
+  // Trains once whole and once stopped in the second epoch and resumed:
+  // the same weights.
+  void expect_resumed_run_equals_uninterrupted() {
+    Calls whole_calls;
+    FakeStep whole(config_.optim, whole_calls);
+    config_.run.out_dir(temp_path("whole"));
+    const torch::Tensor uninterrupted = train(whole);
+
+    config_.run.out_dir(temp_path("stopped"));
+    Calls first_calls;
+    FakeStep first(config_.optim, first_calls);
+    TrainHooks hooks;
+    hooks.after_step = [](int64_t steps_done) {
+      if (steps_done == 4) util::request_stop();  // inside the second epoch
+    };
+    EXPECT_THROW(train(first, /*resume=*/false, hooks), util::Interrupted);
+    EXPECT_EQ(first_calls.before_update, 4);
+    EXPECT_TRUE(util::file_exists(temp_path("stopped/checkpoint.pt")));
+    util::clear_stop();
+
+    Calls rest_calls;
+    FakeStep rest(config_.optim, rest_calls);
+    const torch::Tensor resumed = train(rest, /*resume=*/true);
+    EXPECT_EQ(rest_calls.before_update, 2) << "the two steps left";
+    EXPECT_TRUE(torch::allclose(resumed, uninterrupted, 0, 1e-6)) << "same weights as without the stop";
+  }
+
   TrainConfig config_;
   std::unique_ptr<data::DataBundle> data_;
 };
@@ -170,28 +216,67 @@ TEST_F(LoopTest, NonFiniteLossStopsWithTheStepNamedOrIsSkipped) {
 }
 
 TEST_F(LoopTest, StopRequestCheckpointsAndTheResumedRunEqualsAnUninterruptedOne) {
-  Calls whole_calls;
-  FakeStep whole(config_.optim, whole_calls);
-  config_.run.out_dir(temp_path("whole"));
-  const torch::Tensor uninterrupted = train(whole);
+  expect_resumed_run_equals_uninterrupted();
+}
 
-  config_.run.out_dir(temp_path("stopped"));
-  Calls first_calls;
-  FakeStep first(config_.optim, first_calls);
-  TrainHooks hooks;
-  hooks.after_step = [](int64_t steps_done) {
-    if (steps_done == 4) util::request_stop();  // inside the second epoch
+// optim.optimizer adamw: torch's AdamW with the decay on the decayed group
+// only (decoupled: a parameter without gradient shrinks by lr * decay), its
+// moments checkpointed, so that a resumed run equals an uninterrupted one.
+TEST_F(LoopTest, AdamWDecaysTheDecayedGroupAndResumesExactly) {
+  config_.optim.optimizer("adamw").lr(1e-2).weight_decay(0.05);
+  Calls calls;
+  FakeStep step(config_.optim, calls);
+  const torch::Tensor decayed = torch::ones({2, 2}, torch::requires_grad());
+  const torch::Tensor undecayed = torch::ones({2}, torch::requires_grad());
+  const auto optimizer = step.make_optimizer({decayed}, {undecayed});
+  ASSERT_NE(dynamic_cast<torch::optim::AdamW*>(optimizer.get()), nullptr);
+  decayed.mutable_grad() = torch::zeros_like(decayed);
+  undecayed.mutable_grad() = torch::zeros_like(undecayed);
+  optimizer->step();
+  EXPECT_TRUE(torch::allclose(decayed, torch::full({2, 2}, 1.0 - 1e-2 * 0.05)));
+  EXPECT_TRUE(torch::equal(undecayed, torch::ones({2})));
+
+  expect_resumed_run_equals_uninterrupted();
+}
+
+TEST_F(LoopTest, AnUnknownOptimizerIsRefusedByName) {
+  config_.optim.optimizer("adam");
+  Calls calls;
+  FakeStep step(config_.optim, calls);
+  const std::string error = limpq::testing::error_of([&] { train(step); });
+  EXPECT_THAT(error, HasSubstr("unknown optimizer 'adam' (known: sgd, adamw)"));
+}
+
+// optim.decay_layer_weights_only: the conv and linear weights decay;
+// biases, norms and free tensors (class tokens, position embeddings) do not.
+TEST_F(LoopTest, DecayOfLayerWeightsOnlyLeavesBiasesNormsAndTokens) {
+  const auto groups_of = [&](bool layer_weights_only) {
+    config_.optim.decay_layer_weights_only(layer_weights_only);
+    Calls calls;
+    FakeStep step(config_.optim, calls);
+    torch::manual_seed(0);
+    models::Model model = std::make_shared<LayerAndTokenNet>();
+    TrainingLoop loop(config_, model, *data_, step, torch::kCPU);
+    std::vector<std::set<std::string>> groups;
+    const auto params = model->named_parameters();
+    for (const auto& group : step.made->param_groups()) {
+      std::set<std::string> names;
+      for (const auto& t : group.params()) {
+        for (const auto& p : params) {
+          if (p.value().is_same(t)) names.insert(p.key());
+        }
+      }
+      groups.push_back(names);
+    }
+    return groups;
   };
-  EXPECT_THROW(train(first, /*resume=*/false, hooks), util::Interrupted);
-  EXPECT_EQ(first_calls.before_update, 4);
-  EXPECT_TRUE(util::file_exists(temp_path("stopped/checkpoint.pt")));
-  util::clear_stop();
-
-  Calls rest_calls;
-  FakeStep rest(config_.optim, rest_calls);
-  const torch::Tensor resumed = train(rest, /*resume=*/true);
-  EXPECT_EQ(rest_calls.before_update, 2) << "the two steps left";
-  EXPECT_TRUE(torch::allclose(resumed, uninterrupted, 0, 1e-6)) << "same weights as without the stop";
+  const auto only = groups_of(true);
+  ASSERT_EQ(only.size(), 2u);
+  EXPECT_EQ(only[0], (std::set<std::string>{"fc.weight"}));
+  EXPECT_EQ(only[1], (std::set<std::string>{"fc.bias", "norm.weight", "norm.bias", "token"}));
+  const auto all = groups_of(false);
+  ASSERT_EQ(all.size(), 1u) << "FakeStep decays every parameter";
+  EXPECT_EQ(all[0].size(), 5u);
 }
 
 }  // namespace

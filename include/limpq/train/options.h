@@ -12,15 +12,23 @@
 
 namespace limpq::train {
 
-// The optimisation recipe: SGD with momentum, cosine schedule with linear
-// warm-up, label-smoothed cross-entropy.
+// The optimisation recipe: SGD with momentum (or AdamW), cosine schedule
+// with linear warm-up, label-smoothed cross-entropy.
 struct OptimOptions {
   TORCH_ARG(int64_t, epochs) = 15;
   TORCH_ARG(double, lr) = 0.1;
   TORCH_ARG(double, min_lr) = 0.0;
+  // "sgd" or "adamw" (torch.optim.AdamW: betas 0.9, 0.999, eps 1e-8, the
+  // decay decoupled from the gradient), as transformer recipes train.
+  TORCH_ARG(std::string, optimizer) = "sgd";
   TORCH_ARG(double, momentum) = 0.9;
   TORCH_ARG(bool, nesterov) = false;
   TORCH_ARG(double, weight_decay) = 5e-4;
+  // Weight decay on the conv and linear layers' weights only: not on
+  // biases, norms' scales, layer scales, class tokens or position
+  // embeddings (what timm and torchvision's transformer recipes do). Off:
+  // every parameter but the LSQ step sizes is decayed.
+  TORCH_ARG(bool, decay_layer_weights_only) = false;
   TORCH_ARG(double, warmup_epochs) = 1.0;
   TORCH_ARG(double, label_smoothing) = 0.1;
   // After the last epoch, re-estimate batch-norm running statistics over
@@ -34,9 +42,12 @@ struct OptimOptions {
     v("epochs", epochs_, "training epochs");
     v("lr", lr_, "peak learning rate (used as given: not rescaled with the batch size or the number of workers)");
     v("min_lr", min_lr_, "learning rate at the end of the cosine schedule");
+    v("optimizer", optimizer_, "sgd or adamw (betas 0.9, 0.999; decoupled weight decay)");
     v("momentum", momentum_, "SGD momentum");
-    v("nesterov", nesterov_, "Nesterov momentum");
-    v("weight_decay", weight_decay_, "L2 weight decay");
+    v("nesterov", nesterov_, "Nesterov momentum (SGD)");
+    v("weight_decay", weight_decay_, "weight decay (SGD: L2 in the gradient; AdamW: decoupled)");
+    v("decay_layer_weights_only", decay_layer_weights_only_,
+      "decay only conv and linear weights (not biases, norms, layer scales, tokens, position embeddings)");
     v("warmup_epochs", warmup_epochs_, "linear warm-up length in epochs (fractions allowed)");
     v("label_smoothing", label_smoothing_, "label smoothing of the training loss");
     v("bn_recalibration_batches", bn_recalibration_batches_,
