@@ -30,6 +30,15 @@ std::set<std::string> layer_weight_names(torch::nn::Module& model) {
   return names;
 }
 
+// The optimizer a checkpoint was trained with, from its config (sgd for
+// checkpoints written before train.optimizer).
+std::string optimizer_of(const std::string& config_json) {
+  const auto config = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || !config.contains("train") || !config["train"].is_object()) return "sgd";
+  const auto& train = config["train"];
+  return train.contains("optimizer") && train["optimizer"].is_string() ? train["optimizer"].get<std::string>() : "sgd";
+}
+
 const char* const kResumeHint = "run the same command again with --resume to continue (limpq run resumes by itself)";
 
 std::string serialize_optimizer(const torch::optim::Optimizer& optimizer) {
@@ -256,6 +265,10 @@ void TrainingLoop::restore(const std::string& path) {
   TORCH_CHECK(prev.quantization == checkpoint_.quantization, "train: cannot resume '", path,
               "': it was trained under another quantization (",
               prev.quantization.empty() ? "none" : prev.quantization, ")");
+  const std::string optimizer = optimizer_of(prev.config);
+  TORCH_CHECK(optimizer == config_.optim.optimizer(), "train: cannot resume '", path, "': it was trained with the ",
+              optimizer, " optimizer, this run uses ", config_.optim.optimizer(),
+              " (its state does not carry over; give train.optimizer ", optimizer, ")");
   models::load_state_dict(*model_, prev.model, path);
   restore_optimizer(*optimizer_, prev.optimizer, device_);
   if (prev.rng_state.numel() > 0) {

@@ -239,6 +239,24 @@ TEST_F(LoopTest, AdamWDecaysTheDecayedGroupAndResumesExactly) {
   expect_resumed_run_equals_uninterrupted();
 }
 
+// An SGD checkpoint resumed under AdamW: refused by name, not a torch
+// error from loading SGD's momentum buffers into AdamW.
+TEST_F(LoopTest, ResumingUnderAnotherOptimizerIsRefused) {
+  Calls first_calls;
+  FakeStep first(config_.optim, first_calls);
+  TrainHooks hooks;
+  hooks.after_step = [](int64_t steps_done) {
+    if (steps_done == 2) util::request_stop();
+  };
+  EXPECT_THROW(train(first, /*resume=*/false, hooks), util::Interrupted);
+  util::clear_stop();
+  config_.optim.optimizer("adamw");
+  Calls calls;
+  FakeStep step(config_.optim, calls);
+  const std::string error = limpq::testing::error_of([&] { train(step, /*resume=*/true); });
+  EXPECT_THAT(error, HasSubstr("it was trained with the sgd optimizer, this run uses adamw"));
+}
+
 TEST_F(LoopTest, AnUnknownOptimizerIsRefusedByName) {
   config_.optim.optimizer("adam");
   Calls calls;
