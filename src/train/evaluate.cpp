@@ -178,14 +178,29 @@ int64_t recalibrate_batch_norm(models::ModelImpl& model, data::DataLoader& loade
   return used;
 }
 
-data::DataOptions data_options_of(const Checkpoint& checkpoint) {
-  data::DataOptions data;
+namespace {
+
+// Section `section` of the config the checkpoint's run wrote, over the
+// defaults of `Options`.
+template <typename Options>
+Options config_section_of(const Checkpoint& checkpoint, const std::string& section) {
+  Options options;
   const auto config = nlohmann::json::parse(checkpoint.config, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_discarded() && config.contains("data")) {
+  if (!config.is_discarded() && config.contains(section)) {
     // JSON is YAML: the same loader checks the keys.
-    util::from_yaml(YAML::Load(config["data"].dump()), data, "checkpoint config: data");
+    util::from_yaml(YAML::Load(config[section].dump()), options, "checkpoint config: " + section);
   }
-  return data;
+  return options;
+}
+
+}  // namespace
+
+data::DataOptions data_options_of(const Checkpoint& checkpoint) {
+  return config_section_of<data::DataOptions>(checkpoint, "data");
+}
+
+OptimOptions optim_options_of(const Checkpoint& checkpoint) {
+  return config_section_of<OptimOptions>(checkpoint, "train");
 }
 
 Checkpoint onnx_checkpoint(const std::string& path) {

@@ -24,19 +24,10 @@ namespace {
 std::set<std::string> layer_weight_names(torch::nn::Module& model) {
   std::set<std::string> names;
   for (const auto& m : model.named_modules("", /*include_self=*/false)) {
-    if (nn::as_quant_layer(*m.value()) == nullptr) continue;
-    if (m.value()->named_parameters(/*recurse=*/false).contains("weight")) names.insert(m.key() + ".weight");
+    const nn::QuantLayer* layer = nn::as_quant_layer(*m.value());
+    if (layer != nullptr && layer->has_weight()) names.insert(m.key() + ".weight");
   }
   return names;
-}
-
-// The optimizer a checkpoint was trained with, from its config (sgd for
-// checkpoints written before train.optimizer).
-std::string optimizer_of(const std::string& config_json) {
-  const auto config = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || !config.contains("train") || !config["train"].is_object()) return "sgd";
-  const auto& train = config["train"];
-  return train.contains("optimizer") && train["optimizer"].is_string() ? train["optimizer"].get<std::string>() : "sgd";
 }
 
 const char* const kResumeHint = "run the same command again with --resume to continue (limpq run resumes by itself)";
@@ -265,7 +256,7 @@ void TrainingLoop::restore(const std::string& path) {
   TORCH_CHECK(prev.quantization == checkpoint_.quantization, "train: cannot resume '", path,
               "': it was trained under another quantization (",
               prev.quantization.empty() ? "none" : prev.quantization, ")");
-  const std::string optimizer = optimizer_of(prev.config);
+  const std::string optimizer = optim_options_of(prev).optimizer();
   TORCH_CHECK(optimizer == config_.optim.optimizer(), "train: cannot resume '", path, "': it was trained with the ",
               optimizer, " optimizer, this run uses ", config_.optim.optimizer(),
               " (its state does not carry over; give train.optimizer ", optimizer, ")");

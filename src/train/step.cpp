@@ -15,37 +15,30 @@ torch::Tensor TrainStep::loss(const torch::Tensor& logits, const torch::Tensor& 
 
 namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_sgd(const OptimOptions& optim, const std::vector<torch::Tensor>& decayed,
-                                                  const std::vector<torch::Tensor>& undecayed) {
-  auto options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(optim.lr())
-                                                          .momentum(optim.momentum())
-                                                          .nesterov(optim.nesterov())
-                                                          .weight_decay(weight_decay));
-  };
+// `Optimizer` over two groups: `decayed` at `weight_decay`, `undecayed` at
+// none; both with `options` otherwise.
+template <typename Optimizer, typename Options>
+std::unique_ptr<torch::optim::Optimizer> grouped(const Options& options, double weight_decay,
+                                                 const std::vector<torch::Tensor>& decayed,
+                                                 const std::vector<torch::Tensor>& undecayed) {
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, options(optim.weight_decay()));
-  if (!undecayed.empty()) groups.emplace_back(undecayed, options(0.0));
-  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(optim.lr()));
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_adamw(const OptimOptions& optim, const std::vector<torch::Tensor>& decayed,
-                                                    const std::vector<torch::Tensor>& undecayed) {
-  auto options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(optim.lr()).weight_decay(weight_decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, options(optim.weight_decay()));
-  if (!undecayed.empty()) groups.emplace_back(undecayed, options(0.0));
-  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(optim.lr()));
+  groups.emplace_back(decayed, std::make_unique<Options>(Options(options).weight_decay(weight_decay)));
+  if (!undecayed.empty()) groups.emplace_back(undecayed, std::make_unique<Options>(Options(options).weight_decay(0.0)));
+  return std::make_unique<Optimizer>(groups, Options(options.lr()));
 }
 
 }  // namespace
 
 std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::vector<torch::Tensor>& decayed,
                                                                    const std::vector<torch::Tensor>& undecayed) const {
-  if (optim_.optimizer() == "sgd") return make_sgd(optim_, decayed, undecayed);
-  if (optim_.optimizer() == "adamw") return make_adamw(optim_, decayed, undecayed);
+  if (optim_.optimizer() == "sgd") {
+    const auto sgd = torch::optim::SGDOptions(optim_.lr()).momentum(optim_.momentum()).nesterov(optim_.nesterov());
+    return grouped<torch::optim::SGD>(sgd, optim_.weight_decay(), decayed, undecayed);
+  }
+  if (optim_.optimizer() == "adamw") {
+    return grouped<torch::optim::AdamW>(torch::optim::AdamWOptions(optim_.lr()), optim_.weight_decay(), decayed,
+                                        undecayed);
+  }
   TORCH_CHECK(false, "train: unknown optimizer '", optim_.optimizer(), "' (known: sgd, adamw)");
 }
 

@@ -16,6 +16,7 @@
 #include "limpq/models/model.h"
 #include "limpq/models/quantized.h"
 #include "limpq/train/checkpoint.h"
+#include "limpq/train/options.h"
 #include "limpq/util/option_groups.h"
 
 namespace limpq::train {
@@ -101,6 +102,9 @@ LoadedModel load_model(const Checkpoint& checkpoint, const std::string& source =
 
 // The data options a checkpoint was trained with.
 data::DataOptions data_options_of(const Checkpoint& checkpoint);
+// The optimisation recipe a checkpoint was trained with (the defaults for
+// keys its config lacks: sgd before train.optimizer).
+OptimOptions optim_options_of(const Checkpoint& checkpoint);
 
 // An ONNX network with the file's own weights as a full-precision
 // checkpoint, for evaluation (`limpq eval --onnx FILE`); its data options
